@@ -1,0 +1,194 @@
+"""``nifti``: 3-D volumes (+ optional label maps) sliced to 2-D, the SA-Med2D-20M recipe.
+
+Layouts: a folder with ``images/`` (or nnU-Net/MSD ``imagesTr``/``imagesTs``) and ``labels/``
+(``labelsTr``) holding files of the same name (an nnU-Net channel suffix ``_0000`` is ignored);
+a plain folder of volumes; or a single volume file. The label map id -> name comes from the
+``labels`` option or ``labels.json``/``dataset.json`` (MSD ``{"1": "liver"}`` and nnU-Net v2
+``{"liver": 1}`` forms); the modality from the ``modality`` option or dataset.json.
+
+Recipe for labelled volumes: reorient to RAS+, slice along ``axis`` (default 2, axial), drop a
+label from a slice when its area is below ``min_area`` pixels (default: 0.1% of the slice, at
+least 10), keep slices with foreground left, derive boxes and mask facts. Slices that end up
+with no foreground are reported in one summary reject per volume (``empty_every=N`` keeps every
+Nth of them as a negative record instead). Intensities: ``window`` = a CT preset
+(soft-tissue, lung, bone, brain) or ``percentile`` (0.5-99.5, MR); default by modality.
+Unlabelled volumes give up to ``max_slices`` (default 16) evenly spaced perception records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gmai.data.imaging import ImageReadError, load_nifti, volume_slice, volume_to_uint8
+from gmai.data.masks import facts_for_label
+from gmai.data.records import Record, Reject
+from gmai.data.sources import register
+from gmai.data.sources._common import (OptionError, int_option, label_map_from_json, limit_items, make_record,
+                                       normalise_modality, parse_label_map, read_json, record_fields, reject)
+
+_IMAGE_DIRS = ("images", "imagesTr", "imagesTs", "imagesVal")
+_LABEL_DIRS = {"images": "labels", "imagesTr": "labelsTr", "imagesTs": "labelsTs", "imagesVal": "labelsVal"}
+_SPLIT_OF_DIR = {"imagesTs": "test", "imagesVal": "val"}
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and (p.name.endswith(".nii") or p.name.endswith(".nii.gz"))
+
+
+def _case_name(p: Path) -> str:
+    stem = p.name[:-7] if p.name.endswith(".nii.gz") else p.name[:-4]
+    return stem[:-5] if stem.endswith("_0000") else stem
+
+
+def _find_label(image: Path, label_dir: Path) -> Path | None:
+    for ext in (".nii.gz", ".nii"):
+        candidate = label_dir / f"{_case_name(image)}{ext}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _dataset_json(root: Path) -> dict:
+    sidecar = root / "dataset.json"
+    data = read_json(sidecar) if sidecar.is_file() else {}
+    return data if isinstance(data, dict) else {}
+
+
+def _label_map(root: Path, options: dict[str, str]) -> dict[int, str]:
+    if options.get("labels"):
+        return parse_label_map(options["labels"])
+    if (root / "labels.json").is_file():
+        return label_map_from_json(read_json(root / "labels.json"))
+    return label_map_from_json(_dataset_json(root).get("labels", {}))
+
+
+def _modality(root: Path, options: dict[str, str]) -> str:
+    if options.get("modality"):
+        return normalise_modality(options["modality"])
+    info = _dataset_json(root)
+    channels = info.get("modality") or info.get("channel_names") or {}
+    if isinstance(channels, dict) and channels:
+        return normalise_modality(str(channels.get("0", next(iter(channels.values())))))
+    return "unknown"
+
+
+@register("nifti")
+class NiftiSource:
+    @staticmethod
+    def items(path: Path, options: dict[str, str]) -> list[tuple[str, str | None, str]]:
+        if _is_nifti(path):
+            return [(path.name, None, "")]
+        if not path.is_dir():
+            raise FileNotFoundError(f"nifti source {path} is neither a .nii/.nii.gz file nor a folder")
+        items: list[tuple[str, str | None, str]] = []
+        image_dirs = [d for d in _IMAGE_DIRS if (path / d).is_dir()]
+        for name in image_dirs:
+            label_dir = path / _LABEL_DIRS[name]
+            for image in sorted(filter(_is_nifti, (path / name).iterdir())):
+                label = _find_label(image, label_dir) if label_dir.is_dir() else None
+                items.append((str(image.relative_to(path)), str(label.relative_to(path)) if label else None,
+                              _SPLIT_OF_DIR.get(name, "")))
+        if not image_dirs:
+            items = [(p.name, None, "") for p in sorted(filter(_is_nifti, path.iterdir()))]
+        return limit_items(items, options)
+
+    @staticmethod
+    def load(path: Path, item: tuple[str, str | None, str], options: dict[str, str]) -> list[Record | Reject]:
+        image_rel, label_rel, split = item
+        root = path.parent if _is_nifti(path) else path
+        image_file = root / image_rel
+        opts = {**options, "modality": _modality(root, options)}
+        if split and "split" not in options:
+            opts["split"] = split
+        fields = record_fields(path, opts, default_name=_dataset_json(root).get("name") or None)
+        axis = int_option(options, "axis", 2)
+        if axis not in (0, 1, 2):
+            raise OptionError(f"option axis={axis}: expected 0, 1 or 2")
+        try:
+            volume = load_nifti(image_file)
+            display, windowing = volume_to_uint8(volume, window=options.get("window"), modality=fields["modality"])
+            labels = load_nifti(root / label_rel, integer=True) if label_rel else None
+        except ImageReadError as err:
+            return [reject(err.path, fields["source"], err.reason)]
+        except ValueError as err:  # unknown window preset
+            raise OptionError(str(err)) from None
+        meta = {"volume": str(image_file), "axis": axis, "windowing": windowing, "volume_shape": list(volume.shape)}
+        if labels is None:
+            return _unlabelled(display, image_file, fields, axis, options, meta)
+        if labels.shape != volume.shape:
+            return [reject(root / label_rel, fields["source"],
+                           f"label map shape {labels.shape} != image shape {volume.shape}")]
+        label_map = _label_map(root, options)
+        unknown = sorted(set(np.unique(labels).tolist()) - set(label_map) - {0})
+        if unknown:
+            return [reject(root / label_rel, fields["source"],
+                           f"label map has id(s) {unknown} not named in the label map {label_map}")]
+        return _labelled(display, labels, label_map, image_file, fields, axis, options, meta)
+
+
+def _unlabelled(display: np.ndarray, image_file: Path, fields: dict, axis: int, options: dict[str, str],
+                meta: dict) -> list[Record | Reject]:
+    count = display.shape[axis]
+    wanted = max(1, int_option(options, "max_slices", 16))
+    indices = sorted(set(np.linspace(0, count - 1, num=min(count, wanted)).round().astype(int).tolist()))
+    return [make_record(volume_slice(display, axis, i), f"{image_file}#axis{axis}={i}", fields, "perception",
+                        meta={**meta, "slice": i}) for i in indices]
+
+
+def _labelled(display: np.ndarray, labels: np.ndarray, label_map: dict[int, str], image_file: Path,
+              fields: dict, axis: int, options: dict[str, str], meta: dict) -> list[Record | Reject]:
+    plane_pixels = int(np.prod([s for i, s in enumerate(labels.shape) if i != axis]))
+    min_area = int_option(options, "min_area", max(10, round(0.001 * plane_pixels)))
+    empty_every = int_option(options, "empty_every", 0)
+    label_set = sorted(set(label_map.values()))
+    out: list[Record | Reject] = []
+    empty: list[int] = []
+    seen_empty = 0
+    for index in range(labels.shape[axis]):
+        mask = volume_slice(labels, axis, index)
+        ref = f"{image_file}#axis{axis}={index}"
+        facts, small = _slice_facts(mask, label_map, min_area)
+        if not facts:
+            if small:
+                out.append(reject(ref, fields["source"], f"foreground below min_area={min_area} px ({small})"))
+                continue
+            seen_empty += 1
+            if empty_every > 0 and seen_empty % empty_every == 1 % empty_every:  # 1st, (N+1)th, ...
+                out.append(make_record(volume_slice(display, axis, index), ref, fields, "segmentation",
+                                       label_set=label_set, meta={**meta, "slice": index, "negative": True}))
+            else:
+                empty.append(index)
+            continue
+        out.append(make_record(volume_slice(display, axis, index), ref, fields, "segmentation",
+                               labels=sorted({f.label for f in facts}), label_set=label_set,
+                               boxes=[f.box for f in facts], mask_facts=facts,
+                               meta={**meta, "slice": index, **({"dropped_small": small} if small else {})}))
+    if empty:
+        out.append(reject(f"{image_file}#axis{axis}={_ranges(empty)}", fields["source"],
+                          f"{len(empty)} slice(s) without foreground skipped (SA-Med2D recipe keeps labelled slices)"))
+    return out
+
+
+def _slice_facts(mask: np.ndarray, label_map: dict[int, str], min_area: int) -> tuple[list, str]:
+    facts, small = [], []
+    for value in sorted(int(v) for v in np.unique(mask) if v != 0):
+        area = int(np.count_nonzero(mask == value))
+        if area < min_area:
+            small.append(f"{label_map[value]}: {area} px")
+            continue
+        fact = facts_for_label(mask == value, label_map[value])
+        if fact is not None:
+            facts.append(fact)
+    return facts, ", ".join(small)
+
+
+def _ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts, start = [], indices[0]
+    for prev, cur in zip(indices, indices[1:] + [None]):
+        if cur != prev + 1:
+            parts.append(f"{start}-{prev}" if prev != start else str(start))
+            start = cur
+    return ",".join(parts)
