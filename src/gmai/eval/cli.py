@@ -30,11 +30,25 @@ app = typer.Typer(cls=DefaultRunGroup, no_args_is_help=True, pretty_exceptions_e
 RULES_HELP = "Scoring rules (repeat); default: all of gmai@1, gmai-recall@1, lmms-eval-exact@1, multimedeval@1, medevalkit@1."
 
 
-def _options(rules, batch_size, limit, prompt_style, baselines):
+def _options(rules, batch_size, limit, prompt_style, baselines, out=None, judge_url=None, judge_model=None,
+             judge_api_key=None):
     from gmai.eval.runner import DEFAULT_RULES, EvalOptions
 
+    judge = None
+    if judge_url or judge_model:
+        if not (judge_url and judge_model):
+            raise typer.BadParameter("give both --judge-url and --judge-model", param_hint="--judge-url")
+        from gmai.eval.judge import ChoiceJudge
+
+        judge = ChoiceJudge(judge_url, judge_model, api_key=judge_api_key, cache_path=Path(out) / "judge_cache.jsonl")
     return EvalOptions(rules=tuple(rules) if rules else DEFAULT_RULES, batch_size=batch_size, limit=limit,
-                       prompt_style=prompt_style, baselines=baselines)
+                       prompt_style=prompt_style, baselines=baselines, judge=judge)
+
+
+JUDGE_URL = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of an LLM judge for multiple "
+                         "choice replies the rules cannot read (adds rule gmai+judge@1; raw replies cached).")
+JUDGE_MODEL = typer.Option(None, "--judge-model", help="Judge model name.")
+JUDGE_KEY = typer.Option(None, "--judge-api-key", envvar="GMAI_JUDGE_API_KEY")
 
 
 def _benches(bench: list[str]):
@@ -78,6 +92,8 @@ def run_command(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Majority and question-only baselines."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GMAI_API_KEY"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Model name for an HTTP endpoint."),
+    judge_url: Optional[str] = JUDGE_URL, judge_model: Optional[str] = JUDGE_MODEL,
+    judge_api_key: Optional[str] = JUDGE_KEY,
 ) -> None:
     """Evaluate MODEL on benchmarks: report.json, predictions.jsonl, report.md, CSVs under --out."""
     from rich.console import Console
@@ -87,10 +103,11 @@ def run_command(
 
     specs = _benches(bench)
     try:
-        report = run_eval(model, specs, out, _options(rules, batch_size, limit, prompt_style, baselines),
+        options = _options(rules, batch_size, limit, prompt_style, baselines, out, judge_url, judge_model, judge_api_key)
+        report = run_eval(model, specs, out, options,
                           config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
                           api_key=api_key, model_name=model_name, console=Console(stderr=True))
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         _fail(err)
     _summary(report)
     typer.echo(f"wrote {out}/report.json, report.md, predictions.jsonl, scores.csv, breakdowns.csv")
@@ -104,14 +121,17 @@ def score_command(
     rules: List[str] = typer.Option([], "--rules", help=RULES_HELP),
     limit: Optional[int] = typer.Option(None, "--limit", min=1),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines"),
+    judge_url: Optional[str] = JUDGE_URL, judge_model: Optional[str] = JUDGE_MODEL,
+    judge_api_key: Optional[str] = JUDGE_KEY,
 ) -> None:
     """Score an existing prediction file (no model): same reports as a run."""
     from gmai.eval.runner import score_file
 
     specs = _benches(bench)
     try:
-        report = score_file(predictions, specs, out, _options(rules, 16, limit, "plain", baselines))
-    except (FileNotFoundError, ValueError, KeyError) as err:
+        options = _options(rules, 16, limit, "plain", baselines, out, judge_url, judge_model, judge_api_key)
+        report = score_file(predictions, specs, out, options)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
         _fail(err)
     _summary(report)
     typer.echo(f"wrote {out}/report.json, report.md, predictions.jsonl, scores.csv, breakdowns.csv")

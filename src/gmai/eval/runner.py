@@ -144,8 +144,11 @@ def generate_predictions(backend, items: Sequence[BenchItem], config, cache: Pre
 # ---------------------------------------------------------------------------------------------
 
 def score_items(items: Sequence[BenchItem], predictions: dict[str, dict[str, Any]],
-                rules: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per item: the prediction (or its error) and each rule's verdict and question kind."""
+                rules: Sequence[str], judge=None) -> list[dict[str, Any]]:
+    """One row per item: the prediction (or its error) and each rule's verdict and question kind.
+    ``gmai+judge@1`` in ``rules`` needs ``judge`` (a :class:`gmai.eval.judge.ChoiceJudge`)."""
+    from gmai.eval.judge import JUDGE_RULE, judged_verdict
+
     rows = []
     for item in items:
         entry = predictions.get(item.qid) or {"prediction": None, "error": "no prediction for this question"}
@@ -154,7 +157,11 @@ def score_items(items: Sequence[BenchItem], predictions: dict[str, dict[str, Any
             error = "empty prediction"
         verdicts, kinds = {}, {}
         for rule in rules:
-            v = scoring.judge(pred or "", item.answer, item.answer_type, item.options, rule=rule)
+            if rule == JUDGE_RULE:
+                v = judged_verdict(pred or "", item.answer, item.answer_type, item.options, item.question,
+                                   judge if error is None else None)
+            else:
+                v = scoring.judge(pred or "", item.answer, item.answer_type, item.options, rule=rule)
             verdicts[rule] = None if v is None else (bool(v.correct) and error is None)
             kinds[rule] = None if v is None else v.kind
         rows.append({"benchmark": item.benchmark, "qid": item.qid, "question": item.question,
@@ -251,7 +258,8 @@ def question_only_baseline(train: Sequence[BenchItem], test: Sequence[BenchItem]
 BASELINES = {"majority": majority_baseline, "question-only": question_only_baseline}
 
 
-def baseline_reports(spec: BenchSpec, test: Sequence[BenchItem], rules: Sequence[str]) -> dict[str, Any]:
+def baseline_reports(spec: BenchSpec, test: Sequence[BenchItem], rules: Sequence[str],
+                     judge=None) -> dict[str, Any]:
     """Score the baselines with the same rules; needs the benchmark's train split next to the test one."""
     if not get_spec(spec.name).has_train:
         return {"skipped": f"{spec.name} has no train split to build baselines from"}
@@ -262,7 +270,7 @@ def baseline_reports(spec: BenchSpec, test: Sequence[BenchItem], rules: Sequence
     out = {}
     for name, fn in BASELINES.items():
         preds = fn(train, test)
-        rows = score_items(test, {q: {"prediction": p, "error": None} for q, p in preds.items()}, rules)
+        rows = score_items(test, {q: {"prediction": p, "error": None} for q, p in preds.items()}, rules, judge)
         out[name] = {"rules": summarise(rows, rules)["rules"], "train_items": len(train)}
     return out
 
@@ -278,10 +286,21 @@ class EvalOptions:
     limit: int | None = None
     prompt_style: str = "plain"
     baselines: bool = True
-    split_overrides: dict[str, str] = field(default_factory=dict)
+    judge: Any = None  # a gmai.eval.judge.ChoiceJudge: adds the gmai+judge@1 rule
+
+
+def effective_rules(options: EvalOptions) -> list[str]:
+    from gmai.eval.judge import JUDGE_RULE
+
+    rules = [r for r in options.rules if r != JUDGE_RULE]
+    return rules + [JUDGE_RULE] if options.judge is not None else rules
 
 
 def check_rules(rules: Sequence[str]) -> list[str]:
+    from gmai.eval.judge import JUDGE_RULE
+
+    if JUDGE_RULE in rules:
+        raise ValueError(f"{JUDGE_RULE} needs a judge endpoint (--judge-url and --judge-model)")
     unknown = [r for r in rules if r not in RULES]
     if unknown:
         raise ValueError(f"unknown scoring rule(s) {unknown}; known: {', '.join(RULES)}")
@@ -296,7 +315,7 @@ def load_items(spec: BenchSpec, limit: int | None) -> list[BenchItem]:
 def benchmark_report(spec: BenchSpec, items: Sequence[BenchItem], rows: list[dict[str, Any]],
                      options: EvalOptions) -> dict[str, Any]:
     failures = [{"qid": r["qid"], "error": r["error"]} for r in rows if r["error"]]
-    summary = summarise(rows, options.rules)
+    summary = summarise(rows, effective_rules(options))
     report = {"benchmark": spec.name, "path": str(spec.path), "split": items[0].split if items else spec.split,
               "n_items": len(rows), "n_scored": len(rows) - len(failures), "n_failed": len(failures),
               "failures": failures, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
@@ -306,7 +325,7 @@ def benchmark_report(spec: BenchSpec, items: Sequence[BenchItem], rows: list[dic
 
         report["not_questions"] = dict(gmai_heldout.LAST_SKIPPED)
     if options.baselines:
-        report["baselines"] = baseline_reports(spec, items, options.rules)
+        report["baselines"] = baseline_reports(spec, items, effective_rules(options), options.judge)
     return report
 
 
@@ -332,7 +351,7 @@ def run_eval(model: str, benches: Sequence[BenchSpec], out: str | Path, options:
             preds = generate_predictions(backend, items, config, cache, options.batch_size,
                                          options.prompt_style, progress=advance)
         timing[spec.label] = round(time.perf_counter() - start, 3)
-        rows = score_items(items, preds, options.rules)
+        rows = score_items(items, preds, effective_rules(options), options.judge)
         all_rows.extend(rows)
         bench_reports[spec.label] = benchmark_report(spec, items, rows, options)
     report = _report_header(model, options, config) | {"benchmarks": bench_reports, "seconds": timing}
@@ -373,7 +392,7 @@ def score_file(predictions: str | Path, benches: Sequence[BenchSpec], out: str |
         if not matched:
             raise ValueError(f"{predictions}: no prediction matches a {spec.label} question id "
                              f"(e.g. {next(iter(known), '?')!r})")
-        rows = score_items(items, {q: mine[q] for q in matched}, options.rules)
+        rows = score_items(items, {q: mine[q] for q in matched}, effective_rules(options), options.judge)
         all_rows.extend(rows)
         report = benchmark_report(spec, items, rows, options)
         report["unmatched_predictions"] = len(set(mine) - known)
@@ -386,11 +405,16 @@ def score_file(predictions: str | Path, benches: Sequence[BenchSpec], out: str |
 
 
 def _report_header(model: str, options: EvalOptions, config) -> dict[str, Any]:
+    from gmai.eval.judge import JUDGE_RULE, JUDGE_RULE_DESCRIPTION
+
+    rules = scoring.describe_rules(options.rules)
+    if options.judge is not None:
+        rules[JUDGE_RULE] = {"version": 1, "description": JUDGE_RULE_DESCRIPTION, "judge": options.judge.describe()}
     return {"report_version": REPORT_VERSION, "model": model,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "generation": asdict(config) if config is not None else None,
             "prompt_style": options.prompt_style, "limit": options.limit,
-            "rules": scoring.describe_rules(options.rules), "default_rule": DEFAULT_RULE}
+            "rules": rules, "default_rule": DEFAULT_RULE}
 
 
 class _progress:
