@@ -1,5 +1,72 @@
-"""Sub-commands of this package (placeholder until the package's commands land)."""
+"""``gmai data ...``: the data engine's commands. Thin: parse, then call the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+def _generator_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--gen-option {pair!r} must look like key=value")
+        options[key.strip()] = value.strip()
+    return options
+
+
+@app.command("build")
+def build_command(
+    source: list[str] = typer.Option([], "--source", "-s", help="KIND:PATH[?key=value&...]; repeatable."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Worker processes (output is identical for any N)."),
+    exclude_benchmark: list[str] = typer.Option([], "--exclude-benchmark",
+                                                help="Benchmark image folder; matching training images are excluded."),
+    generator: str = typer.Option("template", "--generator", help="template (offline, default) or llm."),
+    gen_option: list[str] = typer.Option([], "--gen-option",
+                                         help="LLM option key=value: base_url, model, api_key, rate, cache_dir, ..."),
+    config: Path | None = typer.Option(None, "--config", help="YAML with 'sources' and any of these options."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the template generator's choices."),
+    max_side: int = typer.Option(512, "--max-side", help="Downscale images whose longer side exceeds this (0: never)."),
+    keep_journal: bool = typer.Option(False, "--keep-journal", help="Keep OUT/.build (per-chunk parts) afterwards."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Turn specialist datasets into grounded image-text data (JSONL, Parquet, images, card)."""
+    from gmai.data.build import BuildConfig, SourceSpec, load_config_file, run_build
+    from gmai.data.sources._common import OptionError
+
+    settings = load_config_file(config) if config else {}
+    try:
+        specs = list(settings.get("sources", [])) + [SourceSpec.parse(s) for s in source]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if not specs:
+        raise typer.BadParameter("give at least one --source KIND:PATH (or a --config listing sources)")
+    options = {**(settings.get("generator_options") or {}), **_generator_options(gen_option)}
+    build_config = BuildConfig(
+        sources=specs, out=out, workers=workers, generator=settings.get("generator", generator),
+        generator_options=options,
+        exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
+        seed=int(settings.get("seed", seed)), max_side=int(settings.get("max_side", max_side)),
+        keep_journal=keep_journal,
+    )
+    try:
+        result = run_build(build_config, progress=not quiet, log=typer.echo)
+    except (OptionError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    stats = result.stats
+    typer.echo(f"{stats['records_kept']} records kept, {stats['samples']} samples, {stats['rejects']} rejects "
+               f"({stats['leakage']['excluded']} leakage) -> {out} in {result.seconds:.1f}s")
+    if result.records_read == 0:
+        typer.echo("error: nothing could be read from any source; see rejects.jsonl", err=True)
+        raise typer.Exit(1)
+
+
+from gmai.data.synth import synth_command  # noqa: E402  (owned by the data-sources helper)
+
+app.command("synth")(synth_command)

@@ -1,0 +1,484 @@
+"""``gmai data build``: sources -> records -> quality -> generation -> output folder.
+
+How it stays parallel, resumable and byte-identical whatever the worker count:
+
+1. Every source enumerates its items (cheap, deterministic order); the flat list of
+   (source, item) is cut into chunks whose size depends only on the item count.
+2. Workers process whole chunks: load -> per-record checks -> hashes -> leakage (order-free)
+   -> text generation with a seed derived from the item's identity -> PNG written under a
+   content-addressed name. Each chunk's result is committed atomically to ``OUT/.build/parts``.
+3. A rerun with the same plan skips committed chunks (resume after a kill loses and duplicates
+   nothing). When all chunks exist, one sequential pass in item order does what depends on
+   order (exact/near dedup, ids) and writes the outputs. Nothing written depends on the worker
+   count, chunk completion order or the clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmai.data import write as W
+from gmai.data.generate import SUBSETS, Generator, get_generator
+from gmai.data.quality import Deduper, LeakageIndex, QualityConfig, check_record, phash, pixel_md5
+from gmai.data.records import Record, Reject
+from gmai.data.sources import get_source, parse_spec
+
+JOURNAL = ".build"
+PLAN_VERSION = 1
+THREE_D_KINDS = {"nifti"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str
+    path: str
+    options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str) -> SourceSpec:
+        kind, path, options = parse_spec(spec)
+        return cls(kind, str(path), options)
+
+    def label(self) -> str:
+        return f"{self.kind}:{self.path}"
+
+
+@dataclass
+class BuildConfig:
+    sources: list[SourceSpec]
+    out: Path
+    workers: int = 1
+    generator: str = "template"
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    exclude_benchmarks: list[str] = field(default_factory=list)
+    seed: int = 0
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    png_compress_level: int = 1
+    max_side: int = 512  # longer images are downscaled (aspect kept) before writing; training uses 336
+    keep_journal: bool = False
+
+    def fingerprint(self) -> str:
+        """Everything that changes the output (not the worker count, not the output folder)."""
+        data = {k: v for k, v in asdict(self).items() if k not in ("workers", "out", "keep_journal")}
+        data["version"] = PLAN_VERSION
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class BuildResult:
+    out: Path
+    stats: dict[str, Any]
+    chunks_total: int
+    chunks_reused: int
+    seconds: float
+
+    @property
+    def records_read(self) -> int:
+        return int(self.stats["records_loaded"])
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the test hook ``stop_after_chunks`` to simulate a run killed midway."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-process state (set once per worker; fork shares the parent's copy)
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
+    _STATE["config"] = config
+    _STATE["leakage"] = leakage
+    _STATE["generator"] = None
+
+
+def _generator() -> Generator:
+    if _STATE.get("generator") is None:
+        config: BuildConfig = _STATE["config"]
+        options = dict(config.generator_options)
+        if config.generator == "llm":
+            options.setdefault("seed", config.seed)
+        _STATE["generator"] = get_generator(config.generator, options)
+    return _STATE["generator"]
+
+
+def item_seed(seed: int, spec: SourceSpec, item: Any, index: int) -> int:
+    """A record's seed from what it *is* (source, item, position in the item), never from who ran it."""
+    key = f"{seed}|{spec.kind}|{spec.path}|{item!r}|{index}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+def annotation_key(record: Record) -> str:
+    data = {k: getattr(record, k) for k in ("task", "labels", "boxes", "mask_facts", "qa", "report", "conversations")}
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _is_synthetic(record: Record) -> bool:
+    return bool(record.meta.get("synthetic")) or "synthetic" in record.source.lower()
+
+
+def _drop_alpha(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 3 and image.shape[2] == 4:
+        return np.ascontiguousarray(image[..., :3])  # alpha carries nothing medical
+    return image
+
+
+def _for_output(image: np.ndarray, max_side: int) -> np.ndarray:
+    """The pixels written to PNG: grey when all channels agree (3x smaller), longer side <= max_side."""
+    if image.ndim == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+        image = np.ascontiguousarray(image[..., 0])
+    if max_side <= 0 or max(image.shape[:2]) <= max_side:
+        return image
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0))
+
+
+def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, dict[str, Any]]:
+    """One record -> ("record", entry) or ("reject", reject dict). Never raises for bad data."""
+    config: BuildConfig = _STATE["config"]
+    reason = check_record(record, config.quality)
+    if reason:
+        return "reject", Reject(record.ref, record.source, reason, "quality").to_json()
+    image = _drop_alpha(record.image)  # hashes are of the pixels as read
+    md5, value = pixel_md5(image), phash(image)
+    leakage: LeakageIndex | None = _STATE.get("leakage")
+    if leakage is not None and record.split == "train":
+        hit = leakage.match(md5, value)
+        if hit:
+            return "reject", Reject(record.ref, record.source, f"matches benchmark image {hit}", "leakage").to_json()
+    generator = _generator()
+    try:
+        samples = generator.generate(record, random.Random(seed))
+    except Exception as error:  # a generator bug must not take the build down; it is reported
+        return "reject", Reject(record.ref, record.source, f"generator failed: {type(error).__name__}: {error}",
+                                "generate").to_json()
+    if not samples:
+        return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
+                                " Q&A, report or conversation)", "generate").to_json()
+    relpath = W.image_relpath(record.source, md5)
+    target = config.out / relpath
+    if not target.exists():
+        W.write_atomic(target, W.encode_png(_for_output(image, config.max_side), config.png_compress_level))
+    dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
+    entry = {
+        "ref": record.ref, "source": record.source, "kind": spec.kind, "split": record.split, "task": record.task,
+        "modality": record.modality, "department": record.department, "organ": record.organ,
+        "labels": [str(x) for x in record.labels], "dim": dim, "md5": md5, "phash": value, "image": relpath,
+        "annotation": annotation_key(record), "synthetic": _is_synthetic(record),
+        "samples": [s.to_json() for s in samples],
+    }
+    return "record", entry
+
+
+def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
+    try:
+        return list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
+    except Exception as error:  # adapters should not raise; if one does, the item is reported, not lost
+        return [Reject(f"{spec.path} item {item!r}", spec.kind, f"adapter error: {type(error).__name__}: {error}")]
+
+
+def process_chunk(index: int, units: list[tuple[int, Any]]) -> tuple[int, int]:
+    """Process one chunk and commit its part file. Returns (chunk index, entries)."""
+    config: BuildConfig = _STATE["config"]
+    entries: list[tuple[str, dict[str, Any]]] = []
+    generator = _generator()
+    before = Counter(generator.stats)
+    for source_index, item in units:
+        spec = config.sources[source_index]
+        for k, output in enumerate(_load_item(spec, item)):
+            if isinstance(output, Reject):
+                entries.append(("reject", output.to_json()))
+            else:
+                entries.append(process_record(output, spec, item_seed(config.seed, spec, item, k)))
+    generation = Counter(generator.stats)
+    generation.subtract(before)
+    part = {"entries": entries, "generation": dict(+generation)}
+    W.write_atomic(_part_path(config.out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+    return index, len(entries)
+
+
+def _part_path(out: Path, index: int) -> Path:
+    return out / JOURNAL / "parts" / f"{index:06d}.pkl"
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_items(config: BuildConfig) -> tuple[list[tuple[int, Any]], list[dict[str, str]]]:
+    """All (source index, item) in order, plus a reject for each source that cannot be listed."""
+    units: list[tuple[int, Any]] = []
+    failures: list[dict[str, str]] = []
+    for source_index, spec in enumerate(config.sources):
+        try:
+            items = list(get_source(spec.kind).items(Path(spec.path), spec.options))
+        except Exception as error:
+            failures.append(Reject(spec.path, spec.kind, f"cannot list source: {type(error).__name__}: {error}").to_json())
+            continue
+        units.extend((source_index, item) for item in items)
+    return units, failures
+
+
+def chunk_units(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """Chunk size from the item count only (about 64 chunks, 1-32 items each): workers never change it."""
+    size = max(1, min(32, -(-len(units) // 64)))
+    return [units[i:i + size] for i in range(0, len(units), size)]
+
+
+def _prepare_journal(config: BuildConfig, units: list[tuple[int, Any]], nchunks: int) -> None:
+    """Keep committed parts only when they were made by exactly this plan."""
+    journal = config.out / JOURNAL
+    plan = {"fingerprint": config.fingerprint(), "chunks": nchunks,
+            "items": hashlib.sha256(repr(units).encode()).hexdigest()}
+    plan_file = journal / "plan.json"
+    if plan_file.exists():
+        try:
+            same = json.loads(plan_file.read_text()) == plan
+        except (OSError, json.JSONDecodeError):
+            same = False
+        if not same:
+            shutil.rmtree(journal)
+    (journal / "parts").mkdir(parents=True, exist_ok=True)
+    W.write_atomic(plan_file, json.dumps(plan, sort_keys=True).encode())
+
+
+def _committed(out: Path, index: int) -> bool:
+    path = _part_path(out, index)
+    if not path.exists():
+        return False
+    try:
+        pickle.loads(path.read_bytes())
+        return True
+    except Exception:  # a corrupt part (cannot happen with atomic writes, but disks lie) is redone
+        return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_build(config: BuildConfig, *, progress: bool = True, stop_after_chunks: int | None = None,
+              log: Callable[[str], None] = print) -> BuildResult:
+    start = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    leakage = None
+    if config.exclude_benchmarks:
+        leakage = LeakageIndex.from_folders(config.exclude_benchmarks, config.quality.leak_distance)
+        log(f"leakage check: {leakage.images} benchmark images hashed from {len(leakage.folders)} folder(s)")
+    units, list_failures = plan_items(config)
+    chunks = chunk_units(units)
+    _prepare_journal(config, units, len(chunks))
+    todo = [i for i in range(len(chunks)) if not _committed(config.out, i)]
+    reused = len(chunks) - len(todo)
+    if reused:
+        log(f"resuming: {reused} of {len(chunks)} chunks already committed")
+    _run_chunks(config, leakage, chunks, todo, progress, stop_after_chunks)
+    stats = assemble(config, len(chunks), list_failures, leakage)
+    if not config.keep_journal:
+        shutil.rmtree(config.out / JOURNAL, ignore_errors=True)
+    return BuildResult(config.out, stats, len(chunks), reused, time.perf_counter() - start)
+
+
+def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[list[tuple[int, Any]]],
+                todo: list[int], show: bool, stop_after: int | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
+               TimeRemainingColumn())
+    total_items = sum(len(chunks[i]) for i in todo)
+    with Progress(*columns, disable=not show or not todo) as bar:
+        task = bar.add_task("build", total=total_items)
+        done = 0
+        if config.workers <= 1:
+            _init_worker(config, leakage)
+            for index in todo:
+                process_chunk(index, chunks[index])
+                bar.advance(task, len(chunks[index]))
+                done += 1
+                if stop_after is not None and done >= stop_after:
+                    raise BuildInterrupted(f"stopped after {done} chunks (test hook)")
+            return
+        with ProcessPoolExecutor(max_workers=config.workers, initializer=_init_worker,
+                                 initargs=(config, leakage)) as pool:
+            futures = [pool.submit(process_chunk, index, chunks[index]) for index in todo]
+            for future in as_completed(futures):
+                index, _ = future.result()
+                bar.advance(task, len(chunks[index]))
+                done += 1
+                if stop_after is not None and done >= stop_after:
+                    for pending in futures:
+                        pending.cancel()
+                    raise BuildInterrupted(f"stopped after {done} chunks (test hook)")
+
+
+# ------------------------------------------------------------------------------------------------
+# Assembly (sequential, in item order)
+
+
+@dataclass
+class _Assembly:
+    rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    records_loaded: int = 0
+    generation: Counter = field(default_factory=Counter)
+    templates: Counter = field(default_factory=Counter)
+    ids: Counter = field(default_factory=Counter)
+
+
+def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, str]],
+             leakage: LeakageIndex | None) -> dict[str, Any]:
+    out = config.out
+    state = _Assembly(rejects=list(list_failures))
+    dedup = Deduper(config.quality.near_dup_distance)
+    for index in range(nchunks):
+        part = pickle.loads(_part_path(out, index).read_bytes())
+        state.generation.update(part["generation"])
+        for kind, entry in part["entries"]:
+            if kind == "reject":
+                state.rejects.append(entry)
+                state.records_loaded += entry["stage"] != "read"  # a record that failed a later check
+                continue
+            state.records_loaded += 1
+            _add_record(state, dedup, entry)
+    for stale in ("heldout", "parquet", "plots"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    for subset in SUBSETS:
+        state.rows.setdefault((subset, "train"), [])
+    for (subset, split), rows in sorted(state.rows.items()):
+        W.write_jsonl(W.jsonl_path(out, subset, split), rows)
+        W.write_parquet(out, subset, split, rows)
+    W.write_jsonl(out / "rejects.jsonl", state.rejects)
+    _remove_unreferenced_images(out, {e["image"] for e in state.kept})
+    stats = _statistics(config, state, leakage)
+    plots = W.write_plots(out, stats)
+    W.write_card(out, stats, plots)
+    W.write_atomic(out / "stats.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+    return stats
+
+
+def _add_record(state: _Assembly, dedup: Deduper, entry: dict[str, Any]) -> None:
+    reason = dedup.check(entry["md5"], entry["phash"], entry["source"], entry["annotation"], entry["ref"])
+    if reason:
+        state.rejects.append(Reject(entry["ref"], entry["source"], reason, "dedup").to_json())
+        return
+    state.kept.append(entry)
+    for sample in entry["samples"]:
+        prefix = (entry["dim"], entry["task"], entry["modality"], entry["source"])
+        state.ids[prefix] += 1
+        row = {
+            "id": W.sample_id(*prefix, state.ids[prefix]), "image": entry["image"],
+            "conversations": sample["conversations"], "subset": sample["subset"], "split": entry["split"],
+            "source": entry["source"], "modality": entry["modality"], "department": entry["department"],
+            "organ": entry["organ"], "task": entry["task"], "labels": entry["labels"], "format": sample["format"],
+            "templates": sample["templates"], "question_type": sample["question_type"],
+            "answer_type": sample["answer_type"], "answer": sample["answer"], "options": sample["options"],
+            "generator": sample["generator"], "ref": entry["ref"],
+        }
+        state.rows.setdefault((sample["subset"], entry["split"]), []).append(row)
+        state.templates.update(sample["templates"])
+
+
+def _remove_unreferenced_images(out: Path, keep: set[str]) -> None:
+    """Images of deduplicated records, and leftovers of killed runs, must not stay behind."""
+    folder = out / "images"
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and str(path.relative_to(out)) not in keep:
+            path.unlink()
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def _statistics(config: BuildConfig, state: _Assembly, leakage: LeakageIndex | None) -> dict[str, Any]:
+    rows = [row for rows in state.rows.values() for row in rows]
+    read_rejects = sum(1 for r in state.rejects if r["stage"] == "read")
+    inputs = state.records_loaded + read_rejects
+    by_subset_split: dict[str, dict[str, int]] = {}
+    for (subset, split), subset_rows in sorted(state.rows.items()):
+        if subset_rows:
+            by_subset_split.setdefault(subset, {})[split] = len(subset_rows)
+    kept = state.kept
+    synthetic = sorted({e["source"] for e in kept if e["synthetic"]})
+    leak_rejects = sum(1 for r in state.rejects if r["stage"] == "leakage")
+    return {
+        "generator": config.generator, "seed": config.seed,
+        "sources": [s.label() for s in config.sources],
+        "inputs": inputs, "records_loaded": state.records_loaded, "records_kept": len(kept),
+        "rejects": len(state.rejects), "accounting_ok": inputs == len(kept) + len(state.rejects),
+        "samples": len(rows),
+        "samples_by_subset": _count([r["subset"] for r in rows]),
+        "samples_by_subset_split": by_subset_split,
+        "samples_by_format": _count([r["format"] for r in rows]),
+        "records_by_split": _count([e["split"] for e in kept]),
+        "records_by_modality": _count([e["modality"] for e in kept]),
+        "records_by_department": _count([e["department"] or "(none)" for e in kept]),
+        "records_by_task": _count([f"{e['dim']} {e['task']}" for e in kept]),
+        "records_by_source": _count([e["source"] for e in kept]),
+        "synthetic_sources": synthetic,
+        "real_sources": sorted({e["source"] for e in kept} - set(synthetic)),
+        "templates": W.template_distribution(state.templates),
+        "generation": dict(sorted(state.generation.items())),
+        "rejects_by_stage": _count([r["stage"] for r in state.rejects]),
+        "rejects_by_reason": _count([f"{r['stage']}: {W.reason_kind(r['reason'])}" for r in state.rejects]),
+        "leakage": {
+            "folders": leakage.folders if leakage else [], "benchmark_images": leakage.images if leakage else 0,
+            "unreadable": leakage.unreadable if leakage else [], "excluded": leak_rejects,
+            "phash_distance": config.quality.leak_distance,
+        },
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Configuration files
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """YAML: ``sources: [{kind, path, options: {...}} | "KIND:PATH?..."]`` plus any build option."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with a 'sources' list")
+    specs = []
+    for entry in data.get("sources", []) or []:
+        if isinstance(entry, str):
+            specs.append(SourceSpec.parse(entry))
+        elif isinstance(entry, dict) and "kind" in entry and "path" in entry:
+            get_source(str(entry["kind"]))
+            options = {str(k): ",".join(map(str, v)) if isinstance(v, list) else str(v)
+                       for k, v in (entry.get("options") or {}).items()}
+            specs.append(SourceSpec(str(entry["kind"]), str(entry["path"]), options))
+        else:
+            raise ValueError(f"{path}: each source needs 'kind' and 'path' (or a KIND:PATH string), got {entry!r}")
+    data["sources"] = specs
+    return data
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))

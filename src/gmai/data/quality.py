@@ -1,0 +1,252 @@
+"""Quality control: per-record checks, exact and near duplicates, benchmark leakage.
+
+Nothing here raises on bad data: a failed check is a reason string that becomes a ``Reject``.
+
+- Per record (``check_record``): pixel array shape/dtype, minimum size, blank (near-constant)
+  images, empty or unknown labels, labels outside the dataset's label set, boxes outside [0, 1].
+- Exact duplicates: MD5 of the decoded pixels (shape included). A repeat is rejected unless it is
+  another annotation of the same image from the same source (e.g. one VQA record per split of
+  one picture) - the paper turns those into separate samples too.
+- Near duplicates: 64-bit perceptual hash (imagehash.phash), Hamming distance <= a threshold,
+  across *different* sources only: adjacent slices of one volume look alike by design and must stay.
+- Leakage: every image of the given benchmark folders is hashed (MD5 of its decoded pixels in the
+  colour forms an adapter may produce, plus its phash); a record whose image matches is excluded
+  with stage "leakage" (the paper checks MD5 hashes against every benchmark's images).
+
+Hash lookups use band indexing (pigeonhole on Hamming distance), so both checks stay fast
+for large corpora and their results do not depend on the order hashes were added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gmai.data.records import Record
+
+UNKNOWN_LABELS = {"", "unknown", "unk", "none", "nan", "null", "n/a", "na", "?", "-1", "unlabeled", "unlabelled",
+                  "undefined", "tbd"}
+LABELLED_TASKS = {"classification", "segmentation", "detection"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_size: int = 16  # pixels, shortest side (MedMNIST's classic 28x28 passes)
+    blank_std: float = 2.0  # grey-level standard deviation below which an image is "blank"
+    near_dup_distance: int = 4  # phash Hamming bits; -1 disables near-dup detection
+    leak_distance: int = 4  # phash Hamming bits for the leakage check; -1 = MD5 only
+    box_tolerance: float = 1e-3
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-record checks
+
+
+def check_image(image: object, cfg: QualityConfig) -> str | None:
+    if not isinstance(image, np.ndarray):
+        return f"image is {type(image).__name__}, not a pixel array"
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        return f"unsupported pixel array {image.dtype} {tuple(image.shape)} (need uint8 HxW or HxWx3)"
+    height, width = image.shape[:2]
+    if min(height, width) < cfg.min_size:
+        return f"image too small ({width}x{height} px, minimum side {cfg.min_size})"
+    # A strided sample is plenty to tell a near-constant image, and ~16x cheaper on big ones.
+    step = max(1, min(height, width) // 128)
+    spread = float(image[::step, ::step].std())
+    if spread < cfg.blank_std:
+        return f"blank image (pixel std {spread:.2f} < {cfg.blank_std})"
+    return None
+
+
+def check_labels(record: Record) -> str | None:
+    for label in record.labels:
+        if str(label).strip().lower() in UNKNOWN_LABELS:
+            return f"unknown label {label!r}"
+    if record.task in LABELLED_TASKS and not record.labels:
+        return f"empty label for a {record.task} record"
+    if record.label_set:
+        outside = [x for x in record.labels if x not in record.label_set]
+        if outside:
+            return f"label {outside[0]!r} not in the dataset's label set"
+    return None
+
+
+def check_boxes(record: Record, cfg: QualityConfig) -> str | None:
+    tol = cfg.box_tolerance
+    boxes = list(record.boxes) + [f.box for f in record.mask_facts]
+    for box in boxes:
+        coords = (box.x1, box.y1, box.x2, box.y2)
+        if not all(np.isfinite(coords)) or min(coords) < -tol or max(coords) > 1 + tol:
+            return f"box {[round(v, 4) for v in coords]} for {box.label!r} lies outside the image"
+        if box.x2 <= box.x1 or box.y2 <= box.y1:
+            return f"box {[round(v, 4) for v in coords]} for {box.label!r} is empty"
+    return None
+
+
+def check_record(record: Record, cfg: QualityConfig) -> str | None:
+    """The first reason this record is unusable, or None."""
+    return check_image(record.image, cfg) or check_labels(record) or check_boxes(record, cfg)
+
+
+# ------------------------------------------------------------------------------------------------
+# Hashes
+
+
+def pixel_md5(image: np.ndarray) -> str:
+    """MD5 of decoded pixels (shape included, so a 2x8 and an 8x2 image differ)."""
+    digest = hashlib.md5(f"{image.shape}|".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()
+
+
+def phash(image: np.ndarray) -> int:
+    """64-bit DCT perceptual hash as an int (imagehash's phash of the greyscale image)."""
+    import imagehash
+    from PIL import Image
+
+    im = Image.fromarray(image).convert("L")
+    factor = min(im.size) // 128
+    if factor > 1:  # box-reduce big images first: phash only looks at 32x32 anyway
+        im = im.reduce(factor)
+    bits = imagehash.phash(im).hash.flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+class HashIndex:
+    """MD5 set + phash neighbours within ``distance`` bits, found by band lookup.
+
+    Pigeonhole: if two 64-bit hashes differ in <= d bits, they agree exactly on at least one
+    of d+1 disjoint bands, so only hashes sharing a band are compared.
+    """
+
+    def __init__(self, distance: int) -> None:
+        self.distance = distance
+        self.md5: dict[str, str] = {}
+        self.entries: list[tuple[int, str, str]] = []  # (phash, name, group)
+        self._bands: dict[tuple[int, int], list[int]] = {}
+        nbands = max(distance, 0) + 1
+        width = -(-64 // nbands)
+        self._spans = [(i * width, min(64, (i + 1) * width)) for i in range(nbands) if i * width < 64]
+
+    def _band_keys(self, value: int) -> list[tuple[int, int]]:
+        return [(i, (value >> lo) & ((1 << (hi - lo)) - 1)) for i, (lo, hi) in enumerate(self._spans)]
+
+    def add(self, md5s: Iterable[str], value: int | None, name: str, group: str = "") -> None:
+        for digest in md5s:
+            self.md5.setdefault(digest, name)
+        if value is None or self.distance < 0:
+            return
+        self.entries.append((value, name, group))
+        for key in self._band_keys(value):
+            self._bands.setdefault(key, []).append(len(self.entries) - 1)
+
+    def near(self, value: int, exclude_group: str | None = None) -> tuple[str, int] | None:
+        """The closest earlier entry within the distance (first added wins ties), or None."""
+        if self.distance < 0:
+            return None
+        candidates = sorted({i for key in self._band_keys(value) for i in self._bands.get(key, [])})
+        best: tuple[int, int] | None = None
+        for i in candidates:
+            other, _, group = self.entries[i]
+            if exclude_group is not None and group == exclude_group:
+                continue
+            d = hamming(value, other)
+            if d <= self.distance and (best is None or d < best[0]):
+                best = (d, i)
+        return None if best is None else (self.entries[best[1]][1], best[0])
+
+
+# ------------------------------------------------------------------------------------------------
+# Leakage
+
+
+def pixel_variants(pil_image: object) -> list[np.ndarray]:
+    """The pixel arrays an adapter may make of one file: as stored, RGB, greyscale, single channel."""
+    from PIL import Image
+
+    assert isinstance(pil_image, Image.Image)
+    variants = [np.asarray(pil_image)]
+    if pil_image.mode != "RGB":
+        variants.append(np.asarray(pil_image.convert("RGB")))
+    if pil_image.mode != "L":
+        variants.append(np.asarray(pil_image.convert("L")))
+    rgb = np.asarray(pil_image.convert("RGB"))
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        variants.append(np.ascontiguousarray(rgb[..., 0]))
+    return [v for v in variants if v.dtype == np.uint8]
+
+
+@dataclass
+class LeakageIndex:
+    """Hashes of benchmark images; ``match`` says which benchmark image a training image is."""
+
+    index: HashIndex
+    folders: list[str] = field(default_factory=list)
+    images: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_folders(cls, folders: Iterable[Path | str], distance: int = 4) -> LeakageIndex:
+        from PIL import Image
+
+        leak = cls(HashIndex(distance))
+        for folder in folders:
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"benchmark folder {folder} does not exist")
+            leak.folders.append(str(folder))
+            for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+                try:
+                    with Image.open(path) as im:
+                        im.load()
+                        variants = pixel_variants(im)
+                        value = phash(np.asarray(im.convert("L")))
+                except Exception as error:  # a broken benchmark file is reported, never fatal
+                    leak.unreadable.append(f"{path}: {error}")
+                    continue
+                leak.index.add((pixel_md5(v) for v in variants), value, str(path.relative_to(folder.parent)))
+                leak.images += 1
+        return leak
+
+    def match(self, md5: str, value: int | None) -> str | None:
+        """'<benchmark image> (md5)' or '<benchmark image> (phash distance d)' or None."""
+        if md5 in self.index.md5:
+            return f"{self.index.md5[md5]} (identical pixels, md5)"
+        if value is not None:
+            hit = self.index.near(value)
+            if hit:
+                return f"{hit[0]} (perceptual hash distance {hit[1]})"
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Dedup (order-dependent: the build runs it once, sequentially, in the deterministic record order)
+
+
+class Deduper:
+    def __init__(self, near_distance: int) -> None:
+        self.seen: dict[str, list[tuple[str, str, str]]] = {}  # md5 -> [(source, annotation, ref)]
+        self.near_index = HashIndex(near_distance)
+
+    def check(self, md5: str, value: int | None, source: str, annotation: str, ref: str) -> str | None:
+        """A reason when this image repeats an earlier kept one, else None (and remember it)."""
+        for other_source, other_annotation, other_ref in self.seen.get(md5, []):
+            if other_source != source or other_annotation == annotation:
+                return f"exact duplicate of {other_ref} (identical pixels)"
+        if md5 not in self.seen and value is not None:
+            hit = self.near_index.near(value, exclude_group=source)
+            if hit:
+                return f"near duplicate of {hit[0]} (perceptual hash distance {hit[1]})"
+        if md5 not in self.seen and value is not None:
+            self.near_index.add((), value, ref, group=source)
+        self.seen.setdefault(md5, []).append((source, annotation, ref))
+        return None
