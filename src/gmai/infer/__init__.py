@@ -11,7 +11,7 @@ rejection sampling, evaluation and the server::
 
 from __future__ import annotations
 
-from gmai.infer.types import Backend, ChatRequest, GenerationConfig
+from gmai.infer.types import Backend, ChatRequest, Completion, GenerationConfig, PromptTooLongError
 
 
 def load_backend(model: str, *, api_key: str | None = None, model_name: str | None = None,
@@ -26,4 +26,4 @@ def load_backend(model: str, *, api_key: str | None = None, model_name: str | No
     return LocalBackend.from_checkpoint(model, device=device, trust_remote_code=trust_remote_code)
 
 
-__all__ = ["Backend", "ChatRequest", "GenerationConfig", "load_backend"]
+__all__ = ["Backend", "ChatRequest", "Completion", "GenerationConfig", "PromptTooLongError", "load_backend"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
-from gmai.infer.types import ChatRequest, GenerationConfig, truncate_at_stop
+from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTooLongError, truncate_at_stop
 
 
 class LocalBackend:
@@ -39,19 +41,119 @@ class LocalBackend:
         enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()}
 
-    def _generate_batch(self, requests: list[ChatRequest], config: GenerationConfig) -> list[str]:
-        enc = self._encode(requests)
+    def _generate_kwargs(self, config: GenerationConfig) -> dict:
         sample = config.temperature > 0
         kwargs = dict(max_new_tokens=config.max_new_tokens, do_sample=sample,
                       num_return_sequences=config.num_return_sequences,
                       pad_token_id=self.tokenizer.pad_token_id)
         if sample:
             kwargs.update(temperature=config.temperature, top_p=config.top_p)
+        return kwargs
+
+    @property
+    def context_length(self) -> int | None:
+        """The language model's context window, when its config states one."""
+        config = getattr(self.model.config, "text_config", self.model.config)
+        return getattr(config, "max_position_embeddings", None)
+
+    def _check_fits(self, enc, config: GenerationConfig) -> None:
+        limit, prompt = self.context_length, enc["input_ids"].shape[1]
+        if limit and prompt + config.max_new_tokens > limit:
+            raise PromptTooLongError(f"prompt of {prompt} tokens + max_new_tokens {config.max_new_tokens} "
+                                     f"exceeds the model's context of {limit} tokens")
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        eos = self.tokenizer.eos_token_id if eos is None else eos
+        return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+
+    def _complete_batch(self, requests: list[ChatRequest], config: GenerationConfig) -> list[Completion]:
+        enc = self._encode(requests)
+        self._check_fits(enc, config)
         with self._torch.inference_mode():
-            out = self.model.generate(**enc, **kwargs)
+            out = self.model.generate(**enc, **self._generate_kwargs(config))
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [truncate_at_stop(t, config.stop).strip() for t in texts]
+        prompt_lengths = enc["attention_mask"].sum(dim=1).repeat_interleave(config.num_return_sequences).tolist()
+        eos, pad = self._eos_ids(), self.tokenizer.pad_token_id
+        completions = []
+        for text, row, prompt_tokens in zip(texts, new_tokens.tolist(), prompt_lengths):
+            ended = next((i for i, tok in enumerate(row) if tok in eos), None)
+            used = ended + 1 if ended is not None else sum(tok != pad for tok in row)
+            cut = truncate_at_stop(text, config.stop)
+            finish = "stop" if ended is not None or len(cut) < len(text) or used < config.max_new_tokens else "length"
+            completions.append(Completion(cut.strip(), finish, int(prompt_tokens), int(used)))
+        return completions
+
+    def _generate_batch(self, requests: list[ChatRequest], config: GenerationConfig) -> list[str]:
+        return [c.text for c in self._complete_batch(requests, config)]
+
+    def complete(self, requests: list[ChatRequest], config: GenerationConfig | None = None,
+                 batch_size: int = 16) -> list[list[Completion]]:
+        """Like :meth:`generate`, with finish reasons and token counts: ``num_return_sequences``
+        completions per request (the server's path)."""
+        config = config or GenerationConfig()
+        if config.seed is not None:
+            self._torch.manual_seed(config.seed)
+        flat: list[Completion] = []
+        for start in range(0, len(requests), max(1, batch_size)):
+            flat.extend(self._complete_batch(requests[start:start + batch_size], config))
+        n = config.num_return_sequences
+        return [flat[i:i + n] for i in range(0, len(flat), n)]
+
+    def stream(self, request: ChatRequest, config: GenerationConfig | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Generator[str, None, Completion]:
+        """Yield the reply to one request as text pieces while it is generated.
+
+        Stop strings are honoured across piece boundaries (text that could be the start of a stop
+        string is held back until it is known not to be one). Generation ends early when the
+        consumer stops iterating or ``should_stop()`` becomes true, so an abandoned stream does
+        not keep the model busy. The generator's return value (``StopIteration.value``) is a
+        :class:`Completion` with an empty ``text`` carrying the finish reason and token counts.
+        """
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        config = config or GenerationConfig()
+        if config.num_return_sequences != 1:
+            raise ValueError("stream() generates one sequence; use complete() for num_return_sequences > 1")
+        if config.seed is not None:
+            self._torch.manual_seed(config.seed)
+        enc = self._encode([request])
+        self._check_fits(enc, config)
+        halt = threading.Event()
+        prompt_tokens, eos = enc["input_ids"].shape[1], self._eos_ids()
+        progress = {"tokens": 0, "eos": False}
+
+        class _Halt(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                progress["tokens"] = input_ids.shape[1] - prompt_tokens
+                progress["eos"] = int(input_ids[0, -1]) in eos
+                return halt.is_set() or bool(should_stop and should_stop())
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._torch.inference_mode():
+                    self.model.generate(**enc, **self._generate_kwargs(config), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Halt()]))
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer below
+                errors.append(err)
+                streamer.on_finalized_text("", stream_end=True)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        try:
+            stopped_by_string = yield from _stop_aware(streamer, config.stop, halt)
+        finally:
+            halt.set()
+            worker.join()
+        if errors:
+            raise errors[0]
+        reached_limit = progress["tokens"] >= config.max_new_tokens and not progress["eos"]
+        finish = "length" if reached_limit and not stopped_by_string else "stop"
+        return Completion("", finish, int(enc["attention_mask"].sum()), progress["tokens"])
 
     def generate(self, requests: list[ChatRequest], config: GenerationConfig | None = None,
                  batch_size: int = 16) -> list[str] | list[list[str]]:
@@ -63,3 +165,29 @@ class LocalBackend:
             flat.extend(self._generate_batch(requests[start:start + batch_size], config))
         n = config.num_return_sequences
         return flat if n == 1 else [flat[i:i + n] for i in range(0, len(flat), n)]
+
+
+def _stop_aware(pieces: Iterator[str], stop: list[str], halt: threading.Event) -> Generator[str, None, bool]:
+    """Pass text pieces through, ending at the first stop string (which is not emitted).
+    Returns whether a stop string ended the text."""
+    stop = [x for x in stop if x]
+    hold = max((len(x) for x in stop), default=1) - 1
+    buffer, started, stopped = "", False, False
+    for piece in pieces:
+        buffer += piece
+        cut = truncate_at_stop(buffer, stop)
+        if len(cut) < len(buffer):
+            halt.set()
+            buffer, stopped = cut, True
+            break
+        emit, buffer = buffer[:len(buffer) - hold], buffer[len(buffer) - hold:]
+        if not started:
+            emit = emit.lstrip()  # match complete(), which strips the reply
+            started = bool(emit)
+        if emit:
+            yield emit
+    if not started:
+        buffer = buffer.lstrip()
+    if buffer.rstrip():
+        yield buffer.rstrip()
+    return stopped

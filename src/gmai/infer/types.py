@@ -51,6 +51,20 @@ class GenerationConfig:
     seed: int | None = None
 
 
+@dataclass
+class Completion:
+    """One generated reply with the facts an API response reports (OpenAI's ``finish_reason``, usage)."""
+
+    text: str
+    finish_reason: str = "stop"  # "stop" (end token or stop string) | "length" (max_new_tokens reached)
+    prompt_tokens: int = 0  # image tokens included
+    completion_tokens: int = 0
+
+
+class PromptTooLongError(ValueError):
+    """The prompt plus ``max_new_tokens`` does not fit the model's context window."""
+
+
 class Backend(Protocol):
     name: str
 

@@ -1,9 +1,76 @@
-"""`gmai serve` and `gmai demo-ui` (placeholders until serving lands)."""
+"""`gmai serve` (OpenAI-compatible API) and `gmai demo-ui` (Gradio web demo)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import typer
 
 
-def serve_command(checkpoint: str) -> None:
-    raise SystemExit("gmai serve: not available yet")
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def demo_ui_command(checkpoint: str) -> None:
-    raise SystemExit("gmai demo-ui: not available yet")
+def serve_command(
+    checkpoint: str = typer.Argument(..., help="Local checkpoint folder (gmai or any HF image-text-to-text)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="Port."),
+    api_key: str = typer.Option("", help="Required bearer key (default: env GMAI_API_KEY)."),
+    allowed_root: Path = typer.Option(None, help="Serve local image paths under this folder only "
+                                                  "(default: local paths refused)."),
+    model_name: str = typer.Option("", help="Model id clients send (default: the checkpoint folder name)."),
+    max_batch: int = typer.Option(16, help="Most requests in one generate call."),
+    batch_wait_ms: float = typer.Option(10.0, help="How long the first request waits for companions."),
+    no_batching: bool = typer.Option(False, "--no-batching", help="One request per generate call."),
+    max_queue: int = typer.Option(64, help="Requests in flight before the server answers 503."),
+    max_body_mb: float = typer.Option(20.0, help="Largest request body, MiB."),
+    max_images: int = typer.Option(8, help="Most images in one request."),
+    max_image_pixels: int = typer.Option(25_000_000, help="Most pixels (width x height x frames) per image."),
+    max_tokens_limit: int = typer.Option(1024, help="Largest max_tokens a client may ask for."),
+    default_max_tokens: int = typer.Option(256, help="max_tokens when the client gives none."),
+    request_timeout: float = typer.Option(120.0, help="Seconds a request may spend in the server."),
+    device: str = typer.Option("", help="cpu or cuda (default: cuda when available)."),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="Allow a non-loopback host without an API key."),
+    log_level: str = typer.Option("info", help="Log level (logs never carry request content)."),
+) -> None:
+    """Serve CHECKPOINT with an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health)."""
+    from gmai.serve.api import ServeConfig, run_server
+
+    key = api_key or os.environ.get("GMAI_API_KEY") or None
+    if key is None and not _is_loopback(host) and not insecure_no_auth:
+        raise typer.BadParameter(f"refusing to serve on {host} without an API key: give --api-key or "
+                                 f"GMAI_API_KEY (or --insecure-no-auth)")
+    if allowed_root is not None and not allowed_root.is_dir():
+        raise typer.BadParameter(f"--allowed-root {allowed_root} is not a folder")
+    config = ServeConfig(
+        model_name=model_name or Path(checkpoint).name, api_key=key,
+        allowed_root=allowed_root.resolve() if allowed_root else None,
+        max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images, max_image_pixels=max_image_pixels,
+        max_tokens_limit=max_tokens_limit, default_max_tokens=min(default_max_tokens, max_tokens_limit),
+        request_timeout_s=request_timeout, max_batch=1 if no_batching else max_batch, batch_wait_ms=batch_wait_ms,
+        max_queue=max_queue)
+    run_server(checkpoint, config, host=host, port=port, device=device or None, log_level=log_level)
+
+
+def demo_ui_command(
+    checkpoint: str = typer.Argument(..., help="Local checkpoint folder, or an OpenAI-compatible base URL."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(7860, help="Port."),
+    api_key: str = typer.Option("", help="Key for an OpenAI-compatible URL (default: env GMAI_API_KEY)."),
+    max_new_tokens: int = typer.Option(256, help="Reply length limit."),
+    device: str = typer.Option("", help="cpu or cuda (default: cuda when available)."),
+) -> None:
+    """A Gradio demo: upload PNG/JPEG/DICOM/NIfTI, see the normalised image and the de-identified header,
+    chat with the model, with <think> reasoning folded apart from the answer."""
+    from gmai.serve.ui import launch_demo
+
+    launch_demo(checkpoint, host=host, port=port, api_key=api_key or os.environ.get("GMAI_API_KEY") or None,
+                max_new_tokens=max_new_tokens, device=device or None)

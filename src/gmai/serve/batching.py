@@ -1,0 +1,236 @@
+"""Dynamic batching: concurrent requests share one ``generate`` call.
+
+One worker thread owns the model. Requests wait in a bounded queue; the worker takes the oldest,
+then waits up to ``wait_ms`` for more requests with the same generation parameters (up to
+``max_batch``) and answers them with one batched ``complete`` call. Requests with other
+parameters stay queued for a later batch. Streaming requests run alone (a token streamer follows
+one sequence). With ``max_batch=1`` this is the plain one-request-at-a-time server, the baseline
+of ``benchmarks/serve_load.py``.
+
+Bounded: the queue refuses work beyond ``max_queue`` (the API answers 503), a request that
+timed out or whose client went away is skipped if it has not started, and a streaming
+generation stops at the next token once its client is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gmai.infer.types import ChatRequest, Completion, GenerationConfig, truncate_at_stop
+
+log = logging.getLogger("gmai.serve")
+_END = object()
+
+
+class QueueFullError(Exception):
+    """The bounded queue is full: the caller should answer 503 and let the client retry."""
+
+
+@dataclass
+class _Job:
+    request: ChatRequest
+    config: GenerationConfig
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    chunks: asyncio.Queue | None = None  # set for streaming jobs
+    stop: list[str] = field(default_factory=list)  # batched jobs: applied after generation
+    deadline: float = float("inf")  # time.monotonic() after which nobody waits for the answer
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def abandoned(self) -> bool:
+        return self.cancelled.is_set() or time.monotonic() > self.deadline
+
+    def batch_key(self) -> tuple:
+        # Stop strings are applied per request after generation, so they do not split batches.
+        c = self.config
+        return (c.max_new_tokens, c.temperature, c.top_p, c.num_return_sequences, c.seed)
+
+
+class DynamicBatcher:
+    def __init__(self, backend: Any, *, max_batch: int = 16, wait_ms: float = 10.0, max_queue: int = 64):
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be >= 1")
+        self.backend = backend
+        self.max_batch, self.wait_s, self.max_queue = max_batch, wait_ms / 1000.0, max_queue
+        self._pending: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="gmai-batcher", daemon=True)
+        self.batches_run = 0
+        self.requests_run = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ submitting (event loop side)
+    def _enqueue(self, job: _Job) -> None:
+        with self._cond:
+            if self._stopped:
+                raise QueueFullError("server is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFullError(f"request queue is full ({self.max_queue} waiting)")
+            self._pending.append(job)
+            self._cond.notify()
+
+    async def complete(self, request: ChatRequest, config: GenerationConfig, timeout: float) -> list[Completion]:
+        """``num_return_sequences`` completions for one request. Raises QueueFullError,
+        asyncio.TimeoutError, or the backend's error for this request."""
+        loop = asyncio.get_running_loop()
+        job = _Job(request, _without_stop(config), loop, loop.create_future(), stop=list(config.stop),
+                   deadline=time.monotonic() + timeout)
+        self._enqueue(job)
+        try:
+            completions = await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        finally:
+            job.cancelled.set()  # no effect once done; skips the work if still queued
+        return [_apply_stop(c, job.stop) for c in completions]
+
+    async def stream(self, request: ChatRequest, config: GenerationConfig,
+                     deadline: float) -> AsyncIterator[str | Completion]:
+        """Text pieces of one reply, then (for backends that report it) a :class:`Completion` with
+        the finish reason and token counts. Raises QueueFullError at once if the queue is full;
+        the iterator raises asyncio.TimeoutError once ``deadline`` (``time.monotonic()``) passes."""
+        loop = asyncio.get_running_loop()
+        job = _Job(request, config, loop, loop.create_future(), chunks=asyncio.Queue(), deadline=deadline)
+        self._enqueue(job)
+        return self._drain(job, deadline)
+
+    async def _drain(self, job: _Job, deadline: float) -> AsyncIterator[str | Completion]:
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError()
+                item = await asyncio.wait_for(job.chunks.get(), remaining)
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            job.cancelled.set()  # client gone, timed out or done: stop generating at the next token
+
+    # ------------------------------------------------------------------ the worker thread
+    def _next_batch(self) -> list[_Job] | None:
+        with self._cond:
+            while True:
+                while not self._pending and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return None
+                first = self._pending.popleft()
+                if not first.abandoned():
+                    break
+            if first.chunks is not None or self.max_batch == 1:
+                return [first]
+            batch, key = [first], first.batch_key()
+            deadline = time.monotonic() + self.wait_s
+            while len(batch) < self.max_batch:
+                for job in list(self._pending):
+                    if len(batch) >= self.max_batch:
+                        break
+                    if job.chunks is None and job.batch_key() == key and not job.abandoned():
+                        self._pending.remove(job)
+                        batch.append(job)
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self.max_batch or remaining <= 0 or self._stopped:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            if batch[0].chunks is not None:
+                self._run_stream(batch[0])
+            else:
+                self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Job]) -> None:
+        self.batches_run += 1
+        self.requests_run += len(batch)
+        try:
+            results = self.backend.complete([j.request for j in batch], batch[0].config, batch_size=len(batch))
+        except Exception as err:  # noqa: BLE001 - isolate the failing request below
+            if len(batch) == 1:
+                _resolve(batch[0], error=err)
+                return
+            log.warning("batch of %d failed (%s); retrying its requests one by one", len(batch),
+                        type(err).__name__)
+            for job in batch:
+                self._run_batch([job])
+            return
+        for job, completions in zip(batch, results):
+            _resolve(job, result=completions)
+
+    def _run_stream(self, job: _Job) -> None:
+        self.batches_run += 1
+        self.requests_run += 1
+
+        def send(item: Any) -> None:
+            job.loop.call_soon_threadsafe(job.chunks.put_nowait, item)
+
+        final: Completion | None = None
+        try:
+            pieces = self.backend.stream(job.request, job.config, should_stop=job.abandoned)
+            while True:
+                try:
+                    piece = next(pieces)
+                except StopIteration as end:
+                    final = end.value
+                    break
+                send(piece)
+                if job.abandoned():
+                    pieces.close()  # stops generation at the next token
+                    break
+            if isinstance(final, Completion):
+                send(final)
+            send(_END)
+        except Exception as err:  # noqa: BLE001 - delivered to the client's stream
+            send(err)
+
+
+def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+    def settle() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    try:
+        job.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the event loop has closed (shutdown): nobody is waiting
+        pass
+
+
+def _without_stop(config: GenerationConfig) -> GenerationConfig:
+    return replace(config, stop=[])
+
+
+def _apply_stop(completion: Completion, stop: list[str]) -> Completion:
+    cut = truncate_at_stop(completion.text, stop)
+    if len(cut) == len(completion.text):
+        return completion
+    return replace(completion, text=cut.strip(), finish_reason="stop")

@@ -1,0 +1,143 @@
+"""image_url parts -> PIL images: limits are checked before decoding; unsafe sources refused."""
+
+import base64
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gmai.serve.errors import APIError
+from gmai.serve.images import ImageLimits, load_image_url
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height, all black, built row by row: tens of KB on the wire."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)  # filter byte + packed bits
+    packer, parts = zlib.compressobj(9), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def test_png_data_url_becomes_rgb():
+    image = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    out = load_image_url(data_url(png_bytes(image)), ImageLimits(), "p")
+    assert out.mode == "RGB" and out.size == (8, 8)
+    assert np.array_equal(np.asarray(out)[..., 0], np.asarray(image))
+
+
+def test_sixteen_bit_png_is_rescaled_not_clipped():
+    values = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)
+    out = load_image_url(data_url(png_bytes(Image.fromarray(values))), ImageLimits(), "p")
+    pixels = np.asarray(out)[..., 0]
+    assert pixels.min() == 0 and pixels.max() == 255 and len(np.unique(pixels)) > 32
+
+
+def _refusal(url: str, limits: ImageLimits = ImageLimits()) -> APIError:
+    with pytest.raises(APIError) as info:
+        load_image_url(url, limits, "messages[0].content[0].image_url")
+    assert info.value.param == "messages[0].content[0].image_url"
+    return info.value
+
+
+def test_bad_base64_is_a_400():
+    err = _refusal("data:image/png;base64,@@@not-base64@@@")
+    assert (err.status, err.code) == (400, "invalid_base64")
+
+
+def test_not_an_image_is_a_400():
+    assert _refusal(data_url(b"hello, not a picture")).code == "invalid_image"
+
+
+def test_over_limit_image_rejected_from_header_before_decoding():
+    image = png_bytes(Image.new("L", (300, 200)))
+    err = _refusal(data_url(image), ImageLimits(max_image_pixels=50_000))
+    assert (err.status, err.code) == (400, "image_too_large") and "300x200" in err.message
+
+
+def test_decompression_bomb_rejected_from_header_before_decoding():
+    bomb = huge_png(20_000, 20_000)
+    assert len(bomb) < 200_000  # small on the wire; 400 M pixels decoded
+    err = _refusal(data_url(bomb))
+    assert (err.status, err.code) == (400, "image_too_large")
+    assert "pixels" in err.message
+
+
+def test_truncated_png_is_a_400():
+    good = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)))
+    assert _refusal(data_url(good[: len(good) // 2])).code == "invalid_image"
+
+
+def test_remote_urls_are_refused():
+    assert _refusal("https://example.org/x.png").code == "remote_url_refused"
+
+
+def test_local_paths_need_an_allowed_root(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("L", (4, 4)).save(path)
+    assert _refusal(str(path)).status == 403
+    out = load_image_url(f"file://{path}", ImageLimits(allowed_root=tmp_path), "p")
+    assert out.size == (4, 4)
+    assert load_image_url("a.png", ImageLimits(allowed_root=tmp_path), "p").size == (4, 4)  # relative to root
+
+
+def test_paths_escaping_the_root_are_refused(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    secret = tmp_path / "secret.png"
+    Image.new("L", (4, 4)).save(secret)
+    (root / "link.png").symlink_to(secret)
+    limits = ImageLimits(allowed_root=root)
+    for url in (str(secret), "../secret.png", str(root / "link.png"), "/etc/passwd", "file:///etc/hostname"):
+        err = _refusal(url, limits)
+        assert (err.status, err.code) == (403, "path_not_allowed"), url
+
+
+def _ct_small() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+
+def test_dicom_data_url_is_read_through_imaging():
+    out = load_image_url(data_url(_ct_small(), "application/dicom"), ImageLimits(), "p")
+    assert out.mode == "RGB" and out.size == (128, 128)
+    assert np.asarray(out).std() > 0
+
+
+def test_dicom_pixel_limit_checked_from_header():
+    err = _refusal(data_url(_ct_small(), "application/dicom"), ImageLimits(max_image_pixels=100 * 100))
+    assert err.code == "image_too_large" and "128x128" in err.message
+
+
+def test_dicom_upload_leaves_no_temp_file(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    load_image_url(data_url(_ct_small(), "application/dicom"), ImageLimits(), "p")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_garbage_dicom_is_a_400():
+    fake = b"\x00" * 128 + b"DICM" + b"\x01\x02" * 50
+    err = _refusal(data_url(fake, "application/dicom"))
+    assert err.code == "invalid_dicom" and "no pixel data" in err.message
