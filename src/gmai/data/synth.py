@@ -16,6 +16,7 @@ so they are de-identified like any other DICOM.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from collections.abc import Callable
@@ -236,7 +237,9 @@ def write_nifti3d(out: Path, rng: np.random.Generator, n: int, size: int = 96, d
         hu, labels = ct_volume(rng, size, depth)
         for folder, data in (("imagesTr", hu), ("labelsTr", labels)):
             (root / folder).mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(data, affine), root / folder / f"case_{i:03d}.nii.gz")
+            # gzip with mtime=0 so the same seed gives the same bytes (nib.save stamps the time)
+            raw = nib.Nifti1Image(data, affine).to_bytes()
+            (root / folder / f"case_{i:03d}.nii.gz").write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
     (root / "dataset.json").write_text(json.dumps({
         "name": "synthetic-ct-liver3d", "description": "SYNTHETIC CT-like phantoms (HU), not patient data",
         "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver", "2": "tumor"}}, indent=1))
@@ -312,7 +315,8 @@ def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices:
     root = out / "synthetic-dicom"
     count = 0
     for s in range(series):
-        study, series_uid = generate_uid(entropy_srcs=[f"synth-study-{s}"]), generate_uid(entropy_srcs=[f"synth-series-{s}"])
+        token = str(rng.integers(2**62))  # UIDs derived from the seed: same seed, same files
+        study, series_uid = generate_uid(entropy_srcs=[token, "study"]), generate_uid(entropy_srcs=[token, "series"])
         label = LESION_CLASSES[s % len(LESION_CLASSES)]
         for k in range(slices):
             hu, inside = _body_ct(rng, size)
@@ -321,16 +325,20 @@ def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices:
                 hu[_ellipse(size, cy, cx, 8, 8)] = 5.0 if label == "cyst" else 110.0
             stored = np.clip(hu + 1024.0, 0, 4095).astype(np.uint16)  # stored = HU - intercept
             header = {**FAKE_IDENTITY, "Modality": "CT", "BodyPartExamined": "ABDOMEN", "StudyInstanceUID": study,
-                      "SeriesInstanceUID": series_uid, "SeriesNumber": s + 1, "InstanceNumber": k + 1,
+                      "SeriesInstanceUID": series_uid, "SOPInstanceUID": generate_uid(entropy_srcs=[token, str(k)]),
+                      "SeriesNumber": s + 1, "InstanceNumber": k + 1,
                       "RescaleIntercept": -1024, "RescaleSlope": 1, "SliceThickness": 2.5,
                       "PixelSpacing": [0.8, 0.8], "Manufacturer": "gmai synthetic phantom",
                       "BurnedInAnnotation": "NO"}
             write_dicom(root / f"series_{s + 1:02d}" / f"slice_{k:03d}.dcm", stored, header)
             count += 1
+    token = str(rng.integers(2**62))
     for k in range(max(1, slices // 3)):  # a MONOCHROME1 CR chest: low stored values are white
         image, _ = chest_xray(rng, size)
         stored = (4095 - image.astype(np.uint16) * 16).astype(np.uint16)
-        header = {**FAKE_IDENTITY, "Modality": "CR", "BodyPartExamined": "CHEST", "SeriesNumber": 99,
+        uids = {key: generate_uid(entropy_srcs=[token, key, str(0 if key != "SOPInstanceUID" else k)])
+                for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
+        header = {**FAKE_IDENTITY, **uids, "Modality": "CR", "BodyPartExamined": "CHEST", "SeriesNumber": 99,
                   "InstanceNumber": k + 1, "ViewPosition": "PA", "Manufacturer": "gmai synthetic phantom"}
         write_dicom(root / "series_cr" / f"cr_{k:03d}.dcm", stored, header, photometric="MONOCHROME1")
         count += 1
