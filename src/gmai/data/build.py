@@ -113,6 +113,8 @@ def _generator() -> Generator:
         options = dict(config.generator_options)
         if config.generator == "llm":
             options.setdefault("seed", config.seed)
+            # the rate limit is for the whole build: each worker process gets its share
+            options["rate"] = float(options.get("rate", 2.0)) / max(1, config.workers)
         _STATE["generator"] = get_generator(config.generator, options)
     return _STATE["generator"]
 
