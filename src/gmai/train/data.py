@@ -1,0 +1,194 @@
+"""Training data: read the data engine's JSONL, keep the training split, map to source groups, mix, filter.
+
+Every line ends up counted: kept, held out (val/test split), or dropped with a reason.
+Malformed input (bad JSON, no conversations, a missing image file) is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gmai.train.config import DataArgs, GroupRule
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+IMAGE_PLACEHOLDER = "<image>"
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass
+class Sample:
+    id: str
+    subset: str
+    messages: list[dict[str, str]]  # [{"role": "user"|"assistant"|"system", "content": str}], no "<image>"
+    image: Path | None = None  # absolute path; None = text-only dialogue
+    group: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def assistant_texts(self) -> list[str]:
+        return [m["content"] for m in self.messages if m["role"] == "assistant"]
+
+    def all_text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages)
+
+
+def _messages(conversations: Any, where: str, has_image: bool) -> list[dict[str, str]]:
+    if not isinstance(conversations, list) or not conversations:
+        raise DataError(f"{where}: 'conversations' must be a non-empty list")
+    messages, placeholders = [], 0
+    for turn in conversations:
+        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
+            raise DataError(f"{where}: each conversation turn needs 'from' and 'value', got {turn!r:.80}")
+        role = ROLES.get(turn["from"])
+        if role is None:
+            raise DataError(f"{where}: unknown speaker {turn['from']!r} (expected human/gpt/system)")
+        text = str(turn["value"])
+        placeholders += text.count(IMAGE_PLACEHOLDER)
+        # The image goes in as a content part at the start of the first user turn (LLaVA convention).
+        text = text.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
+        messages.append({"role": role, "content": text})
+    if placeholders > 1:
+        raise DataError(f"{where}: {placeholders} '<image>' placeholders; one image per sample is supported")
+    if placeholders and not has_image:
+        raise DataError(f"{where}: the text has an '<image>' placeholder but the line has no 'image'")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise DataError(f"{where}: no assistant ('gpt') turn to learn from")
+    return messages
+
+
+def read_subset(path: Path, root: Path, args: DataArgs, counts: Counter) -> list[Sample]:
+    """One JSONL file -> training samples (held-out splits counted, not returned)."""
+    samples = []
+    subset = path.stem
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg})") from None
+            split = row.get("split") or row.get("meta", {}).get("split") or "train"
+            if split not in args.train_splits:
+                counts[f"held out (split={split})"] += 1
+                continue
+            image = None
+            if row.get("image"):
+                image = (root / row["image"]).resolve()
+                if not image.is_file():
+                    raise DataError(f"{where}: image file {str(image)!r} does not exist")
+            messages = _messages(row.get("conversations"), where, image is not None)
+            meta = {k: v for k, v in row.items() if k not in ("id", "image", "conversations")}
+            samples.append(Sample(id=str(row.get("id", f"{subset}:{lineno}")), subset=subset, messages=messages,
+                                  image=image, meta=meta))
+            if args.max_records and len(samples) >= args.max_records:
+                break
+    counts[f"read ({subset})"] += len(samples)
+    return samples
+
+
+def load_samples(data_dir: str | Path, args: DataArgs) -> tuple[list[Sample], Counter]:
+    """Every configured subset file under ``data_dir`` -> training samples with their source group."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"data folder {str(root)!r} does not exist (run `gmai data build` first)")
+    counts: Counter = Counter()
+    samples: list[Sample] = []
+    for subset in args.subsets:
+        path = root / f"{subset}.jsonl"
+        if not path.is_file():
+            counts[f"subset file missing ({subset}.jsonl)"] += 1
+            continue
+        samples += read_subset(path, root, args, counts)
+    if not samples:
+        raise DataError(f"no training samples under {str(root)!r} (looked for {', '.join(args.subsets)} .jsonl; "
+                        f"counts: {dict(counts)})")
+    for s in samples:
+        s.group = assign_group(s, args.groups, args.default_group)
+    return samples, counts
+
+
+def _dataset_name(sample: Sample) -> str:
+    if sample.meta.get("source"):
+        return str(sample.meta["source"])
+    parts = sample.id.split("#")  # "2d#cls#histopathology#crc100k#..." -> "crc100k"
+    return parts[3] if len(parts) > 3 else ""
+
+
+def rule_matches(rule: GroupRule, sample: Sample) -> bool:
+    checks = []
+    if rule.subset:
+        checks.append(sample.subset in rule.subset)
+    if rule.id_prefix:
+        checks.append(any(sample.id.startswith(p) for p in rule.id_prefix))
+    if rule.id_contains:
+        checks.append(any(p in sample.id for p in rule.id_contains))
+    if rule.source:
+        checks.append(_dataset_name(sample).lower() in {s.lower() for s in rule.source})
+    if rule.has_image is not None:
+        checks.append((sample.image is not None) == rule.has_image)
+    return bool(checks) and all(checks)
+
+
+def assign_group(sample: Sample, rules: list[GroupRule], default: str) -> str:
+    for rule in rules:
+        if rule_matches(rule, sample):
+            return rule.group
+    return default
+
+
+def sample_mixture(samples: list[Sample], mixture: dict[str, float], seed: int) -> tuple[list[Sample], dict]:
+    """Take ``ratio`` of each group: 0 = none, 0.3 = a seeded random 30%, 1 = all, 2.5 = all twice + half.
+
+    Groups missing from ``mixture`` are not used. Returns the samples and per-group counts.
+    """
+    by_group: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_group.setdefault(s.group, []).append(s)
+    chosen, report = [], {}
+    for group, members in sorted(by_group.items()):
+        ratio = mixture.get(group, 0.0)
+        if ratio < 0:
+            raise DataError(f"mixture ratio for {group!r} must be >= 0, got {ratio}")
+        rng = random.Random(f"{seed}:{group}")
+        whole, frac = int(ratio), ratio - int(ratio)
+        picked = members * whole
+        if frac > 0:
+            picked += rng.sample(members, round(frac * len(members)))
+        chosen += picked
+        report[group] = {"available": len(members), "ratio": ratio, "used": len(picked)}
+    return chosen, report
+
+
+def quality_filter(samples: list[Sample], args: DataArgs) -> tuple[list[Sample], Counter]:
+    """The paper's Stage III filter: too-short replies (captions) and low-confidence labels are dropped."""
+    kept, dropped = [], Counter()
+    for s in samples:
+        shortest = min(len(t.split()) for t in s.assistant_texts())
+        confidence = s.meta.get("confidence", s.meta.get("label_confidence"))
+        if shortest < args.min_reply_words:
+            dropped[f"reply shorter than {args.min_reply_words} words"] += 1
+        elif confidence is not None and float(confidence) < args.min_confidence:
+            dropped[f"label confidence below {args.min_confidence}"] += 1
+        else:
+            kept.append(s)
+    return kept, dropped
+
+
+def corpus_texts(samples: list[Sample]) -> list[str]:
+    """The corpus text (every turn of every training sample): the tiny tokenizer and LM warm-up use it."""
+    seen, texts = set(), []
+    for s in samples:
+        text = s.all_text()
+        if text not in seen:
+            seen.add(text)
+            texts.append(text)
+    return texts

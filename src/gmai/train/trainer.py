@@ -1,0 +1,473 @@
+"""The three-stage trainer (plus the tiny preset's optional LM warm-up, "stage 0").
+
+A plain PyTorch loop on top of ``accelerate``: the same code runs as one process, under
+``accelerate launch`` / ``torchrun`` (DDP; gloo on CPU), FSDP or DeepSpeed (configs in
+``recipes/accelerate/``). The data order of a stage is a deterministic plan computed identically on
+every rank (``packing.plan_steps``); each rank computes its slice of every global batch, and the
+loss is normalised by the supervised-token count of the *global* batch, so N processes reach the
+same update as one process with the same global batch.
+
+Each stage writes ``OUT/stageK`` (a standard HF checkpoint + README), resumable step checkpoints
+under ``OUT/checkpoints/stageK/step-N`` (model, optimizer, scheduler, RNG, data position), and
+log lines to ``OUT/metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from gmai.train.config import StageConfig, TrainConfig
+from gmai.train.data import Sample, corpus_texts, load_samples, quality_filter, sample_mixture
+from gmai.train.logs import MetricsLog, plot_curves
+from gmai.train.packing import IGNORE, Encoded, Encoder, collate, plan_steps, prepare
+
+DONE_FILE = "gmai_stage.json"  # written last into OUT/stageK: the stage is complete
+# Test/debug hooks (fault injection), read from the environment so a subprocess can be told:
+CRASH_AFTER_STEP = "GMAI_TRAIN_CRASH_AFTER_STEP"  # hard-exit (like a kill) after this optimizer step
+NAN_AT_STEP = "GMAI_TRAIN_NAN_AT_STEP"  # make the loss NaN at this optimizer step
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def set_torch_threads(requested: int) -> int:
+    """One compute thread per core, shared among the local processes (oversubscription kills CPU speed)."""
+    import torch
+
+    if requested <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        requested = max(1, cores // max(1, local))
+    torch.set_num_threads(requested)
+    return requested
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int, min_ratio: float):
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------- model start points
+
+def _stage_dir(out: Path, k: int) -> Path:
+    return out / f"stage{k}"
+
+
+def is_complete(out: Path, k: int) -> bool:
+    return (_stage_dir(out, k) / DONE_FILE).is_file()
+
+
+def start_point(cfg: TrainConfig, out: Path, k: int) -> Path | None:
+    """The checkpoint stage k starts from: the nearest earlier enabled stage's folder, or None (fresh)."""
+    earlier = [j for j in cfg.enabled_stages() if j < k]
+    if not earlier:
+        return Path(cfg.model.init_from) if cfg.model.init_from else None
+    prev = earlier[-1]
+    if not is_complete(out, prev):
+        raise FileNotFoundError(f"stage {k} starts from stage {prev}'s checkpoint, but {_stage_dir(out, prev)} "
+                                f"is missing or incomplete: run stage {prev} first (--stages {prev},{k})")
+    return _stage_dir(out, prev)
+
+
+def load_start_model(cfg: TrainConfig, start: Path | None, samples: list[Sample]):
+    from gmai.model import create_model, get_preset, load_checkpoint
+
+    if start is not None:
+        model, processor = load_checkpoint(start, trust_remote_code=cfg.model.trust_remote_code)
+    else:
+        preset = get_preset(cfg.model.preset)
+        if cfg.model.vision_path or cfg.model.llm_path:
+            preset = preset.with_paths(cfg.model.vision_path, cfg.model.llm_path)
+        if cfg.model.tokenizer_vocab_size:
+            from dataclasses import replace
+
+            preset = replace(preset, tokenizer_vocab_size=cfg.model.tokenizer_vocab_size)
+        # tiny: the byte-level BPE is trained on the training corpus text (held-out records excluded)
+        model, processor = create_model(preset, corpus=corpus_texts(samples), seed=cfg.run.seed)
+    if getattr(model.config, "_attn_implementation", None) != cfg.model.attn_implementation:
+        model.set_attn_implementation(cfg.model.attn_implementation)
+    model.config.use_cache = False
+    return model, processor
+
+
+# ---------------------------------------------------------------- data per stage
+
+def stage_samples(stage: StageConfig, cfg: TrainConfig, samples: list[Sample]) -> tuple[list[Sample], dict]:
+    chosen, mixture = sample_mixture(samples, stage.mixture, cfg.run.seed)
+    report: dict = {"mixture": mixture}
+    if stage.quality_filter:
+        chosen, dropped = quality_filter(chosen, cfg.data)
+        report["quality_dropped"] = dict(dropped)
+    return chosen, report
+
+
+def encode_stage(stage: StageConfig, cfg: TrainConfig, samples: list[Sample], encoder: Encoder
+                 ) -> tuple[list[Encoded], dict]:
+    if stage.kind == "lm_warmup":
+        texts = corpus_texts(samples)
+        encoded = [encoder.encode_text(t, f"corpus:{i}") for i, t in enumerate(texts)]
+        report = {"warmup_texts": len(texts)}
+    else:
+        chosen, report = stage_samples(stage, cfg, samples)
+        encoded = [encoder.encode(s) for s in chosen]
+    kept, dropped = prepare(encoded, stage.max_length, stage.truncate, encoder.image_token_id)
+    report["length_dropped"] = dict(dropped)
+    report["samples"] = len(kept)
+    if not kept:
+        raise ValueError(f"stage {stage.name}: no training sample left (report: {report})")
+    return kept, report
+
+
+# ---------------------------------------------------------------- optimisation pieces
+
+def setup_trainable(model, stage: StageConfig):
+    from gmai.model.freeze import apply_freeze_plan, count_parameters
+
+    if not stage.lora.enabled:
+        apply_freeze_plan(model, stage.trainable)
+        return model, count_parameters(model)
+    if "llm" not in stage.trainable:
+        raise ValueError(f"{stage.name}: lora.enabled needs 'llm' among the trainable parts (LoRA adapts the LM)")
+    if stage.lora.quantize_4bit:
+        check_qlora_available()
+    from peft import LoraConfig, get_peft_model
+
+    others = [p for p in stage.trainable if p != "llm"]
+    targets = "|".join(stage.lora.target_modules)
+    lora = LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout,
+                      target_modules=rf".*language_model.*\.({targets})")
+    model = get_peft_model(model, lora)  # freezes every base weight, adds trainable adapters
+    from gmai.model.freeze import model_parts
+
+    for name in others:
+        for module in model_parts(model)[name]:
+            for p in module.parameters():
+                p.requires_grad_(True)
+    return model, count_parameters(model)
+
+
+def check_qlora_available() -> None:
+    """QLoRA = 4-bit base weights via bitsandbytes, which needs a CUDA GPU. Say so instead of failing later."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("QLoRA (lora.quantize_4bit=true) needs a CUDA GPU and bitsandbytes; this machine has no "
+                           "GPU. Use plain LoRA (lora.enabled=true, lora.quantize_4bit=false) or full training.")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise RuntimeError("QLoRA needs bitsandbytes: pip install bitsandbytes") from None
+
+
+def make_optimizer(model, stage: StageConfig):
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{stage.name}: nothing to train (trainable={stage.trainable})")
+    return torch.optim.AdamW(params, lr=stage.lr, betas=(stage.adam_beta1, stage.adam_beta2), eps=stage.adam_eps,
+                             weight_decay=stage.weight_decay)
+
+
+def token_loss_sum(model, batch):
+    """Summed next-token cross-entropy over supervised tokens (normalised by the caller)."""
+    import torch.nn.functional as F
+
+    labels = batch.pop("labels")
+    logits = model(**batch, use_cache=False).logits
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE, reduction="sum")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _ckpt_root(out: Path, k: int) -> Path:
+    return out / "checkpoints" / f"stage{k}"
+
+
+def latest_checkpoint(out: Path, k: int) -> Path | None:
+    root = _ckpt_root(out, k)
+    if not root.is_dir():
+        return None
+    done = [p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def save_step_checkpoint(accelerator, out: Path, k: int, step: int, state: dict, keep: int) -> Path:
+    """model + optimizer + scheduler + RNG (accelerate) and our trainer state, written atomically."""
+    root = _ckpt_root(out, k)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        olds = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in olds[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_stage_model(accelerator, model, processor, path: Path, lora: bool) -> None:
+    """The stage's result as a standard HF checkpoint (LoRA adapters merged into the LM)."""
+    from gmai.model import save_checkpoint
+
+    unwrapped = accelerator.unwrap_model(model)
+    state_dict = accelerator.get_state_dict(model)  # gathers FSDP/ZeRO-3 shards (all ranks must call)
+    if accelerator.is_main_process:
+        if lora:
+            unwrapped = unwrapped.merge_and_unload()
+            state_dict = None
+        path.mkdir(parents=True, exist_ok=True)
+        if state_dict is not None and accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
+            unwrapped.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+            processor.save_pretrained(path)
+        else:
+            save_checkpoint(unwrapped, processor, path)
+    accelerator.wait_for_everyone()
+
+
+def write_stage_readme(path: Path, k: int, stage: StageConfig, info: dict) -> None:
+    lines = [f"# gmai checkpoint: stage {k} ({stage.name})", ""]
+    if stage.kind == "lm_warmup":
+        lines += ["**This is a text-only warm-up of the language model (stage 0), not a stage of the paper.**",
+                  "The tiny preset starts from random weights; real runs start from a pretrained LM and skip it. "
+                  "It trains the LM as a plain language model on the training corpus text.", ""]
+    if info.get("warmup_before"):
+        lines += [f"Trained after a text-only LM warm-up (stage 0): {info['warmup_before']}.", ""]
+    lines += [f"- trainable parts: {', '.join(stage.trainable)} (LoRA: {stage.lora.enabled})",
+              f"- trainable parameters: {info['params']['trainable']['total']:,} of "
+              f"{info['params']['all']['total']:,}",
+              f"- optimizer steps: {info['steps']}, lr {stage.lr} (AdamW betas {stage.adam_beta1}, "
+              f"{stage.adam_beta2}; cosine with warm-up)",
+              f"- loss: first {info['first_loss']:.4f} -> last {info['last_loss']:.4f}",
+              f"- data: {json.dumps(info['data'])}",
+              "", "Loads with plain transformers: `AutoModelForImageTextToText.from_pretrained(path)` and "
+              "`AutoProcessor.from_pretrained(path)`; the chat template used in training is saved here."]
+    (path / "README.md").write_text("\n".join(lines) + "\n")
+
+
+# ---------------------------------------------------------------- the stage loop
+
+def make_accelerator(mixed_precision: str = "no"):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision)
+
+
+def run_stage(k: int, cfg: TrainConfig, data_dir: Path, out: Path, samples: list[Sample], accelerator,
+              log: MetricsLog, console) -> dict:
+    import random as pyrandom
+
+    import numpy as np
+    import torch
+
+    stage = cfg.stages[k]
+    start = start_point(cfg, out, k)
+    model, processor = load_start_model(cfg, start, samples)
+    encoder = Encoder(processor)
+    encoded, data_report = encode_stage(stage, cfg, samples, encoder)
+    world = accelerator.num_processes
+    plan = plan_steps(encoded, seed=cfg.run.seed + k, max_length=stage.max_length, packing=stage.packing,
+                      group_by_length=stage.group_by_length, per_device_batch_size=stage.per_device_batch_size,
+                      grad_accum=stage.grad_accum, world_size=world, epochs=stage.epochs, max_steps=stage.max_steps)
+    total = len(plan)
+    model, params = setup_trainable(model, stage)
+    model.train()
+    optimizer = make_optimizer(model, stage)
+    warmup = stage.warmup_steps or int(round(stage.warmup_ratio * total))
+    scheduler = cosine_with_warmup(optimizer, warmup, total, stage.min_lr_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = {"stage": k, "step": 0, "tokens": 0, "samples": 0, "elapsed_s": 0.0, "first_loss": None,
+             "last_loss": None}
+    resume = latest_checkpoint(out, k)
+    if resume is not None:
+        accelerator.load_state(str(resume))
+        state = json.loads((resume / "trainer_state.json").read_text())
+        log.event(event="resume", stage=k, step=state["step"], checkpoint=str(resume))
+        if console:
+            console.print(f"[yellow]stage {k}: resuming from {resume} (step {state['step']}/{total})")
+    else:
+        torch.manual_seed(cfg.run.seed + k)
+        pyrandom.seed(cfg.run.seed + k)
+        np.random.seed(cfg.run.seed + k)
+        log.event(event="stage_start", stage=k, name=stage.name, kind=stage.kind, start_from=str(start or "scratch"),
+                  trainable=stage.trainable, params=params, steps=total, warmup_steps=warmup, world_size=world,
+                  data=data_report, config=asdict(stage))
+    if console:
+        console.print(f"[bold]stage {k} ({stage.name})[/]: {len(encoded)} samples, {total} steps, trainable "
+                      f"{params['trainable']['total']:,}/{params['all']['total']:,} params "
+                      f"({', '.join(stage.trainable)}), start: {start or 'scratch'}")
+
+    crash_after = int(os.environ.get(CRASH_AFTER_STEP, "0") or 0)
+    nan_at = int(os.environ.get(NAN_AT_STEP, "0") or 0)
+    device = accelerator.device
+    rank = accelerator.process_index
+    progress = _progress(console, k, total, state["step"]) if accelerator.is_main_process else None
+    t_stage = time.perf_counter() - state["elapsed_s"]
+    try:
+        for step_index in range(state["step"], total):
+            step_plan = plan[step_index]
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            tokens = samples_n = 0
+            micro = step_plan.micro[rank]
+            for m, rows in enumerate(micro):
+                batch = collate(rows, encoded, encoder.pixels, processor.tokenizer.pad_token_id)
+                tokens += int(sum(len(encoded[i]) for row in rows for i in row))
+                samples_n += sum(len(row) for row in rows)
+                batch = {key: v.to(device) for key, v in batch.items()}
+                sync = m == len(micro) - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
+                with ctx, accelerator.autocast():
+                    loss = token_loss_sum(model, batch)
+                    if nan_at and step_index + 1 == nan_at:
+                        loss = loss * float("nan")
+                    # global-batch normalisation; DDP averages gradients over ranks, hence * world
+                    accelerator.backward(loss * world / step_plan.n_label_tokens)
+                loss_sum += loss.detach()
+            totals = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(tokens), device=device),
+                                                     torch.tensor(float(samples_n), device=device)]), "sum")
+            step_loss = (totals[0] / step_plan.n_label_tokens).item()
+            if not math.isfinite(step_loss):
+                last = latest_checkpoint(out, k)
+                raise TrainingDiverged(
+                    f"stage {k} ({stage.name}), step {step_index + 1}/{total}: the loss is {step_loss}; training "
+                    f"stopped before this update. Last good checkpoint: "
+                    f"{last or (start if start else 'none (no step checkpoint yet)')}. Lower the learning rate "
+                    f"(stages.{k}.lr) and rerun the same command to resume from it.")
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), stage.max_grad_norm)
+            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            state["step"] = step_index + 1
+            state["tokens"] += int(totals[1].item())
+            state["samples"] += int(totals[2].item())
+            state["first_loss"] = step_loss if state["first_loss"] is None else state["first_loss"]
+            state["last_loss"] = step_loss
+            state["elapsed_s"] = time.perf_counter() - t_stage
+            values = {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": totals[1].item() / dt,
+                      "samples_per_s": totals[2].item() / dt, "tokens": state["tokens"], "epoch": step_plan.epoch}
+            if state["step"] % max(1, stage.log_every) == 0 or state["step"] == total:
+                log.step(k, state["step"], values)
+            if progress:
+                progress[0].update(progress[1], completed=state["step"],
+                                   description=f"stage {k} loss {step_loss:.3f} lr {lr:.1e} "
+                                               f"{values['tokens_per_s']:.0f} tok/s")
+            if stage.save_every and state["step"] % stage.save_every == 0 and state["step"] < total:
+                save_step_checkpoint(accelerator, out, k, state["step"], state, stage.keep_checkpoints)
+            if crash_after and state["step"] == crash_after:
+                os._exit(137)  # simulate a kill: no cleanup, no final checkpoint
+    finally:
+        if progress:
+            progress[0].stop()
+
+    final = _stage_dir(out, k)
+    save_stage_model(accelerator, model, processor, final, stage.lora.enabled)
+    info = {"steps": total, "first_loss": state["first_loss"], "last_loss": state["last_loss"], "params": params,
+            "data": data_report, "tokens": state["tokens"], "samples": state["samples"],
+            "elapsed_s": round(state["elapsed_s"], 2), "start_from": str(start or "scratch"),
+            "warmup_before": _warmup_note(cfg, k)}
+    if accelerator.is_main_process:
+        write_stage_readme(final, k, stage, info)
+        (final / DONE_FILE).write_text(json.dumps({"stage": k, "name": stage.name, **info}, indent=1, default=str))
+        if not cfg.run.keep_step_checkpoints:
+            shutil.rmtree(_ckpt_root(out, k), ignore_errors=True)
+    log.event(event="stage_end", stage=k, name=stage.name, checkpoint=str(final), **info)
+    accelerator.wait_for_everyone()
+    return info
+
+
+def _warmup_note(cfg: TrainConfig, k: int) -> str:
+    zero = cfg.stages.get(0)
+    if k > 0 and zero is not None and zero.enabled and zero.kind == "lm_warmup":
+        return "stage 0 trained the LM alone on the corpus text before Stage I"
+    return ""
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(console, k: int, total: int, done: int):
+    if console is None:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+    task = progress.add_task(f"stage {k}", total=total, completed=done)
+    progress.start()
+    return progress, task
+
+
+# ---------------------------------------------------------------- entry point
+
+def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, stages: list[int] | None = None,
+          console=None) -> dict:
+    """Run the requested (default: all enabled) stages in order. Returns a summary per stage."""
+    data_dir, out = Path(data_dir), Path(out)
+    threads = set_torch_threads(cfg.run.torch_threads)
+    wanted = stages or cfg.enabled_stages()
+    unknown = [k for k in wanted if k not in cfg.stages]
+    if unknown:
+        raise ValueError(f"stage(s) {unknown} are not in the recipe (it has {sorted(cfg.stages)})")
+    accelerator = make_accelerator(cfg.run.mixed_precision)
+    log = MetricsLog(out, accelerator.is_main_process, cfg.run.tensorboard)
+    samples, counts = load_samples(data_dir, cfg.data)
+    groups = Counter(s.group for s in samples)
+    log.event(event="run_start", data=str(data_dir), stages=wanted, world_size=accelerator.num_processes,
+              torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
+    if console and accelerator.is_main_process:
+        console.print(f"data: {len(samples)} training samples from {data_dir} ({dict(counts)}); groups "
+                      f"{dict(groups)}; {accelerator.num_processes} process(es) x {threads} thread(s)")
+    summary = {}
+    shown = console if accelerator.is_main_process else None
+    try:
+        for k in wanted:
+            if is_complete(out, k):
+                if shown:
+                    shown.print(f"stage {k}: {_stage_dir(out, k)} is complete; skipping (delete it to retrain)")
+                summary[k] = json.loads((_stage_dir(out, k) / DONE_FILE).read_text())
+                continue
+            accelerator.free_memory()
+            accelerator = make_accelerator(cfg.run.mixed_precision)  # fresh per stage: new model/optimizer/state
+            summary[k] = run_stage(k, cfg, data_dir, out, samples, accelerator, log, shown)
+            if cfg.run.plot and accelerator.is_main_process:
+                plot_curves(out)
+    finally:
+        log.close()
+    return summary
