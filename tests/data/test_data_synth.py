@@ -105,9 +105,11 @@ def test_synthetic_dicom_is_deidentified(corpus):
         assert synth.FAKE_IDENTITY[key] not in dump
     cr = next(r for r in records if r.modality == "X-ray")
     assert "MONOCHROME1 inverted" in cr.meta["windowing"]
-    # lungs (dark in the phantom) stay dark after the MONOCHROME1 inversion
+    # bone (white on a radiograph) stays white after the MONOCHROME1 inversion
     h, w = cr.image.shape
-    assert cr.image[h // 2, w // 4] < cr.image[int(h * 0.9), w // 2]
+    assert cr.image[int(h * 0.8), w // 2] > cr.image[h // 2, 2] + 100
+    ct = next(r for r in records if r.modality == "CT")
+    assert "file window (L40/W80)" in ct.meta["windowing"] and ct.organ == "head"
 
 
 def test_real_pip_sources(tmp_path):

@@ -154,7 +154,7 @@ _QUADRANT_CENTRES = {"left": (0.5, 0.3), "right": (0.5, 0.7), "upper": (0.3, 0.5
 
 
 def seg_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """An MR-like (T2-ish) head phantom and its mask (1 = lesion, 0 = background; ~15% lesion-free)."""
+    """An MR-like (T2-ish) head phantom and its mask (1 = lesion, 0 = background)."""
     c = size / 2
     head = _ellipse(size, c, c, size * 0.44, size * 0.36)
     brain = _ellipse(size, c, c, size * 0.40, size * 0.32)
@@ -164,8 +164,7 @@ def seg_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np
     ventricles = _ellipse(size, c, c - size * 0.05, size * 0.09, size * 0.03) | _ellipse(size, c, c + size * 0.05, size * 0.09, size * 0.03)
     img[ventricles] = 200.0  # CSF bright on T2
     mask = np.zeros((size, size), dtype=np.uint8)
-    count = 0 if rng.random() < 0.15 else int(rng.integers(1, 3))  # some lesion-free negatives
-    places = rng.choice(list(_QUADRANT_CENTRES), size=count, replace=False)
+    places = rng.choice(list(_QUADRANT_CENTRES), size=int(rng.integers(1, 3)), replace=False)
     for place in places:
         fy, fx = _QUADRANT_CENTRES[str(place)]
         cy, cx = fy * size + rng.normal(0, size * 0.03), fx * size + rng.normal(0, size * 0.03)
@@ -185,7 +184,7 @@ def write_seg2d(out: Path, rng: np.random.Generator, n: int, size: int = 128) ->
         save_png(mask, root / "masks" / f"case_{i:04d}.png")
     (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion"}, indent=1))
     spec = f"seg2d:{root}?name=synthetic-lesion-seg2d&modality=MR&organ=brain"
-    return SynthDataset("synthetic-lesion-seg2d", spec, n, "MR-like head phantoms with 0-2 lesion masks at varied locations")
+    return SynthDataset("synthetic-lesion-seg2d", spec, n, "MR-like head phantoms with 1-2 lesion masks at varied locations")
 
 
 # --------------------------------------------------------------------------------------------
@@ -309,7 +308,43 @@ FAKE_IDENTITY = {
 }
 
 
+def head_ct_slice(rng: np.random.Generator, size: int, level: float, bleed: bool) -> np.ndarray:
+    """An axial head-CT-like slice in HU at relative height ``level`` in [0, 1] (skull, brain, CSF).
+
+    Only a narrow brain window (W80/L40, written into the file) separates the bleed (~65 HU) from
+    brain (~35 HU); the skull at ~1000 HU would dominate any min-max stretch.
+    """
+    c = size / 2
+    shrink = np.sqrt(max(0.05, 1.0 - (2.0 * level - 1.0) ** 2))  # ellipsoid cross-section
+    ry, rx = size * 0.44 * shrink, size * 0.36 * shrink
+    hu = np.full((size, size), -1000.0)
+    hu[_ellipse(size, c, c, ry, rx)] = 1000.0  # skull
+    brain = _ellipse(size, c, c, ry - 4, rx - 4)
+    hu[brain] = 35.0 + 3.0 * _smooth_noise(rng, size, 5)[brain]
+    vent = size * 0.08 * max(0.0, 1.0 - abs(level - 0.5) * 3)
+    if vent > 1:
+        hu[(_ellipse(size, c - 2, c - 5, vent * 1.6, vent * 0.5) | _ellipse(size, c - 2, c + 5, vent * 1.6, vent * 0.5)) & brain] = 5.0
+    if bleed:
+        hu[_ellipse(size, c - ry * 0.3, c + rx * 0.45, size * 0.07, size * 0.05) & brain] = 65.0
+    return hu + rng.normal(0.0, 3.0, hu.shape)
+
+
+def knee_xray(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A knee-radiograph-like image in 0..255 (bone bright): femur above, tibia below, joint gap."""
+    yy, xx = _grid(size)
+    c = size / 2 + rng.normal(0, 2)
+    img = np.full((size, size), 30.0)
+    img[np.abs(xx - c) < size * 0.3] = 90.0  # soft tissue
+    femur = (np.abs(xx - c) < size * (0.12 + 0.1 * np.clip((yy - size * 0.25) / (size * 0.2), 0, 1))) & (yy < size * 0.46)
+    tibia = (np.abs(xx - c) < size * (0.2 - 0.08 * np.clip((yy - size * 0.55) / (size * 0.2), 0, 1))) & (yy > size * 0.52)
+    img[femur | tibia] = 210.0
+    img += 8.0 * _smooth_noise(rng, size, 4) + rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255)
+
+
 def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices: int, size: int = 96) -> SynthDataset:
+    """Head-CT series (stored values + RescaleIntercept, brain window in the file, fake identity)
+    and a few MONOCHROME1 knee radiographs. Series 2, 4, ... contain a hyperdense bleed."""
     from pydicom.uid import generate_uid
 
     root = out / "synthetic-dicom"
@@ -317,34 +352,29 @@ def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices:
     for s in range(series):
         token = str(rng.integers(2**62))  # UIDs derived from the seed: same seed, same files
         study, series_uid = generate_uid(entropy_srcs=[token, "study"]), generate_uid(entropy_srcs=[token, "series"])
-        label = LESION_CLASSES[s % len(LESION_CLASSES)]
         for k in range(slices):
-            hu, inside = _body_ct(rng, size)
-            if label != "normal" and slices // 4 <= k < 3 * slices // 4:
-                cy, cx = size // 2 + 5, size // 2 - 12
-                hu[_ellipse(size, cy, cx, 8, 8)] = 5.0 if label == "cyst" else 110.0
+            level = (k + 0.5) / slices
+            hu = head_ct_slice(rng, size, level, bleed=s % 2 == 1 and 0.3 <= level <= 0.7)
             stored = np.clip(hu + 1024.0, 0, 4095).astype(np.uint16)  # stored = HU - intercept
-            header = {**FAKE_IDENTITY, "Modality": "CT", "BodyPartExamined": "ABDOMEN", "StudyInstanceUID": study,
+            header = {**FAKE_IDENTITY, "Modality": "CT", "BodyPartExamined": "HEAD", "StudyInstanceUID": study,
                       "SeriesInstanceUID": series_uid, "SOPInstanceUID": generate_uid(entropy_srcs=[token, str(k)]),
-                      "SeriesNumber": s + 1, "InstanceNumber": k + 1,
-                      "RescaleIntercept": -1024, "RescaleSlope": 1, "SliceThickness": 2.5,
-                      "PixelSpacing": [0.8, 0.8], "Manufacturer": "gmai synthetic phantom",
-                      "BurnedInAnnotation": "NO"}
+                      "SeriesNumber": s + 1, "InstanceNumber": k + 1, "RescaleIntercept": -1024, "RescaleSlope": 1,
+                      "WindowCenter": 40, "WindowWidth": 80, "SliceThickness": 5.0, "PixelSpacing": [0.9, 0.9],
+                      "Manufacturer": "gmai synthetic phantom", "BurnedInAnnotation": "NO"}
             write_dicom(root / f"series_{s + 1:02d}" / f"slice_{k:03d}.dcm", stored, header)
             count += 1
     token = str(rng.integers(2**62))
-    for k in range(max(1, slices // 3)):  # a MONOCHROME1 CR chest: low stored values are white
-        image, _ = chest_xray(rng, size)
-        stored = (4095 - image.astype(np.uint16) * 16).astype(np.uint16)
+    for k in range(max(1, slices // 3)):  # MONOCHROME1 radiographs: low stored values are white
+        stored = (4095 - knee_xray(rng, size) * 16).astype(np.uint16)
         uids = {key: generate_uid(entropy_srcs=[token, key, str(0 if key != "SOPInstanceUID" else k)])
                 for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
-        header = {**FAKE_IDENTITY, **uids, "Modality": "CR", "BodyPartExamined": "CHEST", "SeriesNumber": 99,
-                  "InstanceNumber": k + 1, "ViewPosition": "PA", "Manufacturer": "gmai synthetic phantom"}
+        header = {**FAKE_IDENTITY, **uids, "Modality": "CR", "BodyPartExamined": "KNEE", "SeriesNumber": 99,
+                  "InstanceNumber": k + 1, "ViewPosition": "AP", "Manufacturer": "gmai synthetic phantom"}
         write_dicom(root / "series_cr" / f"cr_{k:03d}.dcm", stored, header, photometric="MONOCHROME1")
         count += 1
     spec = f"dicom:{root}?name=synthetic-dicom"
     return SynthDataset("synthetic-dicom", spec, count,
-                        "CT series (rescale intercept, fake PatientName/ID/dates for de-id) + MONOCHROME1 CR")
+                        "head-CT series (rescale, brain window, fake PatientName/ID/dates for de-id) + MONOCHROME1 knee CR")
 
 
 # --------------------------------------------------------------------------------------------

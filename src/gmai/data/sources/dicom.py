@@ -18,8 +18,7 @@ import numpy as np
 from gmai.data.imaging import ImageReadError, read_dicom
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (bool_option, int_option, limit_items, make_record, normalise_modality,
-                                       record_fields, reject)
+from gmai.data.sources._common import bool_option, int_option, limit_items, make_record, record_fields, reject
 
 _DICOM_EXTS = {".dcm", ".dicom", ".ima", ""}
 _BODY_PARTS = {"abdomen": "abdomen", "chest": "chest", "head": "head", "brain": "brain", "extremity": "extremity",

@@ -187,7 +187,7 @@ def _slice_facts(mask: np.ndarray, label_map: dict[int, str], min_area: int) -> 
 def _ranges(indices: list[int]) -> str:
     """[0, 1, 2, 5] -> '0-2,5'."""
     parts, start = [], indices[0]
-    for prev, cur in zip(indices, indices[1:] + [None]):
+    for prev, cur in zip(indices, indices[1:] + [None], strict=True):
         if cur != prev + 1:
             parts.append(f"{start}-{prev}" if prev != start else str(start))
             start = cur
