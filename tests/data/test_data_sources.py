@@ -342,6 +342,19 @@ def test_vqa_rad_tiny_copy(tmp_path):
     assert len(rejects) == 1 and "gone.png" in rejects[0].ref
 
 
+def test_vqa_rad_modality_from_questions():
+    from gmai.data.sources.vqarad import modality_from_questions
+
+    q = lambda question, answer, kind="MODALITY": {"question": question, "answer": answer, "question_type": kind}  # noqa: E731
+    assert modality_from_questions([q("What modality is this?", "MRI - T2 weighted")]) == "MR"
+    assert modality_from_questions([q("Is this a noncontrast CT?", "yes")]) == "CT"
+    assert modality_from_questions([q("Is this a CT?", "no")]) is None
+    assert modality_from_questions([q("What kind of image is this?", "CXR")]) == "X-ray"
+    assert modality_from_questions([q("What type of imaging does this not represent?", "ultrasound")]) is None
+    assert modality_from_questions([q("What modality?", "CT"), q("Is this an MRI?", "yes")]) is None  # conflict
+    assert modality_from_questions([q("Is the liver normal?", "CT", "ABN")]) is None
+
+
 def test_slake_layout_language_filter(tmp_path):
     png(tmp_path / "imgs" / "xmlab1" / "source.jpg", gray(1).repeat(2, 0))
     entries = [{"img_name": "xmlab1/source.jpg", "question": "Which organ?", "answer": "Lung", "q_lang": "en",

@@ -2,23 +2,56 @@
 
 One record per (split, image), grouping all of that image's questions from that file; the split
 comes from the file (trainset -> train, testset -> test). ``answer_type`` CLOSED/OPEN becomes
-``closed``/``open``; ``image_organ`` (CHEST/ABD/HEAD) becomes the organ. The dataset does not
-label the imaging modality per image, so ``modality`` is "radiology" unless the option says
-otherwise. The same image can appear in both splits (that is how the public split is made);
+``closed``/``open``; ``image_organ`` (CHEST/ABD/HEAD) becomes the organ. The dataset has no
+per-image modality field; the modality is read from the image's own MODALITY questions when they
+agree on one (an open answer "CT"/"MRI - T2 weighted"/"Xray", or "yes" to "Is this a CT?"),
+else it is "radiology" (option ``infer_modality=false`` turns the reading off; option
+``modality`` overrides). The same image can appear in both splits (that is how the public split is made);
 leakage control downstream decides what to do about it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.records import QAPair, Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import limit_items, make_record, read_json, record_fields, reject
+from gmai.data.sources._common import bool_option, limit_items, make_record, read_json, record_fields, reject
 
 SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
 ORGANS = {"CHEST": "chest", "ABD": "abdomen", "HEAD": "head"}
+
+
+_MODALITY_PATTERNS = (
+    ("CT", re.compile(r"\bct\b|computed tomography")),
+    ("MR", re.compile(r"\bmri?\b|\bmr-|flair|\bdwi\b|diffusion|t[12][ -]weighted|\bt[12]\b")),
+    ("X-ray", re.compile(r"x-?ray|\bxr\b|\bcxr\b|radiograph|\bfilm\b")),
+    ("ultrasound", re.compile(r"ultrasound|sonogra")),
+)
+
+
+def _modalities_in(text: str) -> set[str]:
+    lowered = text.lower()
+    return {name for name, pattern in _MODALITY_PATTERNS if pattern.search(lowered)}
+
+
+def modality_from_questions(entries: list[dict]) -> str | None:
+    """The one modality the image's MODALITY questions agree on, or None (no or mixed evidence)."""
+    votes: set[str] = set()
+    for e in entries:
+        if str(e.get("question_type", "")).strip().upper() != "MODALITY":
+            continue
+        if re.search(r"\bnot\b|n't\b", str(e.get("question", "")).lower()):
+            continue  # "What type of imaging does this not represent?" names the wrong one
+        answer = str(e.get("answer", "")).strip()
+        if answer.lower() in ("yes", "no"):
+            if answer.lower() == "yes":  # "Is this a CT?" -> yes
+                votes |= _modalities_in(str(e.get("question", "")))
+        else:
+            votes |= _modalities_in(answer)
+    return votes.pop() if len(votes) == 1 else None
 
 
 def _entries(path: Path, split: str) -> list[dict]:
@@ -68,11 +101,15 @@ class VqaRadSource:
             image = read_image(ref)
         except ImageReadError as err:
             return [reject(ref, fields["source"], err.reason)]
+        inferred = modality_from_questions(entries) if bool_option(options, "infer_modality", True) else None
+        if inferred and "modality" not in options:
+            fields["modality"] = inferred
         organs = sorted({ORGANS.get(str(e.get("image_organ", "")).strip().upper(), "") for e in entries} - {""})
         if "organ" not in options and organs:
             fields["organ"] = organs[0]
         meta = {"qids": [e.get("qid") for e in entries],
-                "question_types": sorted({str(e.get("question_type", "")).strip() for e in entries} - {""})}
+                "question_types": sorted({str(e.get("question_type", "")).strip() for e in entries} - {""}),
+                "modality_from": "questions" if inferred and "modality" not in options else "option or default"}
         if problems:
             meta["skipped_questions"] = problems  # reported with the record rather than lost
         return [make_record(image, ref, fields, "vqa", qa=qa, meta=meta)]
