@@ -117,12 +117,18 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
     ds.add_new(0x00091001, "LO", "private secret")
     ds.ReferencedImageSequence = [pydicom.Dataset()]
     ds.ReferencedImageSequence[0].ContentDate = "20200101"
+    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5.6"
+    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    sop_class = ds.SOPClassUID
     imaging.deidentify(ds)
     text = str(ds)
     for secret in ("DOE", "PID-12345", "19610203", "20200101", "Saint Nowhere", "ACC999", "WHO^DR", "private secret"):
         assert secret not in text
     assert ds.StudyInstanceUID != "1.2.3.4.5" and ds.StudyInstanceUID.startswith("2.25.")
     assert ds.PatientIdentityRemoved == "YES"
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID.startswith("2.25.")  # nested UIDs too
+    assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # kinds are kept
+    assert ds.SOPClassUID == sop_class
     again = imaging.deidentify(pydicom.dcmread(path))  # deterministic: a series stays one series
     assert again.StudyInstanceUID == ds.StudyInstanceUID
 

@@ -276,6 +276,9 @@ def test_dicom_deidentified_records(tmp_path):
     for secret in ("ROE", "RICHARD", "MRN-778899", "19580607", "20230405", "Mercy", "A55501", "3680043.99.1"):
         assert secret not in dump
     assert all(r.modality == "CT" and r.meta["series"] == "series_a" for r in records)
+    hashed, _ = run("dicom", tmp_path, {"hash_paths": "true"})
+    assert all("series_a" not in r.ref and "s0" not in Path(r.ref).name for r in hashed)
+    assert len({r.meta["series"] for r in hashed}) == 1
 
 
 def test_dicom_burned_in_truncated_and_non_image(tmp_path):

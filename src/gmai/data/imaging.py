@@ -341,15 +341,25 @@ _REMOVE_KEYWORDS = (
     "OriginalAttributesSequence", "ModifiedAttributesSequence", "ContributingEquipmentSequence",
     "DigitalSignaturesSequence", "ConsultingPhysicianName", "InterpretationRecorder",
     "InterpretationTranscriber", "InterpretationAuthor", "DistributionName", "DistributionAddress",
-    "Overlays", "CurveData", "IconImageSequence", "AcquisitionDeviceProcessingDescription",
+    "Overlays", "IconImageSequence", "AcquisitionDeviceProcessingDescription",
+    "PerformedStationName", "PerformedLocation", "PerformedStationAETitle", "ScheduledStationName",
+    "ScheduledStationAETitle", "OrderEnteredBy", "OrderEntererLocation", "OrderCallbackPhoneNumber",
+    "StudyComments", "ReasonForTheRequestedProcedure", "RequestedContrastAgent", "DischargeDiagnosisDescription",
+    "PatientTransportArrangements", "ReferencedPatientAliasSequence", "PatientPrimaryLanguageCodeSequence",
+    "InstitutionalDepartmentTypeCodeSequence", "DeviceDescription", "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest", "AcquisitionContextSequence", "ContentSequence",
 )
-# Identifier UIDs: replaced by a deterministic hash so a series still groups after de-id.
-_REPLACE_UID_KEYWORDS = (
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
-    "MediaStorageSOPInstanceUID", "ReferencedSOPInstanceUID", "SynchronizationFrameOfReferenceUID",
-    "ConcatenationUID", "DimensionOrganizationUID", "IrradiationEventUID", "StorageMediaFileSetUID",
-    "InstanceCreatorUID", "UID", "TargetUID", "DeviceUID", "ReferencedFrameOfReferenceUID",
-)
+# UIDs: every UID value is replaced by a deterministic hash (so a series still groups after
+# de-id), except SOP class / transfer syntax UIDs and any UID defined by the DICOM standard itself
+# (root 1.2.840.10008.), which name kinds of objects, not patients or studies.
+_STANDARD_UID_ROOT = "1.2.840.10008."
+
+
+def _is_instance_uid(keyword: str, value: str) -> bool:
+    return not (keyword.endswith("ClassUID") or keyword.endswith("TransferSyntaxUID")
+                or value.startswith(_STANDARD_UID_ROOT))
+
+
 # Value representations that carry identity wherever they occur: all person names and all
 # dates/times are removed (the basic profile's dates are Z/D/X; removing them is the strict form).
 _IDENTIFYING_VRS = ("PN", "DA", "DT", "TM")
@@ -360,8 +370,8 @@ def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
     """De-identify a pydicom Dataset in place (and return it).
 
     Basic-profile attributes are removed; every person name, date and time anywhere (sequences
-    included) is removed; identifying UIDs are replaced by deterministic hashes (same input UID
-    -> same output UID, so a series stays one series); private tags are removed; overlays and
+    included) is removed; every instance UID is replaced by a deterministic hash (same input UID
+    -> same output UID, so a series stays one series; class and standard UIDs are kept); private tags are removed; overlays and
     curves are removed. ``PatientIdentityRemoved=YES`` and ``DeidentificationMethod`` record it.
     Burned-in pixel text cannot be removed here: :func:`read_dicom` rejects such files.
     """
@@ -375,8 +385,12 @@ def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
                 del dataset[elem.tag]
             elif keyword in _REMOVE_KEYWORDS or elem.VR in _IDENTIFYING_VRS:
                 del dataset[elem.tag]
-            elif keyword in _REPLACE_UID_KEYWORDS and elem.VR == "UI" and elem.value:
-                elem.value = _replacement_uid(str(elem.value), salt)
+            elif elem.VR == "UI" and elem.value:
+                if elem.VM > 1:
+                    elem.value = [_replacement_uid(str(v), salt) if _is_instance_uid(keyword, str(v)) else v
+                                  for v in elem.value]
+                elif _is_instance_uid(keyword, str(elem.value)):
+                    elem.value = _replacement_uid(str(elem.value), salt)
             elif elem.VR == "SQ":
                 for item in elem.value:
                     scrub(item)

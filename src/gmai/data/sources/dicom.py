@@ -7,10 +7,15 @@ slope/intercept, the window (option ``window``: a CT preset, ``file``, ``percent
 the file's own window, else soft tissue for CT, else percentiles) and inverts MONOCHROME1.
 Multi-frame files give up to ``max_frames`` (default 8) evenly spaced frames. Records carry only
 :func:`gmai.data.imaging.safe_header_summary` fields in ``meta``; the series is the file's folder.
+
+File and folder *names* are not DICOM attributes and are kept in ``ref`` so a reject can be
+found; when an archive names folders after patients, pass ``hash_paths=true`` and refs become
+``ROOT/<digest of the relative path>`` (the series grouping keeps working on the digests).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +50,29 @@ class DicomSource:
     def load(path: Path, item: str, options: dict[str, str]) -> list[Record | Reject]:
         root = path.parent if path.is_file() else path
         file = root / item
+        hashed = bool_option(options, "hash_paths", False)
+        shown = root / _digest(item) if hashed else file  # what refs and rejects show
         probe = record_fields(path, options)
         try:
             image = read_dicom(file, window=options.get("window") or None,
                                allow_burned_in=bool_option(options, "allow_burned_in", False))
         except ImageReadError as err:
-            return [reject(file, probe["source"], err.reason)]
+            return [reject(shown, probe["source"], err.reason)]
         opts = dict(options)
         opts.setdefault("modality", image.modality)
         body_part = str(image.summary.get("body_part", "")).strip().lower()
         fields = record_fields(path, opts, default_organ=_BODY_PARTS.get(body_part, body_part))
         series = str(Path(item).parent) if str(Path(item).parent) != "." else ""
+        series = _digest(series) if hashed and series else series
         meta = {"dicom": image.summary, "windowing": image.windowing, "series": series, "notes": image.notes}
         frames = _pick_frames(len(image.frames), int_option(options, "max_frames", 8))
         multi = len(image.frames) > 1
-        return [make_record(image.frames[i], f"{file}#frame={i}" if multi else file, fields, "perception",
+        return [make_record(image.frames[i], f"{shown}#frame={i}" if multi else shown, fields, "perception",
                             meta={**meta, **({"frame": i} if multi else {})}) for i in frames]
+
+
+def _digest(relative: str) -> str:
+    return hashlib.sha256(relative.encode()).hexdigest()[:16]
 
 
 def _pick_frames(count: int, wanted: int) -> list[int]:
