@@ -139,11 +139,18 @@ def _boxes_of(row: dict[str, Any]) -> list[tuple[str, list[float]]]:
     return out
 
 
+_LISTED_OPTION = re.compile(r"^\s*\(?[A-H][\.\):]\s+\S")
+
+
 def _single_turn_qa(row: dict[str, Any]) -> tuple[str, str] | None:
+    """(question, reply) of a one-turn Q&A line; listed options and answer-format hints are cut from
+    the question (the R1 prompt lists the options and hints itself)."""
     conv = row.get("conversations", [])
     if len(conv) != 2 or conv[0].get("from") != "human":
         return None
-    return conv[0]["value"].replace("<image>", "").strip(), conv[1]["value"].strip()
+    lines = conv[0]["value"].replace("<image>", "").strip().splitlines()
+    kept = [ln for ln in lines if not _LISTED_OPTION.match(ln) and not ln.strip().lower().startswith("answer with")]
+    return " ".join(ln.strip() for ln in kept if ln.strip()), conv[1]["value"].strip()
 
 
 @dataclass
@@ -170,12 +177,15 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
     files = [folder / name for name in SUBSET_FILES if (folder / name).exists()]
     if not files:
         raise FileNotFoundError(f"{folder}: no data-engine output ({', '.join(SUBSET_FILES)}) found")
+    # The engine writes val/test records under heldout/<split>/ (image paths relative to the top folder).
+    files += sorted(p for name in SUBSET_FILES for p in folder.glob(f"heldout/*/{name}"))
     facts: dict[str, ImageFacts] = {}
     for path in files:
         for n, row in enumerate(read_jsonl(path), 1):
             if not row.get("image"):
                 continue  # text-only dialogue: no image to ask about
-            image = _resolve_image(folder, row["image"], f"{path}:{n}")
+            base = folder if (folder / row["image"]).exists() else path.parent
+            image = _resolve_image(base, row["image"], f"{path}:{n}")
             f = facts.get(image)
             if f is None:
                 f = facts[image] = ImageFacts(image, str(_field(row, "source", "unknown")),
@@ -194,7 +204,18 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
             if qa and kind in ("closed", "open", "choice") and _field(row, "answer"):
                 f.qa.append({"question": qa[0], "answer": str(_field(row, "answer")), "answer_type": kind,
                              "options": list(_field(row, "options", []) or [])})
+    _fill_label_sets(list(facts.values()))
     return list(facts.values())
+
+
+def _fill_label_sets(facts: list[ImageFacts]) -> None:
+    """Lines that carry ``labels`` but no ``label_set``: the vocabulary is the labels seen in the same source."""
+    vocab: dict[str, set[str]] = {}
+    for f in facts:
+        vocab.setdefault(f.source, set()).update(f.labels)
+    for f in facts:
+        if f.labels and not f.label_set:
+            f.label_set = sorted(vocab[f.source])
 
 
 def collect_vqa_rad(folder: Path, split: str = "train") -> list[ImageFacts]:
@@ -281,9 +302,14 @@ def questions_for(facts: ImageFacts, modalities: list[str], rng: random.Random, 
             out.append(Question(_qid(facts, f"vqa-{qa['answer_type']}", i), facts.image, qa["question"],
                                 qa["answer"], qa["answer_type"], qa.get("question_type", "vqa"), facts.source,
                                 facts.modality, facts.split, options=options))
-    for q in out:
-        q.reasoning = template_chain(q, facts)
-    return out
+    unique, seen = [], set()
+    for q in out:  # the engine's own Q&A and ours may ask the same thing: keep the first
+        key = (q.answer_type, q.question_type if q.answer_type == "choice" else "", q.gold_text().lower())
+        if key not in seen:
+            seen.add(key)
+            q.reasoning = template_chain(q, facts)
+            unique.append(q)
+    return unique
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,21 +337,16 @@ def template_chain(q: Question, facts: ImageFacts) -> str:
     steps = [seen + "."]
     gold = q.gold_text()
     if q.answer_type == "choice":
-        others = [o for o in q.options if o != gold]
-        steps.append(f"The question asks for the {q.question_type}; the options are {', '.join(q.options)}.")
-        steps.append(f"The appearance is consistent with {gold}, which rules out {', '.join(others)}.")
+        steps.append(f"It is consistent with {gold}, not the other options.")
         steps.append(f"So the answer is {q.answer}.")
     elif q.answer_type == "closed" and q.question_type == "presence":
         asked, shown = q.meta["asked"], q.meta["shown"]
-        steps.append(f"The question asks whether {asked} is present.")
-        steps.append(f"The finding visible here is {shown}" + ("." if asked == shown else f", not {asked}."))
+        steps.append(f"The finding here is {shown}" + ("." if asked == shown else f", not {asked}."))
         steps.append(f"So the answer is {q.answer}.")
     elif q.answer_type == "box":
-        steps.append(f"The {q.meta.get('label') or 'finding'} is the region that stands out from its surroundings.")
-        steps.append(f"Its extent in normalised coordinates is {q.answer}.")
+        steps.append(f"The {q.meta.get('label') or 'finding'} stands out from its surroundings; its box is {q.answer}.")
     else:
-        steps.append(f"The question is: {q.question}")
-        steps.append(f"Looking at the relevant region, the answer is {gold}.")
+        steps.append(f"Looking at the image, the answer is {gold}.")
     return f"<think>{' '.join(steps)}</think><answer>{q.answer}</answer>"
 
 

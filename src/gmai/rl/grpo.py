@@ -1,0 +1,388 @@
+"""GRPO for vision-language checkpoints on TRL's ``GRPOTrainer``, with verifiable medical rewards.
+
+A config dataclass and a trainer, TRL-style: :class:`R1GRPOConfig` (recipe section ``grpo:``) and
+:class:`R1GRPOTrainer` (a thin ``GRPOTrainer`` subclass). What the subclass adds:
+
+- **vision features once per group** (``cache_vision``): a GRPO batch holds each prompt
+  ``num_generations`` times, so stock TRL runs the vision tower on the same image once per
+  completion, in generation and in every log-prob pass (policy, old policy, reference). We wrap
+  the LLaVA model's ``get_image_features`` so identical consecutive images are encoded once and
+  their features shared (gradients add up through the shared tensor, so training is unchanged);
+- **per-step metrics** (:class:`MetricsCallback`): ``OUT/metrics.jsonl`` with ``reward/<name>``
+  per reward function, ``zero_signal_fraction`` (share of groups whose rewards are all equal:
+  no advantage, no gradient), completion length and KL, plus PNG plots;
+- a standard checkpoint in ``OUT/final`` (LoRA merged), loadable with plain transformers.
+
+Models: our LLaVA checkpoints and any HF image-text-to-text folder TRL supports (Qwen2.5-VL
+style checkpoints work the same way: their processor turns the conversational prompt and the
+``image`` column into model inputs; ``cache_vision`` only applies to LLaVA-style
+``get_image_features`` and is skipped for others). The model is loaded *from its saved folder*:
+with ``beta > 0`` TRL rebuilds the reference model from ``config._name_or_path``.
+
+GPU users: ``use_vllm: true`` (``vllm_mode: colocate`` or ``server`` with ``trl vllm-serve``)
+moves rollouts to vLLM; ``bf16: true``; bigger ``num_generations`` / ``max_completion_length``.
+None of that is needed (or available) on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class LoraSection:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class R1GRPOConfig:
+    """The recipe's ``grpo:`` section (maps onto ``trl.GRPOConfig``)."""
+
+    rewards: dict[str, float] = field(default_factory=lambda: {"format": 0.5, "accuracy": 1.0})
+    num_generations: int = 4  # group size G
+    beta: float = 0.04  # KL coefficient (0 = no reference model)
+    epsilon: float = 0.2  # PPO-style clipping
+    epsilon_high: float | None = None  # DAPO's asymmetric upper clip (None = epsilon)
+    loss_type: str = "grpo"  # grpo | dapo | dr_grpo | bnpo (TRL)
+    scale_rewards: str = "group"  # group | batch | none (TRL)
+    max_completion_length: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 8  # completions per micro-batch (a multiple of num_generations)
+    gradient_accumulation_steps: int = 1
+    num_iterations: int = 1  # PPO epochs per generation batch (mu)
+    max_steps: int = 20
+    num_train_epochs: float = 1.0
+    max_questions: int = 0  # 0 = all questions in the file
+    answer_types: list[str] = field(default_factory=list)  # keep only these answer types ([] = all)
+    cache_vision: bool = True
+    lora: LoraSection = field(default_factory=LoraSection)
+    use_vllm: bool = False
+    vllm_mode: str = "colocate"
+    bf16: bool | None = None  # None = on when a CUDA GPU is present
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 1
+    torch_threads: int = 0  # 0 = leave torch's default
+    plot: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None, where: str = "grpo") -> "R1GRPOConfig":
+        raw = dict(raw or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        if "lora" in raw:
+            lora_raw = raw["lora"] or {}
+            bad = set(lora_raw) - set(LoraSection.__dataclass_fields__)
+            if bad:
+                raise ValueError(f"{where}.lora: unknown key(s) {sorted(bad)}")
+            raw["lora"] = LoraSection(**lora_raw)
+        for key in ("learning_rate", "beta", "epsilon", "temperature", "top_p", "weight_decay", "max_grad_norm"):
+            if key in raw:
+                raw[key] = float(raw[key])  # YAML 1.1 reads 1e-5 as a string
+        return cls(**raw)
+
+    def trl_config(self, out: Path, use_cpu: bool):
+        from trl import GRPOConfig
+
+        bf16 = (not use_cpu) if self.bf16 is None else self.bf16
+        return GRPOConfig(
+            output_dir=str(out / "trl"), use_cpu=use_cpu, bf16=bf16, seed=self.seed, report_to=[],
+            num_generations=self.num_generations, beta=self.beta, epsilon=self.epsilon,
+            epsilon_high=self.epsilon_high if self.epsilon_high is not None else self.epsilon,
+            loss_type=self.loss_type, scale_rewards=self.scale_rewards,
+            max_completion_length=self.max_completion_length, temperature=self.temperature, top_p=self.top_p,
+            learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type, warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps, num_iterations=self.num_iterations,
+            max_steps=self.max_steps, num_train_epochs=self.num_train_epochs, logging_steps=self.logging_steps,
+            save_strategy="no", use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
+            gradient_checkpointing=self.gradient_checkpointing, remove_unused_columns=False,
+            reward_weights=list(self.rewards.values()), log_completions=False, dataloader_num_workers=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: RL questions -> a TRL dataset (conversational prompt + image + reward columns)
+# ---------------------------------------------------------------------------------------------
+
+REWARD_COLUMNS = ("answer", "answer_type", "options", "tolerance", "question_type", "source", "modality", "id")
+
+
+def rl_dataset(questions_path: str | Path, max_questions: int = 0, answer_types: list[str] | None = None):
+    """``datasets.Dataset`` with ``prompt`` (one user turn; TRL inserts the image), ``image`` and the
+    columns the rewards read (``answer``, ``answer_type``, ``options``, ``tolerance``, ...)."""
+    from datasets import Dataset, Features, Image, Sequence, Value
+
+    from gmai.rl.questions import load_questions
+
+    questions = load_questions(questions_path)
+    if answer_types:
+        questions = [q for q in questions if q.answer_type in answer_types]
+    if max_questions:
+        questions = questions[:max_questions]
+    if not questions:
+        raise ValueError(f"{questions_path}: no questions left for GRPO (answer_types={answer_types})")
+    rows = [{"prompt": [{"role": "user", "content": q.prompt(reasoning=True)}], "image": q.image,
+             "answer": q.answer, "answer_type": q.answer_type, "options": list(q.options),
+             "tolerance": q.tolerance, "question_type": q.question_type, "source": q.source,
+             "modality": q.modality, "id": q.id} for q in questions]
+    features = Features({"prompt": [{"role": Value("string"), "content": Value("string")}], "image": Image(),
+                         "answer": Value("string"), "answer_type": Value("string"),
+                         "options": Sequence(Value("string")), "tolerance": Value("float64"),
+                         "question_type": Value("string"), "source": Value("string"),
+                         "modality": Value("string"), "id": Value("string")})
+    return Dataset.from_list(rows, features=features)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision features once per group
+# ---------------------------------------------------------------------------------------------
+
+
+def unique_row_index(pixel_values) -> list[int]:
+    """For each image row, the index of the first row of its run of identical consecutive rows
+    (GRPO batches repeat each prompt's image ``num_generations`` times in a row)."""
+    index = [0]
+    for i in range(1, pixel_values.size(0)):
+        same = pixel_values[i].shape == pixel_values[i - 1].shape and bool((pixel_values[i] == pixel_values[i - 1]).all())
+        index.append(index[-1] if same else i)
+    return index
+
+
+def share_image_features(model) -> bool:
+    """Wrap a LLaVA-style ``get_image_features`` so identical consecutive images are encoded once.
+    Returns False (and changes nothing) for models without that method."""
+    inner = _llava_inner(model)
+    if inner is None or getattr(inner, "_gmai_shared_features", False):
+        return inner is not None
+    original = inner.get_image_features
+
+    def get_image_features(pixel_values=None, **kwargs):
+        if pixel_values is None or pixel_values.dim() != 4 or pixel_values.size(0) < 2 \
+                or kwargs.get("image_sizes") is not None:
+            return original(pixel_values=pixel_values, **kwargs)
+        index = unique_row_index(pixel_values)
+        firsts = sorted(set(index))
+        if len(firsts) == len(index):
+            return original(pixel_values=pixel_values, **kwargs)
+        out = original(pixel_values=pixel_values[firsts], **kwargs)
+        position = {row: i for i, row in enumerate(firsts)}
+        features = list(out.pooler_output)
+        out.pooler_output = [features[position[row]] for row in index]
+        inner._gmai_images_encoded += len(firsts)
+        inner._gmai_images_requested += len(index)
+        return out
+
+    inner.get_image_features = get_image_features
+    inner._gmai_shared_features = True
+    inner._gmai_images_encoded = 0
+    inner._gmai_images_requested = 0
+    return True
+
+
+def _llava_inner(model):
+    """The module that owns ``get_image_features`` and whose forward calls it (``LlavaModel``)."""
+    seen = model
+    for _ in range(4):  # PeftModel -> LoraModel -> LlavaForConditionalGeneration -> LlavaModel
+        if type(seen).__name__ == "LlavaModel":
+            return seen
+        nxt = getattr(seen, "model", None) or getattr(seen, "base_model", None)
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-step metrics and plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _trainer_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class MetricsCallback(_trainer_callback_base()):
+    """TRL's log dict each step -> one line of ``OUT/metrics.jsonl`` with stable names."""
+
+    def __init__(self, out: Path, reward_names: list[str]):
+        self.path = Path(out) / METRICS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self.reward_names = reward_names
+        self.started = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "reward" not in logs:
+            return  # the end-of-training summary, not a step
+        row = {"step": state.global_step, "elapsed_s": round(time.perf_counter() - self.started, 3),
+               "reward": logs.get("reward"), "reward_std": logs.get("reward_std"),
+               "zero_signal_fraction": logs.get("frac_reward_zero_std"),
+               "completion_length": logs.get("completions/mean_length"),
+               "completion_clipped_ratio": logs.get("completions/clipped_ratio"),
+               "kl": logs.get("kl"), "loss": logs.get("loss"), "learning_rate": logs.get("learning_rate"),
+               "grad_norm": logs.get("grad_norm")}
+        for name in self.reward_names:
+            row[f"reward/{name}"] = logs.get(f"rewards/{name}/mean")
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({k: _finite(v) for k, v in row.items()}) + "\n")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def read_metrics(out: str | Path) -> list[dict[str, Any]]:
+    path = Path(out) / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_metrics(out: str | Path) -> list[Path]:
+    """PNG plots of the reward curves, zero-signal fraction, completion length and KL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(out)
+    if not rows:
+        return []
+    steps = [r["step"] for r in rows]
+    panels = [("rewards", [k for k in rows[0] if k.startswith("reward/")] + ["reward"]),
+              ("zero_signal_fraction", ["zero_signal_fraction"]), ("completion_length", ["completion_length"]),
+              ("kl", ["kl"])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            values = [r.get(key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(steps, [math.nan if v is None else v for v in values], marker=".", label=key)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if len(keys) > 1:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(out) / "grpo-metrics.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer
+# ---------------------------------------------------------------------------------------------
+
+
+def _grpo_trainer_base():
+    from trl import GRPOTrainer
+
+    return GRPOTrainer
+
+
+class R1GRPOTrainer(_grpo_trainer_base()):
+    """``GRPOTrainer`` + vision features shared within a group (``cache_vision``)."""
+
+    def __init__(self, *args, cache_vision: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cache_vision = cache_vision and share_image_features(self.model)
+        if self.cache_vision and getattr(self, "ref_model", None) is not None:
+            share_image_features(self.ref_model)
+
+    def vision_stats(self) -> dict[str, int]:
+        inner = _llava_inner(self.model)
+        return {"images_requested": getattr(inner, "_gmai_images_requested", 0),
+                "images_encoded": getattr(inner, "_gmai_images_encoded", 0)}
+
+
+def _lora_config(lora: LoraSection):
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      task_type="CAUSAL_LM")
+
+
+def build_trainer(model_path: str | Path, questions_path: str | Path, out: str | Path, config: R1GRPOConfig,
+                  trainer_cls=None, extra_callbacks: list | None = None):
+    """(trainer, reward names) for a checkpoint folder and an RL question file."""
+    import torch
+
+    from gmai.model.factory import load_checkpoint
+    from gmai.rl.rewards import get_rewards
+
+    out = Path(out)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    use_cpu = not torch.cuda.is_available()
+    if config.per_device_train_batch_size % config.num_generations and \
+            (config.per_device_train_batch_size * config.gradient_accumulation_steps) % config.num_generations:
+        raise ValueError(f"grpo: per_device_train_batch_size x gradient_accumulation_steps "
+                         f"({config.per_device_train_batch_size} x {config.gradient_accumulation_steps}) must be a "
+                         f"multiple of num_generations ({config.num_generations})")
+    model, processor = load_checkpoint(model_path)  # from its folder: TRL rebuilds the reference model from it
+    funcs, _, names = get_rewards(config.rewards)
+    dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)
+    callbacks = [MetricsCallback(out, names)] + list(extra_callbacks or [])
+    cls = trainer_cls or R1GRPOTrainer
+    kwargs = {"cache_vision": config.cache_vision} if issubclass(cls, R1GRPOTrainer) else {}
+    trainer = cls(model=model, reward_funcs=funcs, args=config.trl_config(out, use_cpu), train_dataset=dataset,
+                  processing_class=processor, callbacks=callbacks,
+                  peft_config=_lora_config(config.lora) if config.lora.enabled else None, **kwargs)
+    return trainer, names
+
+
+def save_final(trainer, out: Path) -> Path:
+    """``OUT/final``: a standard checkpoint (LoRA merged into the weights first)."""
+    from gmai.model.factory import save_checkpoint
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.config.use_cache = True
+    return save_checkpoint(model, trainer.processing_class, out / "final")
+
+
+def train_grpo(model_path: str | Path, questions_path: str | Path, out: str | Path,
+               config: R1GRPOConfig | None = None) -> dict[str, Any]:
+    """Run GRPO and write ``OUT/metrics.jsonl``, ``OUT/grpo-metrics.png``, ``OUT/final``,
+    ``OUT/grpo-summary.json``. Returns the summary."""
+    config = config or R1GRPOConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer, names = build_trainer(model_path, questions_path, out, config)
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    final = save_final(trainer, out)
+    plots = plot_metrics(out) if config.plot else []
+    rows = read_metrics(out)
+    summary = {"model": str(model_path), "questions": str(questions_path), "final": str(final),
+               "steps": len(rows), "train_seconds": round(seconds, 2), "reward_names": names,
+               "config": asdict(config), "plots": [str(p) for p in plots],
+               "vision": trainer.vision_stats() if isinstance(trainer, R1GRPOTrainer) else {},
+               "first": rows[0] if rows else {}, "last": rows[-1] if rows else {}}
+    (out / "grpo-summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
