@@ -60,8 +60,9 @@ def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def normalize_percentile(values: np.ndarray, low: float = MR_PERCENTILES[0],
-                         high: float = MR_PERCENTILES[1]) -> np.ndarray:
+def normalize_percentile(
+    values: np.ndarray, low: float = MR_PERCENTILES[0], high: float = MR_PERCENTILES[1]
+) -> np.ndarray:
     """Clip to the [low, high] percentiles and stretch to uint8 (the usual MR normalisation)."""
     lo, hi = np.percentile(values.astype(np.float64), [low, high])
     return rescale_to_uint8(values, float(lo), float(hi))
@@ -166,10 +167,24 @@ def save_png(image: np.ndarray, path: str | Path) -> None:
 
 # Map DICOM Modality codes to the modality words used across the project.
 DICOM_MODALITIES = {
-    "CT": "CT", "MR": "MR", "PT": "PET", "NM": "nuclear medicine", "US": "ultrasound",
-    "CR": "X-ray", "DX": "X-ray", "DR": "X-ray", "RG": "X-ray", "XA": "X-ray angiography",
-    "RF": "fluoroscopy", "MG": "mammography", "OCT": "OCT", "OP": "fundus", "ES": "endoscopy",
-    "SM": "pathology", "GM": "microscopy", "XC": "photograph",
+    "CT": "CT",
+    "MR": "MR",
+    "PT": "PET",
+    "NM": "nuclear medicine",
+    "US": "ultrasound",
+    "CR": "X-ray",
+    "DX": "X-ray",
+    "DR": "X-ray",
+    "RG": "X-ray",
+    "XA": "X-ray angiography",
+    "RF": "fluoroscopy",
+    "MG": "mammography",
+    "OCT": "OCT",
+    "OP": "fundus",
+    "ES": "endoscopy",
+    "SM": "pathology",
+    "GM": "microscopy",
+    "XC": "photograph",
 }
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "SR", "ECG", "KO", "PR", "REG", "DOC"}
 
@@ -240,14 +255,17 @@ def _decode_pixels(ds: Any, path: str | Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for short/corrupt pixel data  # noqa: BLE001
-        raise ImageReadError(path, f"cannot decode pixel data, truncated or unsupported ({type(err).__name__}: {err})") from None
+        raise ImageReadError(
+            path, f"cannot decode pixel data, truncated or unsupported ({type(err).__name__}: {err})"
+        ) from None
     if arr.size == 0:
         raise ImageReadError(path, "DICOM pixel data is empty")
     return arr
 
 
-def _to_display_frames(ds: Any, pixels: np.ndarray, photometric: str, nframes: int,
-                       window: str | None, path: str | Path) -> tuple[list[np.ndarray], str]:
+def _to_display_frames(
+    ds: Any, pixels: np.ndarray, photometric: str, nframes: int, window: str | None, path: str | Path
+) -> tuple[list[np.ndarray], str]:
     from pydicom.pixels import apply_color_lut, apply_modality_lut
 
     if photometric == "PALETTE COLOR":
@@ -313,41 +331,135 @@ def _is_multi(value: Any) -> bool:
 # Attributes removed outright (action X, or Z/D where an empty value would add nothing).
 # This follows the basic profile's table for the attributes found in ordinary image headers.
 _REMOVE_KEYWORDS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientAge",
-    "PatientSize", "PatientWeight", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
-    "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "PatientBirthName",
-    "PatientReligiousPreference", "PatientComments", "EthnicGroup", "Occupation", "MilitaryRank",
-    "BranchOfService", "MedicalRecordLocator", "AdditionalPatientHistory", "PatientState",
-    "PregnancyStatus", "SmokingStatus", "MedicalAlerts", "Allergies", "CountryOfResidence",
-    "RegionOfResidence", "PatientInsurancePlanCodeSequence", "ResponsiblePerson",
-    "ResponsibleOrganization", "PatientSexNeutered", "IssuerOfPatientID",
-    "AccessionNumber", "StudyID", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "InstitutionCodeSequence", "ReferringPhysicianName", "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers", "ReferringPhysicianIdentificationSequence",
-    "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence", "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence", "OperatorsName", "OperatorIdentificationSequence",
-    "RequestingPhysician", "RequestingService", "ScheduledPerformingPhysicianName",
-    "StationName", "DeviceSerialNumber", "PlateID", "DetectorID", "GantryID", "CassetteID",
-    "StudyDescription", "SeriesDescription", "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID", "ScheduledProcedureStepDescription", "RequestedProcedureDescription",
-    "RequestedProcedureID", "RequestAttributesSequence", "ReasonForStudy", "RequestedProcedureComments",
-    "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence", "AdmissionID",
-    "DerivationDescription", "ImageComments", "ProtocolName", "AcquisitionComments",
-    "TextComments", "TextString", "FrameComments", "ContentCreatorName", "VerifyingObserverName",
-    "PersonName", "PersonAddress", "PersonTelephoneNumbers", "CurrentPatientLocation",
-    "PatientInstitutionResidence", "ServiceEpisodeID", "ServiceEpisodeDescription", "VisitComments",
-    "ReferencedPatientSequence", "ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence",
-    "OriginalAttributesSequence", "ModifiedAttributesSequence", "ContributingEquipmentSequence",
-    "DigitalSignaturesSequence", "ConsultingPhysicianName", "InterpretationRecorder",
-    "InterpretationTranscriber", "InterpretationAuthor", "DistributionName", "DistributionAddress",
-    "Overlays", "IconImageSequence", "AcquisitionDeviceProcessingDescription",
-    "PerformedStationName", "PerformedLocation", "PerformedStationAETitle", "ScheduledStationName",
-    "ScheduledStationAETitle", "OrderEnteredBy", "OrderEntererLocation", "OrderCallbackPhoneNumber",
-    "StudyComments", "ReasonForTheRequestedProcedure", "RequestedContrastAgent", "DischargeDiagnosisDescription",
-    "PatientTransportArrangements", "ReferencedPatientAliasSequence", "PatientPrimaryLanguageCodeSequence",
-    "InstitutionalDepartmentTypeCodeSequence", "DeviceDescription", "FillerOrderNumberImagingServiceRequest",
-    "PlacerOrderNumberImagingServiceRequest", "AcquisitionContextSequence", "ContentSequence",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "PatientSex",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "OtherPatientIDs",
+    "OtherPatientIDsSequence",
+    "OtherPatientNames",
+    "PatientBirthName",
+    "PatientReligiousPreference",
+    "PatientComments",
+    "EthnicGroup",
+    "Occupation",
+    "MilitaryRank",
+    "BranchOfService",
+    "MedicalRecordLocator",
+    "AdditionalPatientHistory",
+    "PatientState",
+    "PregnancyStatus",
+    "SmokingStatus",
+    "MedicalAlerts",
+    "Allergies",
+    "CountryOfResidence",
+    "RegionOfResidence",
+    "PatientInsurancePlanCodeSequence",
+    "ResponsiblePerson",
+    "ResponsibleOrganization",
+    "PatientSexNeutered",
+    "IssuerOfPatientID",
+    "AccessionNumber",
+    "StudyID",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "InstitutionCodeSequence",
+    "ReferringPhysicianName",
+    "ReferringPhysicianAddress",
+    "ReferringPhysicianTelephoneNumbers",
+    "ReferringPhysicianIdentificationSequence",
+    "PhysiciansOfRecord",
+    "PhysiciansOfRecordIdentificationSequence",
+    "PerformingPhysicianName",
+    "PerformingPhysicianIdentificationSequence",
+    "NameOfPhysiciansReadingStudy",
+    "PhysiciansReadingStudyIdentificationSequence",
+    "OperatorsName",
+    "OperatorIdentificationSequence",
+    "RequestingPhysician",
+    "RequestingService",
+    "ScheduledPerformingPhysicianName",
+    "StationName",
+    "DeviceSerialNumber",
+    "PlateID",
+    "DetectorID",
+    "GantryID",
+    "CassetteID",
+    "StudyDescription",
+    "SeriesDescription",
+    "PerformedProcedureStepDescription",
+    "PerformedProcedureStepID",
+    "ScheduledProcedureStepDescription",
+    "RequestedProcedureDescription",
+    "RequestedProcedureID",
+    "RequestAttributesSequence",
+    "ReasonForStudy",
+    "RequestedProcedureComments",
+    "AdmittingDiagnosesDescription",
+    "AdmittingDiagnosesCodeSequence",
+    "AdmissionID",
+    "DerivationDescription",
+    "ImageComments",
+    "ProtocolName",
+    "AcquisitionComments",
+    "TextComments",
+    "TextString",
+    "FrameComments",
+    "ContentCreatorName",
+    "VerifyingObserverName",
+    "PersonName",
+    "PersonAddress",
+    "PersonTelephoneNumbers",
+    "CurrentPatientLocation",
+    "PatientInstitutionResidence",
+    "ServiceEpisodeID",
+    "ServiceEpisodeDescription",
+    "VisitComments",
+    "ReferencedPatientSequence",
+    "ReferencedStudySequence",
+    "ReferencedPerformedProcedureStepSequence",
+    "OriginalAttributesSequence",
+    "ModifiedAttributesSequence",
+    "ContributingEquipmentSequence",
+    "DigitalSignaturesSequence",
+    "ConsultingPhysicianName",
+    "InterpretationRecorder",
+    "InterpretationTranscriber",
+    "InterpretationAuthor",
+    "DistributionName",
+    "DistributionAddress",
+    "Overlays",
+    "IconImageSequence",
+    "AcquisitionDeviceProcessingDescription",
+    "PerformedStationName",
+    "PerformedLocation",
+    "PerformedStationAETitle",
+    "ScheduledStationName",
+    "ScheduledStationAETitle",
+    "OrderEnteredBy",
+    "OrderEntererLocation",
+    "OrderCallbackPhoneNumber",
+    "StudyComments",
+    "ReasonForTheRequestedProcedure",
+    "RequestedContrastAgent",
+    "DischargeDiagnosisDescription",
+    "PatientTransportArrangements",
+    "ReferencedPatientAliasSequence",
+    "PatientPrimaryLanguageCodeSequence",
+    "InstitutionalDepartmentTypeCodeSequence",
+    "DeviceDescription",
+    "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest",
+    "AcquisitionContextSequence",
+    "ContentSequence",
 )
 # UIDs: every UID value is replaced by a deterministic hash (so a series still groups after
 # de-id), except SOP class / transfer syntax UIDs and any UID defined by the DICOM standard itself
@@ -356,8 +468,9 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 
 
 def _is_instance_uid(keyword: str, value: str) -> bool:
-    return not (keyword.endswith("ClassUID") or keyword.endswith("TransferSyntaxUID")
-                or value.startswith(_STANDARD_UID_ROOT))
+    return not (
+        keyword.endswith("ClassUID") or keyword.endswith("TransferSyntaxUID") or value.startswith(_STANDARD_UID_ROOT)
+    )
 
 
 # Value representations that carry identity wherever they occur: all person names and all
@@ -371,8 +484,8 @@ def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
 
     Basic-profile attributes are removed; every person name, date and time anywhere (sequences
     included) is removed; every instance UID is replaced by a deterministic hash (same input UID
-    -> same output UID, so a series stays one series; class and standard UIDs are kept); private tags are removed; overlays and
-    curves are removed. ``PatientIdentityRemoved=YES`` and ``DeidentificationMethod`` record it.
+    -> same output UID, so a series stays one series; class and standard UIDs are kept); private
+    tags, overlays and curves are removed. ``PatientIdentityRemoved=YES`` and ``DeidentificationMethod`` record it.
     Burned-in pixel text cannot be removed here: :func:`read_dicom` rejects such files.
     """
     from pydicom.dataset import Dataset
@@ -387,8 +500,9 @@ def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
                 del dataset[elem.tag]
             elif elem.VR == "UI" and elem.value:
                 if elem.VM > 1:
-                    elem.value = [_replacement_uid(str(v), salt) if _is_instance_uid(keyword, str(v)) else v
-                                  for v in elem.value]
+                    elem.value = [
+                        _replacement_uid(str(v), salt) if _is_instance_uid(keyword, str(v)) else v for v in elem.value
+                    ]
                 elif _is_instance_uid(keyword, str(elem.value)):
                     elem.value = _replacement_uid(str(elem.value), salt)
             elif elem.VR == "SQ":
@@ -414,13 +528,25 @@ def _replacement_uid(uid: str, salt: str) -> str:
 
 # Only these header fields may leave this module (captions, logs, manifests, UI).
 _SAFE_FIELDS = {
-    "Modality": "modality", "BodyPartExamined": "body_part", "Rows": "rows", "Columns": "columns",
-    "NumberOfFrames": "frames", "Manufacturer": "manufacturer", "ManufacturerModelName": "model",
-    "SliceThickness": "slice_thickness_mm", "PixelSpacing": "pixel_spacing_mm",
-    "PhotometricInterpretation": "photometric", "BitsStored": "bits_stored",
-    "MagneticFieldStrength": "field_strength_t", "KVP": "kvp", "ViewPosition": "view_position",
-    "ImageType": "image_type", "SeriesNumber": "series_number", "InstanceNumber": "instance_number",
-    "ContrastBolusAgent": "contrast_agent", "ScanningSequence": "scanning_sequence",
+    "Modality": "modality",
+    "BodyPartExamined": "body_part",
+    "Rows": "rows",
+    "Columns": "columns",
+    "NumberOfFrames": "frames",
+    "Manufacturer": "manufacturer",
+    "ManufacturerModelName": "model",
+    "SliceThickness": "slice_thickness_mm",
+    "PixelSpacing": "pixel_spacing_mm",
+    "PhotometricInterpretation": "photometric",
+    "BitsStored": "bits_stored",
+    "MagneticFieldStrength": "field_strength_t",
+    "KVP": "kvp",
+    "ViewPosition": "view_position",
+    "ImageType": "image_type",
+    "SeriesNumber": "series_number",
+    "InstanceNumber": "instance_number",
+    "ContrastBolusAgent": "contrast_agent",
+    "ScanningSequence": "scanning_sequence",
 }
 
 
@@ -539,8 +665,9 @@ def file_digest(path: str | Path, length: int = 12) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def write_dicom(path: str | Path, pixels: np.ndarray, header: dict[str, Any], *,
-                photometric: str = "MONOCHROME2") -> None:
+def write_dicom(
+    path: str | Path, pixels: np.ndarray, header: dict[str, Any], *, photometric: str = "MONOCHROME2"
+) -> None:
     """Write a single-frame grayscale DICOM (explicit VR little endian) from integer pixels.
 
     ``pixels``: HxW uint8/uint16/int16 stored values; ``header``: keyword -> value (e.g.

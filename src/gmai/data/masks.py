@@ -44,8 +44,13 @@ def location_phrase(x: float, y: float) -> str:
 
 def box_from_pixels(label: str, ys: np.ndarray, xs: np.ndarray, height: int, width: int) -> Box:
     """The tight box around pixel coordinates, normalised so that it covers whole pixels."""
-    return Box(label, float(xs.min()) / width, float(ys.min()) / height,
-               float(xs.max() + 1) / width, float(ys.max() + 1) / height)
+    return Box(
+        label,
+        float(xs.min()) / width,
+        float(ys.min()) / height,
+        float(xs.max() + 1) / width,
+        float(ys.max() + 1) / height,
+    )
 
 
 def count_components(binary: np.ndarray) -> int:
@@ -100,8 +105,9 @@ def check_mask_shape(image: np.ndarray, mask: np.ndarray) -> None:
         raise MaskError(f"mask shape {tuple(mask.shape[:2])} != image shape {tuple(image.shape[:2])}")
 
 
-def normalise_box(label: str, x1: float, y1: float, x2: float, y2: float, width: int, height: int,
-                  *, tolerance: float = 0.5) -> Box:
+def normalise_box(
+    label: str, x1: float, y1: float, x2: float, y2: float, width: int, height: int, *, tolerance: float = 0.5
+) -> Box:
     """Pixel box -> normalised Box; raises MaskError if it is empty or outside the image.
 
     ``tolerance`` (pixels) forgives the rounding of annotation tools; coordinates within it are
@@ -112,8 +118,7 @@ def normalise_box(label: str, x1: float, y1: float, x2: float, y2: float, width:
     if x2 <= x1 or y2 <= y1:
         raise MaskError(f"box for {label!r} is empty: [{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
     if x1 < -tolerance or y1 < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
-        raise MaskError(f"box for {label!r} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the "
-                        f"{width}x{height} image")
+        raise MaskError(f"box for {label!r} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is outside the {width}x{height} image")
     x1, x2 = max(0.0, x1), min(float(width), x2)
     y1, y2 = max(0.0, y1), min(float(height), y2)
     return Box(label, x1 / width, y1 / height, x2 / width, y2 / height)

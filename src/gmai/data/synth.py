@@ -79,7 +79,13 @@ def _body_ct(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
     """A CT-like axial phantom in HU: air, fat ring, soft tissue, a spine. Returns (hu, body mask)."""
     hu = np.full((size, size), -1000.0)
     c = size / 2
-    body = _ellipse(size, c + rng.uniform(-2, 2), c + rng.uniform(-2, 2), size * rng.uniform(0.36, 0.42), size * rng.uniform(0.42, 0.47))
+    body = _ellipse(
+        size,
+        c + rng.uniform(-2, 2),
+        c + rng.uniform(-2, 2),
+        size * rng.uniform(0.36, 0.42),
+        size * rng.uniform(0.42, 0.47),
+    )
     inner = _ellipse(size, c, c, size * 0.32, size * 0.38)
     hu[body] = -100.0  # subcutaneous fat
     hu[body & inner] = 40.0  # soft tissue
@@ -140,17 +146,28 @@ def write_classification(out: Path, rng: np.random.Generator, per_class: int, si
                 save_png(lesion_image(rng, label, size), root / split / label / f"{i:04d}.png")
                 count += 1
     spec = f"imagefolder:{root}?name=synthetic-lesion-cls&modality=CT&organ=abdomen"
-    return SynthDataset("synthetic-lesion-cls", spec, count,
-                        "CT-like abdominal phantoms: normal / cyst / spiculated mass / calcification")
+    return SynthDataset(
+        "synthetic-lesion-cls",
+        spec,
+        count,
+        "CT-like abdominal phantoms: normal / cyst / spiculated mass / calcification",
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # 2. 2-D segmentation (PNG pairs): MR-like head, 0-2 lesions at varying locations
 # --------------------------------------------------------------------------------------------
 
-_QUADRANT_CENTRES = {"left": (0.5, 0.3), "right": (0.5, 0.7), "upper": (0.3, 0.5), "lower": (0.7, 0.5),
-                     "left upper": (0.3, 0.3), "right upper": (0.3, 0.7), "left lower": (0.7, 0.3),
-                     "right lower": (0.7, 0.7)}
+_QUADRANT_CENTRES = {
+    "left": (0.5, 0.3),
+    "right": (0.5, 0.7),
+    "upper": (0.3, 0.5),
+    "lower": (0.7, 0.5),
+    "left upper": (0.3, 0.3),
+    "right upper": (0.3, 0.7),
+    "left lower": (0.7, 0.3),
+    "right lower": (0.7, 0.7),
+}
 
 
 def seg_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +178,9 @@ def seg_image(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, np
     img = np.zeros((size, size))
     img[head] = 180.0  # scalp/fat bright
     img[brain] = 95.0 + 10.0 * _smooth_noise(rng, size, 5)[brain]
-    ventricles = _ellipse(size, c, c - size * 0.05, size * 0.09, size * 0.03) | _ellipse(size, c, c + size * 0.05, size * 0.09, size * 0.03)
+    ventricles = _ellipse(size, c, c - size * 0.05, size * 0.09, size * 0.03) | _ellipse(
+        size, c, c + size * 0.05, size * 0.09, size * 0.03
+    )
     img[ventricles] = 200.0  # CSF bright on T2
     mask = np.zeros((size, size), dtype=np.uint8)
     places = rng.choice(list(_QUADRANT_CENTRES), size=int(rng.integers(1, 3)), replace=False)
@@ -184,7 +203,9 @@ def write_seg2d(out: Path, rng: np.random.Generator, n: int, size: int = 128) ->
         save_png(mask, root / "masks" / f"case_{i:04d}.png")
     (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion"}, indent=1))
     spec = f"seg2d:{root}?name=synthetic-lesion-seg2d&modality=MR&organ=brain"
-    return SynthDataset("synthetic-lesion-seg2d", spec, n, "MR-like head phantoms with 1-2 lesion masks at varied locations")
+    return SynthDataset(
+        "synthetic-lesion-seg2d", spec, n, "MR-like head phantoms with 1-2 lesion masks at varied locations"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,7 +231,9 @@ def ct_volume(rng: np.random.Generator, size: int = 96, depth: int = 24) -> tupl
     spine = ((yy - (c - size * 0.26)) / (size * 0.06)) ** 2 + ((xx - c) / (size * 0.06)) ** 2 <= 1
     hu[spine] = 700.0  # posterior (low y in RAS) vertebra
     lz, ly, lx = depth * rng.uniform(0.45, 0.55), c + size * rng.uniform(0.0, 0.08), c + size * rng.uniform(0.14, 0.2)
-    liver = (((zz - lz) / (depth * 0.38)) ** 2 + ((yy - ly) / (size * 0.2)) ** 2 + ((xx - lx) / (size * 0.18)) ** 2) <= 1
+    liver = (
+        ((zz - lz) / (depth * 0.38)) ** 2 + ((yy - ly) / (size * 0.2)) ** 2 + ((xx - lx) / (size * 0.18)) ** 2
+    ) <= 1
     liver &= inner
     hu[liver] = 95.0  # portal-venous enhanced parenchyma
     labels[liver] = 1
@@ -218,7 +241,9 @@ def ct_volume(rng: np.random.Generator, size: int = 96, depth: int = 24) -> tupl
         idx = rng.integers(np.count_nonzero(liver))
         tz, ty, tx = (a[idx] for a in np.nonzero(liver))
         r = rng.uniform(size * 0.04, size * 0.07)
-        tumour = (((zz - tz) / max(r * depth / size * 2.5, 1.5)) ** 2 + ((yy - ty) / r) ** 2 + ((xx - tx) / r) ** 2) <= 1
+        tumour = (
+            ((zz - tz) / max(r * depth / size * 2.5, 1.5)) ** 2 + ((yy - ty) / r) ** 2 + ((xx - tx) / r) ** 2
+        ) <= 1
         tumour &= liver
         hu[tumour] = 15.0  # hypodense lesion
         labels[tumour] = 2
@@ -239,11 +264,21 @@ def write_nifti3d(out: Path, rng: np.random.Generator, n: int, size: int = 96, d
             # gzip with mtime=0 so the same seed gives the same bytes (nib.save stamps the time)
             raw = nib.Nifti1Image(data, affine).to_bytes()
             (root / folder / f"case_{i:03d}.nii.gz").write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
-    (root / "dataset.json").write_text(json.dumps({
-        "name": "synthetic-ct-liver3d", "description": "SYNTHETIC CT-like phantoms (HU), not patient data",
-        "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver", "2": "tumor"}}, indent=1))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "name": "synthetic-ct-liver3d",
+                "description": "SYNTHETIC CT-like phantoms (HU), not patient data",
+                "modality": {"0": "CT"},
+                "labels": {"0": "background", "1": "liver", "2": "tumor"},
+            },
+            indent=1,
+        )
+    )
     spec = f"nifti:{root}?name=synthetic-ct-liver3d&organ=liver&window=soft-tissue"
-    return SynthDataset("synthetic-ct-liver3d", spec, n * depth, "CT-like NIfTI volumes (HU) with liver + hypodense tumour labels")
+    return SynthDataset(
+        "synthetic-ct-liver3d", spec, n * depth, "CT-like NIfTI volumes (HU) with liver + hypodense tumour labels"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,18 +286,23 @@ def write_nifti3d(out: Path, rng: np.random.Generator, n: int, size: int = 96, d
 # --------------------------------------------------------------------------------------------
 
 
-def chest_xray(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
+def chest_xray(
+    rng: np.random.Generator, size: int = 128
+) -> tuple[np.ndarray, list[tuple[str, float, float, float, float]]]:
     """An X-ray-like chest phantom (air dark, tissue bright) with 1-4 nodules/masses and their boxes."""
     c = size / 2
     img = np.full((size, size), 40.0)
     thorax = _ellipse(size, c + size * 0.05, c, size * 0.46, size * 0.44)
     img[thorax] = 170.0
-    lungs = [_ellipse(size, c, c - size * 0.2, size * 0.32, size * 0.15), _ellipse(size, c, c + size * 0.2, size * 0.32, size * 0.15)]
+    lungs = [
+        _ellipse(size, c, c - size * 0.2, size * 0.32, size * 0.15),
+        _ellipse(size, c, c + size * 0.2, size * 0.32, size * 0.15),
+    ]
     for lung in lungs:
         img[lung] = 70.0 + 8.0 * _smooth_noise(rng, size, 4)[lung]
     for k in range(6):  # ribs: faint bright arcs
         y = c - size * 0.28 + k * size * 0.1
-        img[int(y): int(y) + 2, int(size * 0.12): int(size * 0.88)] += 25.0
+        img[int(y) : int(y) + 2, int(size * 0.12) : int(size * 0.88)] += 25.0
     objects = []
     for _ in range(int(rng.integers(1, 5))):
         label = "mass" if rng.random() < 0.3 else "nodule"
@@ -271,7 +311,9 @@ def chest_xray(rng: np.random.Generator, size: int = 128) -> tuple[np.ndarray, l
         blob = _ellipse(size, cy, cx, r, r)
         img[blob] = 150.0 + rng.normal(0, 5, blob.sum())
         ys, xs = np.nonzero(blob)
-        objects.append((label, float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())))
+        objects.append(
+            (label, float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min()))
+        )
     img += rng.normal(0, 4, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
@@ -287,13 +329,27 @@ def write_coco(out: Path, rng: np.random.Generator, n: int, size: int = 128) -> 
         save_png(image, root / "images" / name)
         images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
         for label, x, y, w, h in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": ids[label],
-                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
-    data = {"info": {"description": "SYNTHETIC X-ray-like chest phantoms, not patient data"},
-            "images": images, "annotations": annotations, "categories": categories}
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": ids[label],
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    data = {
+        "info": {"description": "SYNTHETIC X-ray-like chest phantoms, not patient data"},
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     (root / "annotations.json").write_text(json.dumps(data))
     spec = f"coco:{root}?name=synthetic-nodule-det&modality=X-ray&organ=chest"
-    return SynthDataset("synthetic-nodule-det", spec, n, "X-ray-like chest phantoms, 1-4 nodules/masses with COCO boxes")
+    return SynthDataset(
+        "synthetic-nodule-det", spec, n, "X-ray-like chest phantoms, 1-4 nodules/masses with COCO boxes"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,10 +357,17 @@ def write_coco(out: Path, rng: np.random.Generator, n: int, size: int = 128) -> 
 # --------------------------------------------------------------------------------------------
 
 FAKE_IDENTITY = {
-    "PatientName": "SYNTHETIC^PHANTOM^NOTREAL", "PatientID": "SYN-PID-0042", "PatientBirthDate": "19700101",
-    "PatientSex": "O", "StudyDate": "20240102", "StudyTime": "101500", "SeriesDate": "20240102",
-    "AccessionNumber": "SYNACC0042", "InstitutionName": "Synthetic General Hospital",
-    "ReferringPhysicianName": "SYNTHETIC^REFERRER", "StudyDescription": "SYNTHETIC PHANTOM STUDY",
+    "PatientName": "SYNTHETIC^PHANTOM^NOTREAL",
+    "PatientID": "SYN-PID-0042",
+    "PatientBirthDate": "19700101",
+    "PatientSex": "O",
+    "StudyDate": "20240102",
+    "StudyTime": "101500",
+    "SeriesDate": "20240102",
+    "AccessionNumber": "SYNACC0042",
+    "InstitutionName": "Synthetic General Hospital",
+    "ReferringPhysicianName": "SYNTHETIC^REFERRER",
+    "StudyDescription": "SYNTHETIC PHANTOM STUDY",
 }
 
 
@@ -323,7 +386,13 @@ def head_ct_slice(rng: np.random.Generator, size: int, level: float, bleed: bool
     hu[brain] = 35.0 + 3.0 * _smooth_noise(rng, size, 5)[brain]
     vent = size * 0.08 * max(0.0, 1.0 - abs(level - 0.5) * 3)
     if vent > 1:
-        hu[(_ellipse(size, c - 2, c - 5, vent * 1.6, vent * 0.5) | _ellipse(size, c - 2, c + 5, vent * 1.6, vent * 0.5)) & brain] = 5.0
+        hu[
+            (
+                _ellipse(size, c - 2, c - 5, vent * 1.6, vent * 0.5)
+                | _ellipse(size, c - 2, c + 5, vent * 1.6, vent * 0.5)
+            )
+            & brain
+        ] = 5.0
     if bleed:
         hu[_ellipse(size, c - ry * 0.3, c + rx * 0.45, size * 0.07, size * 0.05) & brain] = 65.0
     return hu + rng.normal(0.0, 3.0, hu.shape)
@@ -335,8 +404,12 @@ def knee_xray(rng: np.random.Generator, size: int) -> np.ndarray:
     c = size / 2 + rng.normal(0, 2)
     img = np.full((size, size), 30.0)
     img[np.abs(xx - c) < size * 0.3] = 90.0  # soft tissue
-    femur = (np.abs(xx - c) < size * (0.12 + 0.1 * np.clip((yy - size * 0.25) / (size * 0.2), 0, 1))) & (yy < size * 0.46)
-    tibia = (np.abs(xx - c) < size * (0.2 - 0.08 * np.clip((yy - size * 0.55) / (size * 0.2), 0, 1))) & (yy > size * 0.52)
+    femur = (np.abs(xx - c) < size * (0.12 + 0.1 * np.clip((yy - size * 0.25) / (size * 0.2), 0, 1))) & (
+        yy < size * 0.46
+    )
+    tibia = (np.abs(xx - c) < size * (0.2 - 0.08 * np.clip((yy - size * 0.55) / (size * 0.2), 0, 1))) & (
+        yy > size * 0.52
+    )
     img[femur | tibia] = 210.0
     img += 8.0 * _smooth_noise(rng, size, 4) + rng.normal(0, 3, img.shape)
     return np.clip(img, 0, 255)
@@ -356,25 +429,52 @@ def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices:
             level = (k + 0.5) / slices
             hu = head_ct_slice(rng, size, level, bleed=s % 2 == 1 and 0.3 <= level <= 0.7)
             stored = np.clip(hu + 1024.0, 0, 4095).astype(np.uint16)  # stored = HU - intercept
-            header = {**FAKE_IDENTITY, "Modality": "CT", "BodyPartExamined": "HEAD", "StudyInstanceUID": study,
-                      "SeriesInstanceUID": series_uid, "SOPInstanceUID": generate_uid(entropy_srcs=[token, str(k)]),
-                      "SeriesNumber": s + 1, "InstanceNumber": k + 1, "RescaleIntercept": -1024, "RescaleSlope": 1,
-                      "WindowCenter": 40, "WindowWidth": 80, "SliceThickness": 5.0, "PixelSpacing": [0.9, 0.9],
-                      "Manufacturer": "gmai synthetic phantom", "BurnedInAnnotation": "NO"}
+            header = {
+                **FAKE_IDENTITY,
+                "Modality": "CT",
+                "BodyPartExamined": "HEAD",
+                "StudyInstanceUID": study,
+                "SeriesInstanceUID": series_uid,
+                "SOPInstanceUID": generate_uid(entropy_srcs=[token, str(k)]),
+                "SeriesNumber": s + 1,
+                "InstanceNumber": k + 1,
+                "RescaleIntercept": -1024,
+                "RescaleSlope": 1,
+                "WindowCenter": 40,
+                "WindowWidth": 80,
+                "SliceThickness": 5.0,
+                "PixelSpacing": [0.9, 0.9],
+                "Manufacturer": "gmai synthetic phantom",
+                "BurnedInAnnotation": "NO",
+            }
             write_dicom(root / f"series_{s + 1:02d}" / f"slice_{k:03d}.dcm", stored, header)
             count += 1
     token = str(rng.integers(2**62))
     for k in range(max(1, slices // 3)):  # MONOCHROME1 radiographs: low stored values are white
         stored = (4095 - knee_xray(rng, size) * 16).astype(np.uint16)
-        uids = {key: generate_uid(entropy_srcs=[token, key, str(0 if key != "SOPInstanceUID" else k)])
-                for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
-        header = {**FAKE_IDENTITY, **uids, "Modality": "CR", "BodyPartExamined": "KNEE", "SeriesNumber": 99,
-                  "InstanceNumber": k + 1, "ViewPosition": "AP", "Manufacturer": "gmai synthetic phantom"}
+        uids = {
+            key: generate_uid(entropy_srcs=[token, key, str(0 if key != "SOPInstanceUID" else k)])
+            for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        }
+        header = {
+            **FAKE_IDENTITY,
+            **uids,
+            "Modality": "CR",
+            "BodyPartExamined": "KNEE",
+            "SeriesNumber": 99,
+            "InstanceNumber": k + 1,
+            "ViewPosition": "AP",
+            "Manufacturer": "gmai synthetic phantom",
+        }
         write_dicom(root / "series_cr" / f"cr_{k:03d}.dcm", stored, header, photometric="MONOCHROME1")
         count += 1
     spec = f"dicom:{root}?name=synthetic-dicom"
-    return SynthDataset("synthetic-dicom", spec, count,
-                        "head-CT series (rescale, brain window, fake PatientName/ID/dates for de-id) + MONOCHROME1 knee CR")
+    return SynthDataset(
+        "synthetic-dicom",
+        spec,
+        count,
+        "head-CT series (rescale, brain window, fake PatientName/ID/dates for de-id) + MONOCHROME1 knee CR",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,8 +513,15 @@ def write_npz(out: Path, rng: np.random.Generator, n_train: int) -> SynthDataset
         total += n
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
-    path.with_suffix(".json").write_text(json.dumps({"label": {str(i): c for i, c in enumerate(CELL_CLASSES)},
-                                                     "description": "SYNTHETIC microscopy-like cells, not patient data"}, indent=1))
+    path.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "label": {str(i): c for i, c in enumerate(CELL_CLASSES)},
+                "description": "SYNTHETIC microscopy-like cells, not patient data",
+            },
+            indent=1,
+        )
+    )
     spec = f"npz:{path}?name=synthetic-cellmnist&modality=microscopy&organ=blood"
     return SynthDataset("synthetic-cellmnist", spec, total, "MedMNIST-style 28x28 microscopy-like cells, 3 classes")
 
@@ -425,10 +532,14 @@ def write_npz(out: Path, rng: np.random.Generator, n_train: int) -> SynthDataset
 
 # (destination folder, file name, which package ships it)
 _REAL_DICOMS = (
-    ("ct", "CT_small.dcm", "pydicom"), ("ct", "693_UNCI.dcm", "pydicom-data"),
-    ("mr", "MR_small.dcm", "pydicom"), ("mr-multiframe", "emri_small.dcm", "pydicom-data"),
-    ("cr-chest", "RG1_UNCI.dcm", "pydicom-data"), ("cr-extremity", "RG3_UNCI.dcm", "pydicom-data"),
-    ("us", "US1_UNCI.dcm", "pydicom-data"), ("us-palette", "OBXXXX1A.dcm", "pydicom-data"),
+    ("ct", "CT_small.dcm", "pydicom"),
+    ("ct", "693_UNCI.dcm", "pydicom-data"),
+    ("mr", "MR_small.dcm", "pydicom"),
+    ("mr-multiframe", "emri_small.dcm", "pydicom-data"),
+    ("cr-chest", "RG1_UNCI.dcm", "pydicom-data"),
+    ("cr-extremity", "RG3_UNCI.dcm", "pydicom-data"),
+    ("us", "US1_UNCI.dcm", "pydicom-data"),
+    ("us-palette", "OBXXXX1A.dcm", "pydicom-data"),
 )
 
 
@@ -436,12 +547,16 @@ def _package_file(package: str, name: str) -> Path | None:
     """Locate a data file inside an installed package without triggering any download."""
     import importlib.util
 
-    module = {"pydicom": "pydicom", "pydicom-data": "data_store", "nibabel": "nibabel", "scikit-image": "skimage"}[package]
+    module = {"pydicom": "pydicom", "pydicom-data": "data_store", "nibabel": "nibabel", "scikit-image": "skimage"}[
+        package
+    ]
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         return None
     base = Path(spec.origin).parent
-    sub = {"pydicom": "data/test_files", "pydicom-data": "data", "nibabel": "tests/data", "scikit-image": "data"}[package]
+    sub = {"pydicom": "data/test_files", "pydicom-data": "data", "nibabel": "tests/data", "scikit-image": "data"}[
+        package
+    ]
     candidate = base / sub / name
     return candidate if candidate.is_file() else None
 
@@ -462,18 +577,32 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
         shutil.copyfile(src, dicom_root / folder / name)
         copied += 1
     if copied:
-        datasets.append(SynthDataset("pydicom-testdata", f"dicom:{dicom_root}?name=pydicom-testdata&max_frames=6", copied,
-                                     "real DICOM test files from pydicom/pydicom-data: CT, MR, multi-frame MR, CR, US"))
+        datasets.append(
+            SynthDataset(
+                "pydicom-testdata",
+                f"dicom:{dicom_root}?name=pydicom-testdata&max_frames=6",
+                copied,
+                "real DICOM test files from pydicom/pydicom-data: CT, MR, multi-frame MR, CR, US",
+            )
+        )
     anat = _package_file("nibabel", "anatomical.nii")
     if anat is None:
         missing.append("nibabel:anatomical.nii")
     else:
         (out / "real-nifti").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(anat, out / "real-nifti" / "anatomical.nii")
-        datasets.append(SynthDataset("nibabel-anatomical", f"nifti:{out / 'real-nifti'}?name=nibabel-anatomical&modality=MR&organ=brain&max_slices=12",
-                                     12, "nibabel's anatomical.nii (real head MR), 12 axial slices"))
-    photos = (("real-fundus", "fundus", "eye", ("retina.jpg", "microaneurysms.png")),
-              ("real-pathology", "pathology", "", ("ihc.png",)))
+        datasets.append(
+            SynthDataset(
+                "nibabel-anatomical",
+                f"nifti:{out / 'real-nifti'}?name=nibabel-anatomical&modality=MR&organ=brain&max_slices=12",
+                12,
+                "nibabel's anatomical.nii (real head MR), 12 axial slices",
+            )
+        )
+    photos = (
+        ("real-fundus", "fundus", "eye", ("retina.jpg", "microaneurysms.png")),
+        ("real-pathology", "pathology", "", ("ihc.png",)),
+    )
     for folder, modality, organ, names in photos:
         count = 0
         for name in names:
@@ -486,8 +615,14 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
                 count += 1
         if count:
             organ_opt = f"&organ={organ}" if organ else ""
-            datasets.append(SynthDataset(f"skimage-{modality}", f"imagefolder:{out / folder}?name=skimage-{modality}&folder_is=none&modality={modality}{organ_opt}",
-                                         count, f"scikit-image's real {modality} picture(s), {'tiled' if modality != 'fundus' else 'whole'}"))
+            datasets.append(
+                SynthDataset(
+                    f"skimage-{modality}",
+                    f"imagefolder:{out / folder}?name=skimage-{modality}&folder_is=none&modality={modality}{organ_opt}",
+                    count,
+                    f"scikit-image's real {modality} picture(s), {'tiled' if modality != 'fundus' else 'whole'}",
+                )
+            )
     return datasets, missing
 
 
@@ -497,7 +632,7 @@ def _tiles(image: np.ndarray, modality: str) -> list[np.ndarray]:
         return [image]
     h, w = image.shape[:2]
     th, tw = h // 3, w // 3
-    return [image[r * th:(r + 1) * th, c * tw:(c + 1) * tw] for r in range(3) for c in range(3)]
+    return [image[r * th : (r + 1) * th, c * tw : (c + 1) * tw] for r in range(3) for c in range(3)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,8 +640,14 @@ def _tiles(image: np.ndarray, modality: str) -> list[np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def write_corpus(out: str | Path, *, seed: int = 0, scale: float = 1.0, real: bool = True,
-                 progress: Callable[[str], None] | None = None) -> tuple[list[SynthDataset], list[str]]:
+def write_corpus(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    real: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[SynthDataset], list[str]]:
     """Write every synthetic dataset (and, with ``real``, the pip-shipped real images) under OUT.
 
     ``scale`` multiplies the dataset sizes (1.0 gives roughly 1,000 images in total). Writes
@@ -541,10 +682,15 @@ def write_corpus(out: str | Path, *, seed: int = 0, scale: float = 1.0, real: bo
 
 
 def _card(datasets: list[SynthDataset], missing: list[str], seed: int, scale: float) -> str:
-    lines = ["# Default corpus", "",
-             f"Written by `gmai data synth` (seed {seed}, scale {scale}). Datasets named `synthetic-*` are",
-             "numpy phantoms, NOT patient data; the others are real images shipped inside pip packages.", "",
-             "| dataset | images | what | spec |", "|---|---|---|---|"]
+    lines = [
+        "# Default corpus",
+        "",
+        f"Written by `gmai data synth` (seed {seed}, scale {scale}). Datasets named `synthetic-*` are",
+        "numpy phantoms, NOT patient data; the others are real images shipped inside pip packages.",
+        "",
+        "| dataset | images | what | spec |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {d.name} | {d.images} | {d.what} | `{d.spec}` |" for d in datasets]
     if missing:
         lines += ["", "Not found (package missing): " + ", ".join(missing)]
@@ -563,8 +709,9 @@ def synth_command(
 
     console = Console()
     with console.status("writing datasets...") as status:
-        datasets, missing = write_corpus(out, seed=seed, scale=scale, real=real,
-                                         progress=lambda name: status.update(f"wrote {name}"))
+        datasets, missing = write_corpus(
+            out, seed=seed, scale=scale, real=real, progress=lambda name: status.update(f"wrote {name}")
+        )
     table = Table(title=f"default corpus in {out}")
     for column in ("dataset", "images", "what"):
         table.add_column(column)

@@ -16,23 +16,54 @@ from gmai.data.records import Record, Reject
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 SPLITS = ("train", "val", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 # Default clinical department by modality (overridden by the `department` option).
 _DEPARTMENTS = {
-    "CT": "radiology", "MR": "radiology", "X-ray": "radiology", "ultrasound": "radiology",
-    "radiology": "radiology", "PET": "nuclear medicine", "nuclear medicine": "nuclear medicine",
-    "mammography": "radiology", "fundus": "ophthalmology", "OCT": "ophthalmology",
-    "pathology": "pathology", "microscopy": "pathology", "dermoscopy": "dermatology",
+    "CT": "radiology",
+    "MR": "radiology",
+    "X-ray": "radiology",
+    "ultrasound": "radiology",
+    "radiology": "radiology",
+    "PET": "nuclear medicine",
+    "nuclear medicine": "nuclear medicine",
+    "mammography": "radiology",
+    "fundus": "ophthalmology",
+    "OCT": "ophthalmology",
+    "pathology": "pathology",
+    "microscopy": "pathology",
+    "dermoscopy": "dermatology",
     "endoscopy": "gastroenterology",
 }
 # Modality spellings seen in datasets -> the project's words.
 _MODALITY_WORDS = {
-    "ct": "CT", "mr": "MR", "mri": "MR", "x-ray": "X-ray", "xray": "X-ray", "x ray": "X-ray",
-    "cr": "X-ray", "dx": "X-ray", "us": "ultrasound", "ultrasound": "ultrasound", "pet": "PET",
-    "fundus": "fundus", "oct": "OCT", "pathology": "pathology", "histopathology": "pathology",
-    "microscopy": "microscopy", "dermoscopy": "dermoscopy", "endoscopy": "endoscopy",
+    "ct": "CT",
+    "mr": "MR",
+    "mri": "MR",
+    "x-ray": "X-ray",
+    "xray": "X-ray",
+    "x ray": "X-ray",
+    "cr": "X-ray",
+    "dx": "X-ray",
+    "us": "ultrasound",
+    "ultrasound": "ultrasound",
+    "pet": "PET",
+    "fundus": "fundus",
+    "oct": "OCT",
+    "pathology": "pathology",
+    "histopathology": "pathology",
+    "microscopy": "microscopy",
+    "dermoscopy": "dermoscopy",
+    "endoscopy": "endoscopy",
 }
 
 
@@ -60,9 +91,15 @@ def dataset_name(path: Path, options: dict[str, str], default: str | None = None
     return path.stem if path.is_file() else path.name
 
 
-def record_fields(path: Path, options: dict[str, str], *, default_modality: str = "",
-                  default_split: str = "train", default_name: str | None = None,
-                  default_organ: str = "") -> dict[str, Any]:
+def record_fields(
+    path: Path,
+    options: dict[str, str],
+    *,
+    default_modality: str = "",
+    default_split: str = "train",
+    default_name: str | None = None,
+    default_organ: str = "",
+) -> dict[str, Any]:
     """The Record fields every adapter sets the same way from options and defaults."""
     modality = normalise_modality(options.get("modality") or default_modality) or "unknown"
     return {
@@ -142,7 +179,9 @@ def label_map_from_json(data: Any) -> dict[int, str]:
     return {k: v for k, v in mapping.items() if v.strip().lower() != "background"}
 
 
-def load_label_map(root: Path, options: dict[str, str], candidates: tuple[str, ...] = ("labels.json",)) -> dict[int, str]:
+def load_label_map(
+    root: Path, options: dict[str, str], candidates: tuple[str, ...] = ("labels.json",)
+) -> dict[int, str]:
     """Label map from the ``labels`` option, else the first sidecar JSON found under ``root``."""
     if options.get("labels"):
         return parse_label_map(options["labels"])

@@ -71,7 +71,9 @@ class CocoSource:
         images, by_image, categories = _load_index(ann_file)
         fields = record_fields(path, {**options, "split": options.get("split") or split_from_name(ann_file.name)})
         if isinstance(item, (tuple, list)):  # annotations pointing at an image id that is not listed
-            return [reject(f"{ann_file}#image_id={item[1]}", fields["source"], "annotations refer to an unknown image_id")]
+            return [
+                reject(f"{ann_file}#image_id={item[1]}", fields["source"], "annotations refer to an unknown image_id")
+            ]
         info = images[item]
         file = _image_dir(path, ann_file, options) / str(info.get("file_name", ""))
         try:
@@ -80,20 +82,39 @@ class CocoSource:
             return [reject(file, fields["source"], err.reason)]
         height, width = image.shape[:2]
         if (info.get("height"), info.get("width")) not in ((None, None), (height, width)):
-            return [reject(file, fields["source"], f"JSON says {info.get('width')}x{info.get('height')} "
-                                                   f"but the file is {width}x{height}")]
+            return [
+                reject(
+                    file,
+                    fields["source"],
+                    f"JSON says {info.get('width')}x{info.get('height')} but the file is {width}x{height}",
+                )
+            ]
         boxes = []
         for ann in by_image.get(item, []):
             name = categories.get(ann.get("category_id"))
             if not name:
-                return [reject(file, fields["source"], f"annotation {ann.get('id')} has unknown or unnamed "
-                                                       f"category_id {ann.get('category_id')}")]
+                return [
+                    reject(
+                        file,
+                        fields["source"],
+                        f"annotation {ann.get('id')} has unknown or unnamed category_id {ann.get('category_id')}",
+                    )
+                ]
             try:
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 boxes.append(normalise_box(name, x, y, x + w, y + h, width, height))
             except (KeyError, TypeError, ValueError) as err:  # MaskError is a ValueError
                 reason = str(err) if isinstance(err, MaskError) else f"malformed bbox ({err})"
                 return [reject(file, fields["source"], f"annotation {ann.get('id')}: {reason}")]
-        return [make_record(image, file, fields, "detection", labels=sorted({b.label for b in boxes}),
-                            label_set=sorted(set(categories.values())), boxes=boxes,
-                            meta={"image_id": item, "objects": len(boxes)})]
+        return [
+            make_record(
+                image,
+                file,
+                fields,
+                "detection",
+                labels=sorted({b.label for b in boxes}),
+                label_set=sorted(set(categories.values())),
+                boxes=boxes,
+                meta={"image_id": item, "objects": len(boxes)},
+            )
+        ]

@@ -30,8 +30,10 @@ def _rows(path: str, mtime_ns: int) -> tuple[tuple[dict[str, str], ...], str, st
         path_col = next((columns[c] for c in _PATH_COLUMNS if c in columns), None)
         label_col = next((columns[c] for c in _LABEL_COLUMNS if c in columns), None)
         if path_col is None or label_col is None:
-            raise ValueError(f"{path}: needs a header with a path column ({'/'.join(_PATH_COLUMNS)}) "
-                             f"and a label column ({'/'.join(_LABEL_COLUMNS)}); got {reader.fieldnames}")
+            raise ValueError(
+                f"{path}: needs a header with a path column ({'/'.join(_PATH_COLUMNS)}) "
+                f"and a label column ({'/'.join(_LABEL_COLUMNS)}); got {reader.fieldnames}"
+            )
         rows = tuple({k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader)
     return rows, path_col.strip().lower(), label_col.strip().lower()
 

@@ -26,13 +26,27 @@ from gmai.data.sources import register
 from gmai.data.sources._common import bool_option, int_option, limit_items, make_record, record_fields, reject
 
 _DICOM_EXTS = {".dcm", ".dicom", ".ima", ""}
-_BODY_PARTS = {"abdomen": "abdomen", "chest": "chest", "head": "head", "brain": "brain", "extremity": "extremity",
-               "pelvis": "pelvis", "breast": "breast", "spine": "spine", "neck": "neck", "knee": "knee",
-               "whole body": "whole body", "heart": "heart", "liver": "liver"}
+_BODY_PARTS = {
+    "abdomen": "abdomen",
+    "chest": "chest",
+    "head": "head",
+    "brain": "brain",
+    "extremity": "extremity",
+    "pelvis": "pelvis",
+    "breast": "breast",
+    "spine": "spine",
+    "neck": "neck",
+    "knee": "knee",
+    "whole body": "whole body",
+    "heart": "heart",
+    "liver": "liver",
+}
 
 
 def _looks_like_dicom(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in _DICOM_EXTS and p.name.upper() != "DICOMDIR" and not p.name.startswith(".")
+    return (
+        p.is_file() and p.suffix.lower() in _DICOM_EXTS and p.name.upper() != "DICOMDIR" and not p.name.startswith(".")
+    )
 
 
 @register("dicom")
@@ -54,8 +68,11 @@ class DicomSource:
         shown = root / _digest(item) if hashed else file  # what refs and rejects show
         probe = record_fields(path, options)
         try:
-            image = read_dicom(file, window=options.get("window") or None,
-                               allow_burned_in=bool_option(options, "allow_burned_in", False))
+            image = read_dicom(
+                file,
+                window=options.get("window") or None,
+                allow_burned_in=bool_option(options, "allow_burned_in", False),
+            )
         except ImageReadError as err:
             return [reject(shown, probe["source"], err.reason)]
         opts = dict(options)
@@ -67,8 +84,16 @@ class DicomSource:
         meta = {"dicom": image.summary, "windowing": image.windowing, "series": series, "notes": image.notes}
         frames = _pick_frames(len(image.frames), int_option(options, "max_frames", 8))
         multi = len(image.frames) > 1
-        return [make_record(image.frames[i], f"{shown}#frame={i}" if multi else shown, fields, "perception",
-                            meta={**meta, **({"frame": i} if multi else {})}) for i in frames]
+        return [
+            make_record(
+                image.frames[i],
+                f"{shown}#frame={i}" if multi else shown,
+                fields,
+                "perception",
+                meta={**meta, **({"frame": i} if multi else {})},
+            )
+            for i in frames
+        ]
 
 
 def _digest(relative: str) -> str:

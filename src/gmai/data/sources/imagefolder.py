@@ -14,8 +14,17 @@ from pathlib import Path
 from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (SPLITS, OptionError, list_images, limit_items, make_record,
-                                       normalise_modality, normalise_split, record_fields, reject)
+from gmai.data.sources._common import (
+    SPLITS,
+    OptionError,
+    list_images,
+    limit_items,
+    make_record,
+    normalise_modality,
+    normalise_split,
+    record_fields,
+    reject,
+)
 
 _FOLDER_ROLES = ("label", "modality", "none")
 
@@ -76,6 +85,5 @@ class ImageFolderSource:
         except ImageReadError as err:
             return [reject(file, fields["source"], err.reason)]
         if role == "label":
-            return [make_record(image, file, fields, "classification", labels=[folder],
-                                label_set=_class_names(path))]
+            return [make_record(image, file, fields, "classification", labels=[folder], label_set=_class_names(path))]
         return [make_record(image, file, fields, "perception")]

@@ -82,5 +82,8 @@ class LlavaSource:
             image = read_image(file)
         except ImageReadError as err:
             return [reject(file, fields["source"], err.reason)]
-        return [make_record(image, file, fields, "conversation", conversations=turns,
-                            meta={"id": str(sample.get("id", item))})]
+        return [
+            make_record(
+                image, file, fields, "conversation", conversations=turns, meta={"id": str(sample.get("id", item))}
+            )
+        ]

@@ -25,8 +25,18 @@ from gmai.data.imaging import ImageReadError, load_nifti, volume_slice, volume_t
 from gmai.data.masks import facts_for_label
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (OptionError, int_option, label_map_from_json, limit_items, make_record,
-                                       normalise_modality, parse_label_map, read_json, record_fields, reject)
+from gmai.data.sources._common import (
+    OptionError,
+    int_option,
+    label_map_from_json,
+    limit_items,
+    make_record,
+    normalise_modality,
+    parse_label_map,
+    read_json,
+    record_fields,
+    reject,
+)
 
 _IMAGE_DIRS = ("images", "imagesTr", "imagesTs", "imagesVal")
 _LABEL_DIRS = {"images": "labels", "imagesTr": "labelsTr", "imagesTs": "labelsTs", "imagesVal": "labelsVal"}
@@ -88,8 +98,13 @@ class NiftiSource:
             label_dir = path / _LABEL_DIRS[name]
             for image in sorted(filter(_is_nifti, (path / name).iterdir())):
                 label = _find_label(image, label_dir) if label_dir.is_dir() else None
-                items.append((str(image.relative_to(path)), str(label.relative_to(path)) if label else None,
-                              _SPLIT_OF_DIR.get(name, "")))
+                items.append(
+                    (
+                        str(image.relative_to(path)),
+                        str(label.relative_to(path)) if label else None,
+                        _SPLIT_OF_DIR.get(name, ""),
+                    )
+                )
         if not image_dirs:
             items = [(p.name, None, "") for p in sorted(filter(_is_nifti, path.iterdir()))]
         return limit_items(items, options)
@@ -118,27 +133,52 @@ class NiftiSource:
         if labels is None:
             return _unlabelled(display, image_file, fields, axis, options, meta)
         if labels.shape != volume.shape:
-            return [reject(root / label_rel, fields["source"],
-                           f"label map shape {labels.shape} != image shape {volume.shape}")]
+            return [
+                reject(
+                    root / label_rel, fields["source"], f"label map shape {labels.shape} != image shape {volume.shape}"
+                )
+            ]
         label_map = _label_map(root, options)
         unknown = sorted(set(np.unique(labels).tolist()) - set(label_map) - {0})
         if unknown:
-            return [reject(root / label_rel, fields["source"],
-                           f"label map has id(s) {unknown} not named in the label map {label_map}")]
+            return [
+                reject(
+                    root / label_rel,
+                    fields["source"],
+                    f"label map has id(s) {unknown} not named in the label map {label_map}",
+                )
+            ]
         return _labelled(display, labels, label_map, image_file, fields, axis, options, meta)
 
 
-def _unlabelled(display: np.ndarray, image_file: Path, fields: dict, axis: int, options: dict[str, str],
-                meta: dict) -> list[Record | Reject]:
+def _unlabelled(
+    display: np.ndarray, image_file: Path, fields: dict, axis: int, options: dict[str, str], meta: dict
+) -> list[Record | Reject]:
     count = display.shape[axis]
     wanted = max(1, int_option(options, "max_slices", 16))
     indices = sorted(set(np.linspace(0, count - 1, num=min(count, wanted)).round().astype(int).tolist()))
-    return [make_record(volume_slice(display, axis, i), f"{image_file}#axis{axis}={i}", fields, "perception",
-                        meta={**meta, "slice": i}) for i in indices]
+    return [
+        make_record(
+            volume_slice(display, axis, i),
+            f"{image_file}#axis{axis}={i}",
+            fields,
+            "perception",
+            meta={**meta, "slice": i},
+        )
+        for i in indices
+    ]
 
 
-def _labelled(display: np.ndarray, labels: np.ndarray, label_map: dict[int, str], image_file: Path,
-              fields: dict, axis: int, options: dict[str, str], meta: dict) -> list[Record | Reject]:
+def _labelled(
+    display: np.ndarray,
+    labels: np.ndarray,
+    label_map: dict[int, str],
+    image_file: Path,
+    fields: dict,
+    axis: int,
+    options: dict[str, str],
+    meta: dict,
+) -> list[Record | Reject]:
     plane_pixels = int(np.prod([s for i, s in enumerate(labels.shape) if i != axis]))
     min_area = int_option(options, "min_area", max(10, round(0.001 * plane_pixels)))
     empty_every = int_option(options, "empty_every", 0)
@@ -156,18 +196,40 @@ def _labelled(display: np.ndarray, labels: np.ndarray, label_map: dict[int, str]
                 continue
             seen_empty += 1
             if empty_every > 0 and seen_empty % empty_every == 1 % empty_every:  # 1st, (N+1)th, ...
-                out.append(make_record(volume_slice(display, axis, index), ref, fields, "segmentation",
-                                       label_set=label_set, meta={**meta, "slice": index, "negative": True}))
+                out.append(
+                    make_record(
+                        volume_slice(display, axis, index),
+                        ref,
+                        fields,
+                        "segmentation",
+                        label_set=label_set,
+                        meta={**meta, "slice": index, "negative": True},
+                    )
+                )
             else:
                 empty.append(index)
             continue
-        out.append(make_record(volume_slice(display, axis, index), ref, fields, "segmentation",
-                               labels=sorted({f.label for f in facts}), label_set=label_set,
-                               boxes=[f.box for f in facts], mask_facts=facts,
-                               meta={**meta, "slice": index, **({"dropped_small": small} if small else {})}))
+        out.append(
+            make_record(
+                volume_slice(display, axis, index),
+                ref,
+                fields,
+                "segmentation",
+                labels=sorted({f.label for f in facts}),
+                label_set=label_set,
+                boxes=[f.box for f in facts],
+                mask_facts=facts,
+                meta={**meta, "slice": index, **({"dropped_small": small} if small else {})},
+            )
+        )
     if empty:
-        out.append(reject(f"{image_file}#axis{axis}={_ranges(empty)}", fields["source"],
-                          f"{len(empty)} slice(s) without foreground skipped (SA-Med2D recipe keeps labelled slices)"))
+        out.append(
+            reject(
+                f"{image_file}#axis{axis}={_ranges(empty)}",
+                fields["source"],
+                f"{len(empty)} slice(s) without foreground skipped (SA-Med2D recipe keeps labelled slices)",
+            )
+        )
     return out
 
 

@@ -20,8 +20,15 @@ import numpy as np
 from gmai.data.imaging import to_uint8
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (OptionError, limit_items, make_record, normalise_split,
-                                       parse_classes_option, record_fields, reject)
+from gmai.data.sources._common import (
+    OptionError,
+    limit_items,
+    make_record,
+    normalise_split,
+    parse_classes_option,
+    record_fields,
+    reject,
+)
 
 CHUNK = 256
 _PREFIXES = ("train", "val", "test")
@@ -85,11 +92,18 @@ class NpzSource:
         names = class_names(path, options)
         fields = record_fields(path, {**options, "split": options.get("split") or normalise_split(prefix)})
         if stop == start:
-            return [reject(f"{path}#{prefix}_labels", fields["source"], f"{prefix}_images has no {prefix}_labels array")]
+            return [
+                reject(f"{path}#{prefix}_labels", fields["source"], f"{prefix}_images has no {prefix}_labels array")
+            ]
         images, labels = _get(path, f"{prefix}_images"), _get(path, f"{prefix}_labels")
         if len(images) != len(labels):
-            return [reject(f"{path}#{prefix}", fields["source"],
-                           f"{prefix}_images has {len(images)} rows but {prefix}_labels has {len(labels)}")]
+            return [
+                reject(
+                    f"{path}#{prefix}",
+                    fields["source"],
+                    f"{prefix}_images has {len(images)} rows but {prefix}_labels has {len(labels)}",
+                )
+            ]
         out: list[Record | Reject] = []
         for index in range(start, stop):
             ref = f"{path}#{prefix}[{index}]"

@@ -17,8 +17,15 @@ from gmai.data.imaging import ImageReadError, read_image, read_label_image
 from gmai.data.masks import MaskError, check_mask_shape, mask_facts
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (OptionError, limit_items, list_images, load_label_map, make_record,
-                                       record_fields, reject)
+from gmai.data.sources._common import (
+    OptionError,
+    limit_items,
+    list_images,
+    load_label_map,
+    make_record,
+    record_fields,
+    reject,
+)
 
 
 def _mask_for(image: Path, mask_dir: Path) -> Path | None:
@@ -77,10 +84,19 @@ class Seg2DSource:
             facts = mask_facts(mask, labels)
         except MaskError as err:
             return [reject(mask_file, fields["source"], str(err))]
-        return [make_record(image, image_file, fields, "segmentation",
-                            labels=sorted({f.label for f in facts}), label_set=sorted(set(labels.values())),
-                            boxes=[f.box for f in facts], mask_facts=facts,
-                            meta={"mask": str(mask_file)})]
+        return [
+            make_record(
+                image,
+                image_file,
+                fields,
+                "segmentation",
+                labels=sorted({f.label for f in facts}),
+                label_set=sorted(set(labels.values())),
+                boxes=[f.box for f in facts],
+                mask_facts=facts,
+                meta={"mask": str(mask_file)},
+            )
+        ]
 
 
 def _binary_export_fix(mask: np.ndarray, labels: dict[int, str]) -> np.ndarray:

@@ -43,7 +43,9 @@ class SlakeSource:
         for split in splits:
             if wanted and wanted != split:
                 continue
-            items.extend((split, name) for name in sorted({str(e.get("img_name", "")) for e in _entries(path, split, lang)}))
+            items.extend(
+                (split, name) for name in sorted({str(e.get("img_name", "")) for e in _entries(path, split, lang)})
+            )
         return limit_items(items, options)
 
     @staticmethod
@@ -52,8 +54,12 @@ class SlakeSource:
         lang = options.get("lang", "en").lower()
         entries = [e for e in _entries(path, split, lang) if str(e.get("img_name", "")) == image_name]
         first = entries[0] if entries else {}
-        opts = {"modality": normalise_modality(str(first.get("modality", ""))) or "radiology",
-                "organ": str(first.get("location", "")).strip().lower(), **options, "split": split}
+        opts = {
+            "modality": normalise_modality(str(first.get("modality", ""))) or "radiology",
+            "organ": str(first.get("location", "")).strip().lower(),
+            **options,
+            "split": split,
+        }
         fields = record_fields(path, opts, default_name="slake")
         ref = _image_root(path) / image_name
         if not image_name:
@@ -70,6 +76,9 @@ class SlakeSource:
             image = read_image(ref)
         except ImageReadError as err:
             return [reject(ref, fields["source"], err.reason)]
-        meta = {"qids": [e.get("qid") for e in entries], "lang": lang,
-                "content_types": sorted({str(e.get("content_type", "")) for e in entries} - {""})}
+        meta = {
+            "qids": [e.get("qid") for e in entries],
+            "lang": lang,
+            "content_types": sorted({str(e.get("content_type", "")) for e in entries} - {""}),
+        }
         return [make_record(image, ref, fields, "vqa", qa=qa, meta=meta)]

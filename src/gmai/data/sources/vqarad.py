@@ -107,9 +107,11 @@ class VqaRadSource:
         organs = sorted({ORGANS.get(str(e.get("image_organ", "")).strip().upper(), "") for e in entries} - {""})
         if "organ" not in options and organs:
             fields["organ"] = organs[0]
-        meta = {"qids": [e.get("qid") for e in entries],
-                "question_types": sorted({str(e.get("question_type", "")).strip() for e in entries} - {""}),
-                "modality_from": "questions" if inferred and "modality" not in options else "option or default"}
+        meta = {
+            "qids": [e.get("qid") for e in entries],
+            "question_types": sorted({str(e.get("question_type", "")).strip() for e in entries} - {""}),
+            "modality_from": "questions" if inferred and "modality" not in options else "option or default",
+        }
         if problems:
             meta["skipped_questions"] = problems  # reported with the record rather than lost
         return [make_record(image, ref, fields, "vqa", qa=qa, meta=meta)]

@@ -14,8 +14,17 @@ from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.masks import MaskError, check_normalised_box
 from gmai.data.records import Box, Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import (SPLITS, OptionError, limit_items, list_images, make_record, normalise_split,
-                                       parse_classes_option, record_fields, reject)
+from gmai.data.sources._common import (
+    SPLITS,
+    OptionError,
+    limit_items,
+    list_images,
+    make_record,
+    normalise_split,
+    parse_classes_option,
+    record_fields,
+    reject,
+)
 
 
 def class_names(path: Path, options: dict[str, str]) -> list[str]:
@@ -70,8 +79,18 @@ class YoloSource:
                 boxes.append(_parse_line(line, names))
             except (ValueError, MaskError) as err:
                 return [reject(f"{label_file}:{number}", fields["source"], str(err))]
-        return [make_record(image, file, fields, "detection", labels=sorted({b.label for b in boxes}),
-                            label_set=list(names), boxes=boxes, meta={"objects": len(boxes)})]
+        return [
+            make_record(
+                image,
+                file,
+                fields,
+                "detection",
+                labels=sorted({b.label for b in boxes}),
+                label_set=list(names),
+                boxes=boxes,
+                meta={"objects": len(boxes)},
+            )
+        ]
 
 
 def _parse_line(line: str, names: list[str]) -> Box:
