@@ -33,6 +33,7 @@ def build_command(
     seed: int = typer.Option(0, "--seed", help="Seed for the template generator's choices."),
     max_side: int = typer.Option(512, "--max-side", help="Downscale images whose longer side exceeds this (0: never)."),
     keep_journal: bool = typer.Option(False, "--keep-journal", help="Keep OUT/.build (per-chunk parts) afterwards."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the card's distribution chart."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Turn specialist datasets into grounded image-text data (JSONL, Parquet, images, card)."""
@@ -52,7 +53,7 @@ def build_command(
         generator_options=options,
         exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
         seed=int(settings.get("seed", seed)), max_side=int(settings.get("max_side", max_side)),
-        keep_journal=keep_journal,
+        keep_journal=keep_journal, plots=plots,
     )
     try:
         result = run_build(build_config, progress=not quiet, log=typer.echo)

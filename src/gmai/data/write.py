@@ -237,29 +237,33 @@ def write_card(out: Path, stats: dict[str, Any], plots: list[str]) -> None:
 
 
 def write_plots(out: Path, stats: dict[str, Any]) -> list[str]:
+    """One PNG with a bar chart per distribution (one figure: savefig dominates the cost)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     charts = {
-        "modality": stats["records_by_modality"], "department": stats["records_by_department"],
-        "task": stats["records_by_task"], "subset": stats["samples_by_subset"], "split": stats["records_by_split"],
-        "rejects": stats["rejects_by_reason"],
-        "template_max_share": {k: v["max_share"] for k, v in stats["templates"].items()},
+        "records by modality": stats["records_by_modality"], "records by department": stats["records_by_department"],
+        "records by source task": stats["records_by_task"], "records by split": stats["records_by_split"],
+        "samples by subset": stats["samples_by_subset"], "samples by format": stats["samples_by_format"],
+        "rejects by reason": stats["rejects_by_reason"],
+        "template families: max share": {k: v["max_share"] for k, v in stats["templates"].items()},
     }
-    written = []
-    for name, counts in charts.items():
-        if not counts:
-            continue
-        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:30]
-        fig, ax = plt.subplots(figsize=(7, 0.3 * len(items) + 1.2))
-        ax.barh([k or "(none)" for k, _ in items][::-1], [v for _, v in items][::-1], color="#4477aa")
-        ax.set_title(name.replace("_", " "))
-        fig.tight_layout()
-        path = out / "plots" / f"{name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=80, metadata={"Software": None})
-        plt.close(fig)
-        written.append(str(path.relative_to(out)))
-    return written
+    charts = {name: counts for name, counts in charts.items() if counts}
+    if not charts:
+        return []
+    rows = [sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:25] for c in charts.values()]
+    heights = [0.22 * len(r) + 0.6 for r in rows]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, sum(heights) + 0.5), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, name, items in zip(axes[:, 0], charts, rows):
+        ax.barh([str(k)[:48] or "(none)" for k, _ in items][::-1], [v for _, v in items][::-1], color="#4477aa")
+        ax.set_title(name, fontsize=9, loc="left")
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    path = out / "plots" / "distributions.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72, metadata={"Software": None})
+    plt.close(fig)
+    return [str(path.relative_to(out))]
