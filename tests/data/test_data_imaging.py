@@ -133,6 +133,12 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
     assert again.StudyInstanceUID == ds.StudyInstanceUID
 
 
+def test_header_only_read_is_deidentified(tmp_path):
+    path = _write(tmp_path, PatientName="DOE^JANE", Rows=64)
+    header = imaging.read_dicom_dataset(path, pixels=False)
+    assert "PixelData" not in header and "PatientName" not in header and header.Rows == 64
+
+
 def test_safe_header_summary_is_a_whitelist(tmp_path):
     path = _write(tmp_path, PatientName="DOE^JANE", PatientID="PID-12345", BodyPartExamined="CHEST",
                   SliceThickness=2.5, ManufacturerModelName="Model X")

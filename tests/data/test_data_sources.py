@@ -85,6 +85,21 @@ def test_csv_labels_multilabel_and_empty(tmp_path):
     assert records[0].label_set == ["effusion", "nodule", "normal"]
     reasons = {Path(r.ref).name: r.reason for r in rejects}
     assert "empty label" in reasons["b.png"] and "not found" in reasons["missing.png"]
+    strict, rejects = run("csv", tmp_path / "labels.csv", {"classes": "effusion,normal"})
+    assert not strict and any("unknown label(s) ['nodule']" in r.reason for r in rejects)
+
+
+def test_bad_options_fail_at_enumeration(tmp_path):
+    png(tmp_path / "c" / "a.png", gray(1))
+    with pytest.raises(OptionError, match="folder_is"):
+        get_source("imagefolder").items(tmp_path, {"folder_is": "organ"})
+    with pytest.raises(OptionError, match="window"):
+        get_source("dicom").items(tmp_path, {"window": "liverish"})
+    with pytest.raises(OptionError, match="axis"):
+        get_source("nifti").items(tmp_path, {"axis": "3"})
+    (tmp_path / "annotations.json").write_text("{not json")
+    with pytest.raises(ValueError, match="annotations.json: invalid JSON"):
+        get_source("coco").items(tmp_path, {})
 
 
 def _npz(tmp_path: Path, labels_shape=(-1, 1)) -> Path:

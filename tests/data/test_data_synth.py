@@ -41,12 +41,10 @@ def corpus(tmp_path_factory):
     return out, datasets
 
 
-def test_deterministic_for_a_seed(corpus, tmp_path):
-    out, _ = corpus
-    again = tmp_path / "again"
-    synth.write_corpus(again, seed=3, scale=0.15, real=False)
-    other = tmp_path / "other"
-    synth.write_corpus(other, seed=4, scale=0.15, real=False)
+def test_deterministic_for_a_seed(tmp_path):
+    out, again, other = tmp_path / "out", tmp_path / "again", tmp_path / "other"
+    for folder, seed in ((out, 3), (again, 3), (other, 4)):
+        synth.write_corpus(folder, seed=seed, scale=0.04, real=False)
     strip = lambda d: _tree_digest(d)  # noqa: E731
     # sources.txt/SYNTHETIC.md hold the folder path; compare everything else
     for name in ("synthetic-lesion-cls", "synthetic-ct-liver3d", "synthetic-cellmnist.npz", "synthetic-dicom"):

@@ -204,13 +204,17 @@ class DicomImage:
         return DICOM_MODALITIES.get(code, code or "unknown")
 
 
-def read_dicom_dataset(path: str | Path, *, deidentify_header: bool = True) -> Any:
-    """Read a DICOM file with pydicom, fully (pixels included), de-identified by default."""
+def read_dicom_dataset(path: str | Path, *, deidentify_header: bool = True, pixels: bool = True) -> Any:
+    """Read a DICOM file with pydicom, de-identified by default.
+
+    ``pixels=False`` stops before the pixel data (a cheap header-only read, e.g. to check the
+    size of an upload before decoding it).
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(str(path))
+        ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except InvalidDicomError as err:

@@ -36,7 +36,7 @@ CELL_CLASSES = ("round cell", "lobed cell", "pale disc")
 class SynthDataset:
     name: str
     spec: str  # KIND:PATH?options, ready for `gmai data build`
-    images: int  # how many images (or slices/frames expected) it holds
+    inputs: str  # what was written, with its unit: "288 PNG", "5 volumes x 24 slices", ...
     what: str
 
 
@@ -149,7 +149,7 @@ def write_classification(out: Path, rng: np.random.Generator, per_class: int, si
     return SynthDataset(
         "synthetic-lesion-cls",
         spec,
-        count,
+        f"{count} PNG",
         "CT-like abdominal phantoms: normal / cyst / spiculated mass / calcification",
     )
 
@@ -204,7 +204,10 @@ def write_seg2d(out: Path, rng: np.random.Generator, n: int, size: int = 128) ->
     (root / "labels.json").write_text(json.dumps({"0": "background", "1": "lesion"}, indent=1))
     spec = f"seg2d:{root}?name=synthetic-lesion-seg2d&modality=MR&organ=brain"
     return SynthDataset(
-        "synthetic-lesion-seg2d", spec, n, "MR-like head phantoms with 1-2 lesion masks at varied locations"
+        "synthetic-lesion-seg2d",
+        spec,
+        f"{n} PNG pairs",
+        "MR-like head phantoms with 1-2 lesion masks at varied locations",
     )
 
 
@@ -277,7 +280,10 @@ def write_nifti3d(out: Path, rng: np.random.Generator, n: int, size: int = 96, d
     )
     spec = f"nifti:{root}?name=synthetic-ct-liver3d&organ=liver&window=soft-tissue"
     return SynthDataset(
-        "synthetic-ct-liver3d", spec, n * depth, "CT-like NIfTI volumes (HU) with liver + hypodense tumour labels"
+        "synthetic-ct-liver3d",
+        spec,
+        f"{n} volumes x {depth} slices",
+        "CT-like NIfTI volumes (HU) with liver + hypodense tumour labels",
     )
 
 
@@ -348,7 +354,7 @@ def write_coco(out: Path, rng: np.random.Generator, n: int, size: int = 128) -> 
     (root / "annotations.json").write_text(json.dumps(data))
     spec = f"coco:{root}?name=synthetic-nodule-det&modality=X-ray&organ=chest"
     return SynthDataset(
-        "synthetic-nodule-det", spec, n, "X-ray-like chest phantoms, 1-4 nodules/masses with COCO boxes"
+        "synthetic-nodule-det", spec, f"{n} PNG", "X-ray-like chest phantoms, 1-4 nodules/masses with COCO boxes"
     )
 
 
@@ -472,7 +478,7 @@ def write_dicom_series(out: Path, rng: np.random.Generator, series: int, slices:
     return SynthDataset(
         "synthetic-dicom",
         spec,
-        count,
+        f"{count} DICOM files",
         "head-CT series (rescale, brain window, fake PatientName/ID/dates for de-id) + MONOCHROME1 knee CR",
     )
 
@@ -523,7 +529,9 @@ def write_npz(out: Path, rng: np.random.Generator, n_train: int) -> SynthDataset
         )
     )
     spec = f"npz:{path}?name=synthetic-cellmnist&modality=microscopy&organ=blood"
-    return SynthDataset("synthetic-cellmnist", spec, total, "MedMNIST-style 28x28 microscopy-like cells, 3 classes")
+    return SynthDataset(
+        "synthetic-cellmnist", spec, f"{total} arrays", "MedMNIST-style 28x28 microscopy-like cells, 3 classes"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,7 +589,7 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
             SynthDataset(
                 "pydicom-testdata",
                 f"dicom:{dicom_root}?name=pydicom-testdata&max_frames=6",
-                copied,
+                f"{copied} DICOM files",
                 "real DICOM test files from pydicom/pydicom-data: CT, MR, multi-frame MR, CR, US",
             )
         )
@@ -595,7 +603,7 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
             SynthDataset(
                 "nibabel-anatomical",
                 f"nifti:{out / 'real-nifti'}?name=nibabel-anatomical&modality=MR&organ=brain&max_slices=12",
-                12,
+                "1 volume, 12 slices used",
                 "nibabel's anatomical.nii (real head MR), 12 axial slices",
             )
         )
@@ -619,7 +627,7 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
                 SynthDataset(
                     f"skimage-{modality}",
                     f"imagefolder:{out / folder}?name=skimage-{modality}&folder_is=none&modality={modality}{organ_opt}",
-                    count,
+                    f"{count} PNG",
                     f"scikit-image's real {modality} picture(s), {'tiled' if modality != 'fundus' else 'whole'}",
                 )
             )
@@ -688,10 +696,10 @@ def _card(datasets: list[SynthDataset], missing: list[str], seed: int, scale: fl
         f"Written by `gmai data synth` (seed {seed}, scale {scale}). Datasets named `synthetic-*` are",
         "numpy phantoms, NOT patient data; the others are real images shipped inside pip packages.",
         "",
-        "| dataset | images | what | spec |",
+        "| dataset | written | what | spec |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {d.name} | {d.images} | {d.what} | `{d.spec}` |" for d in datasets]
+    lines += [f"| {d.name} | {d.inputs} | {d.what} | `{d.spec}` |" for d in datasets]
     if missing:
         lines += ["", "Not found (package missing): " + ", ".join(missing)]
     return "\n".join(lines) + "\n"
@@ -713,10 +721,10 @@ def synth_command(
             out, seed=seed, scale=scale, real=real, progress=lambda name: status.update(f"wrote {name}")
         )
     table = Table(title=f"default corpus in {out}")
-    for column in ("dataset", "images", "what"):
+    for column in ("dataset", "written", "what"):
         table.add_column(column)
     for d in datasets:
-        table.add_row(d.name, str(d.images), d.what)
+        table.add_row(d.name, d.inputs, d.what)
     console.print(table)
     if missing:
         console.print(f"[yellow]not found (install gmai[demo-data]): {', '.join(missing)}")

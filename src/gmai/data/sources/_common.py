@@ -204,7 +204,10 @@ def read_json(path: Path) -> Any:
 @lru_cache(maxsize=8)
 def _read_json_cached(path: str, mtime_ns: int, size: int) -> Any:
     with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: invalid JSON ({err})") from None
 
 
 def parse_classes_option(options: dict[str, str]) -> list[str]:
@@ -222,3 +225,16 @@ def split_from_name(name: str, default: str = "train") -> str:
 
 def make_record(image: Any, ref: str | Path, fields: dict[str, Any], task: str, **extra: Any) -> Record:
     return Record(image=image, ref=str(ref), task=task, **fields, **extra)
+
+
+def check_window_option(options: dict[str, str]) -> None:
+    """Fail early (at enumeration, not inside a worker) on an unknown ``window`` option."""
+    from gmai.data.imaging import window_preset
+
+    value = options.get("window", "").strip().lower()
+    if value in ("", "auto", "file", "percentile", "mr"):
+        return
+    try:
+        window_preset(value)
+    except ValueError as err:
+        raise OptionError(f"option window={value!r}: {err}; or use file / percentile") from None

@@ -3,7 +3,8 @@
 Accepted column names: ``path``/``image``/``file``/``filename`` and ``label``/``labels``/``class``.
 Several labels in one cell are separated by ``|`` or ``;`` (multi-label). Optional columns
 ``split``, ``modality``, ``organ`` override the options per row. Paths are relative to the CSV's
-folder, or to the ``root`` option. The label vocabulary is every label in the file.
+folder, or to the ``root`` option. The label vocabulary is the ``classes`` option (labels outside
+it are rejected as unknown) or else every label in the file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from pathlib import Path
 from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import limit_items, make_record, normalise_modality, record_fields, reject
+from gmai.data.sources._common import (
+    limit_items,
+    make_record,
+    normalise_modality,
+    parse_classes_option,
+    record_fields,
+    reject,
+)
 
 _PATH_COLUMNS = ("path", "image", "file", "filename", "image_path")
 _LABEL_COLUMNS = ("label", "labels", "class", "diagnosis")
@@ -70,9 +78,21 @@ class CsvLabelsSource:
         labels = _split_labels(row.get(label_col, ""))
         if not labels:
             return [reject(file, fields["source"], f"empty label ({path.name} row {item + 2})")]
+        allowed = parse_classes_option(options)
+        unknown = [label for label in labels if allowed and label not in allowed]
+        if unknown:
+            return [
+                reject(
+                    file,
+                    fields["source"],
+                    f"unknown label(s) {unknown} ({path.name} row {item + 2}); classes={','.join(allowed)}",
+                )
+            ]
         try:
             image = read_image(file)
         except ImageReadError as err:
             return [reject(file, fields["source"], err.reason)]
-        vocabulary = sorted({label for r in rows for label in _split_labels(r.get(label_col, ""))})
+        vocabulary = parse_classes_option(options) or sorted(
+            {label for r in rows for label in _split_labels(r.get(label_col, ""))}
+        )
         return [make_record(image, file, fields, "classification", labels=labels, label_set=vocabulary)]

@@ -23,7 +23,15 @@ import numpy as np
 from gmai.data.imaging import ImageReadError, read_dicom
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import bool_option, int_option, limit_items, make_record, record_fields, reject
+from gmai.data.sources._common import (
+    bool_option,
+    check_window_option,
+    int_option,
+    limit_items,
+    make_record,
+    record_fields,
+    reject,
+)
 
 _DICOM_EXTS = {".dcm", ".dicom", ".ima", ""}
 _BODY_PARTS = {
@@ -53,6 +61,7 @@ def _looks_like_dicom(p: Path) -> bool:
 class DicomSource:
     @staticmethod
     def items(path: Path, options: dict[str, str]) -> list[str]:
+        check_window_option(options)
         if path.is_file():
             return [path.name]
         if not path.is_dir():

@@ -27,6 +27,7 @@ from gmai.data.records import Record, Reject
 from gmai.data.sources import register
 from gmai.data.sources._common import (
     OptionError,
+    check_window_option,
     int_option,
     label_map_from_json,
     limit_items,
@@ -88,6 +89,9 @@ def _modality(root: Path, options: dict[str, str]) -> str:
 class NiftiSource:
     @staticmethod
     def items(path: Path, options: dict[str, str]) -> list[tuple[str, str | None, str]]:
+        check_window_option(options)
+        if int_option(options, "axis", 2) not in (0, 1, 2):
+            raise OptionError(f"option axis={options['axis']}: expected 0, 1 or 2")
         if _is_nifti(path):
             return [(path.name, None, "")]
         if not path.is_dir():
