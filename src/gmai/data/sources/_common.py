@@ -210,6 +210,24 @@ def _read_json_cached(path: str, mtime_ns: int, size: int) -> Any:
             raise ValueError(f"{path}: invalid JSON ({err})") from None
 
 
+def grouped_json(path: Path, key: str) -> dict[str, list[dict]]:
+    """A JSON list of dicts grouped by ``key`` (e.g. questions by image), cached per (path, mtime)."""
+    stat = path.stat()
+    return _grouped_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, key)
+
+
+@lru_cache(maxsize=8)
+def _grouped_cached(path: str, mtime_ns: int, size: int, key: str) -> dict[str, list[dict]]:
+    data = _read_json_cached(path, mtime_ns, size)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list")
+    groups: dict[str, list[dict]] = {}
+    for entry in data:
+        if isinstance(entry, dict):
+            groups.setdefault(str(entry.get(key, "")), []).append(entry)
+    return groups
+
+
 def parse_classes_option(options: dict[str, str]) -> list[str]:
     return [c.strip() for c in options.get("classes", "").split(",") if c.strip()]
 

@@ -14,7 +14,15 @@ from pathlib import Path
 from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.records import QAPair, Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import limit_items, make_record, normalise_modality, read_json, record_fields, reject
+from gmai.data.sources._common import (
+    grouped_json,
+    limit_items,
+    make_record,
+    normalise_modality,
+    read_json,
+    record_fields,
+    reject,
+)
 
 SPLIT_FILES = {"train": "train.json", "val": "validation.json", "test": "test.json"}
 
@@ -52,7 +60,8 @@ class SlakeSource:
     def load(path: Path, item: tuple[str, str], options: dict[str, str]) -> list[Record | Reject]:
         split, image_name = item
         lang = options.get("lang", "en").lower()
-        entries = [e for e in _entries(path, split, lang) if str(e.get("img_name", "")) == image_name]
+        grouped = grouped_json(path / SPLIT_FILES[split], "img_name").get(image_name, [])
+        entries = [e for e in grouped if lang == "all" or str(e.get("q_lang", "en")).lower() == lang]
         first = entries[0] if entries else {}
         opts = {
             "modality": normalise_modality(str(first.get("modality", ""))) or "radiology",

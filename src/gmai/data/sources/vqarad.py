@@ -18,7 +18,15 @@ from pathlib import Path
 from gmai.data.imaging import ImageReadError, read_image
 from gmai.data.records import QAPair, Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import bool_option, limit_items, make_record, read_json, record_fields, reject
+from gmai.data.sources._common import (
+    bool_option,
+    grouped_json,
+    limit_items,
+    make_record,
+    read_json,
+    record_fields,
+    reject,
+)
 
 SPLIT_FILES = {"train": "trainset.json", "test": "testset.json"}
 ORGANS = {"CHEST": "chest", "ABD": "abdomen", "HEAD": "head"}
@@ -86,7 +94,7 @@ class VqaRadSource:
         ref = path / "images" / image_name if image_name else path / SPLIT_FILES[split]
         if not image_name:
             return [reject(ref, fields["source"], "question(s) without image_name")]
-        entries = [e for e in _entries(path, split) if e.get("image_name") == image_name]
+        entries = grouped_json(path / SPLIT_FILES[split], "image_name").get(image_name, [])
         qa, problems = [], []
         for entry in entries:
             question, answer = str(entry.get("question", "")).strip(), str(entry.get("answer", "")).strip()
