@@ -115,6 +115,8 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
                   ReferringPhysicianName="WHO^DR", StudyInstanceUID="1.2.3.4.5")
     ds = pydicom.dcmread(path)
     ds.add_new(0x00091001, "LO", "private secret")
+    ds.StationAETitle = "MERCYCT01"
+    ds.file_meta.SourceApplicationEntityTitle = "MERCYPACS"
     ds.ReferencedImageSequence = [pydicom.Dataset()]
     ds.ReferencedImageSequence[0].ContentDate = "20200101"
     ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5.6"
@@ -122,7 +124,9 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
     sop_class = ds.SOPClassUID
     imaging.deidentify(ds)
     text = str(ds)
-    for secret in ("DOE", "PID-12345", "19610203", "20200101", "Saint Nowhere", "ACC999", "WHO^DR", "private secret"):
+    text += str(ds.file_meta)
+    for secret in ("DOE", "PID-12345", "19610203", "20200101", "Saint Nowhere", "ACC999", "WHO^DR", "private secret",
+                   "MERCY"):
         assert secret not in text
     assert ds.StudyInstanceUID != "1.2.3.4.5" and ds.StudyInstanceUID.startswith("2.25.")
     assert ds.PatientIdentityRemoved == "YES"

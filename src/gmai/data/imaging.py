@@ -479,7 +479,7 @@ def _is_instance_uid(keyword: str, value: str) -> bool:
 
 # Value representations that carry identity wherever they occur: all person names and all
 # dates/times are removed (the basic profile's dates are Z/D/X; removing them is the strict form).
-_IDENTIFYING_VRS = ("PN", "DA", "DT", "TM")
+_IDENTIFYING_VRS = ("PN", "DA", "DT", "TM", "AE")  # AE: application entity titles name stations/sites
 _DEID_SALT = "gmai-deid-v1"
 
 
@@ -517,6 +517,10 @@ def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
     meta = getattr(ds, "file_meta", None)
     if meta is not None and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = _replacement_uid(str(meta.MediaStorageSOPInstanceUID), salt)
+    for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
+                    "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID", "PrivateInformation"):
+        if meta is not None and keyword in meta:
+            delattr(meta, keyword)
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "gmai PS3.15 basic profile v1"  # LO: at most 64 characters
     return ds
