@@ -590,7 +590,7 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
                 "pydicom-testdata",
                 f"dicom:{dicom_root}?name=pydicom-testdata&max_frames=6",
                 f"{copied} DICOM files",
-                "real DICOM test files from pydicom/pydicom-data: CT, MR, multi-frame MR, CR, US",
+                "real DICOM test files shipped in pydicom/pydicom-data (MIT): CT, MR, multi-frame MR, CR, US",
             )
         )
     anat = _package_file("nibabel", "anatomical.nii")
@@ -607,11 +607,24 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
                 "nibabel's anatomical.nii (real head MR), 12 axial slices",
             )
         )
+    # provenance and licence as scikit-image's data docstrings state them
     photos = (
-        ("real-fundus", "fundus", "eye", ("retina.jpg", "microaneurysms.png")),
-        ("real-pathology", "pathology", "", ("ihc.png",)),
+        (
+            "real-fundus",
+            "fundus",
+            "eye",
+            ("retina.jpg", "microaneurysms.png"),
+            "scikit-image retina.jpg (Wikimedia, normal left eye, CC0) + microaneurysms.png (FAU, CC0), whole",
+        ),
+        (
+            "real-pathology",
+            "pathology",
+            "colon",
+            ("ihc.png",),
+            "scikit-image ihc.png (colonic glands, IHC/DAB + hematoxylin, no known copyright), 3x3 tiles",
+        ),
     )
-    for folder, modality, organ, names in photos:
+    for folder, modality, organ, names, what in photos:
         count = 0
         for name in names:
             src = _package_file("scikit-image", name)
@@ -622,13 +635,12 @@ def default_real_sources(out: Path) -> tuple[list[SynthDataset], list[str]]:
                 save_png(tile, out / folder / f"{Path(name).stem}_{k:02d}.png")
                 count += 1
         if count:
-            organ_opt = f"&organ={organ}" if organ else ""
             datasets.append(
                 SynthDataset(
                     f"skimage-{modality}",
-                    f"imagefolder:{out / folder}?name=skimage-{modality}&folder_is=none&modality={modality}{organ_opt}",
+                    f"imagefolder:{out / folder}?name=skimage-{modality}&folder_is=none&modality={modality}&organ={organ}",
                     f"{count} PNG",
-                    f"scikit-image's real {modality} picture(s), {'tiled' if modality != 'fundus' else 'whole'}",
+                    what,
                 )
             )
     return datasets, missing
