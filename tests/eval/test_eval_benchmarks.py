@@ -172,28 +172,42 @@ def test_medxpertqa_mm_jsonl(tmp_path):
     assert item.load_images()
 
 
-def test_gmai_heldout_jsonl(tmp_path):
-    save_png(tmp_path / "images" / "a.png")
-    lines = [
-        {"id": "q1", "image": "images/a.png", "conversations": [{"from": "human", "value": "<image>\nIs there a lesion?"},
-                                                                {"from": "gpt", "value": "Yes."}],
-         "answer_type": "closed", "answer": "yes", "modality": "CT", "question_type": "label"},
-        {"id": "q2", "image": "images/a.png", "conversations": [{"from": "human", "value": "<image>\nWhich finding?"},
-                                                                {"from": "gpt", "value": "B. cyst"}],
-         "meta": {"answer_type": "choice", "answer": "B", "options": ["A. tumour", "B. cyst"]}},
-        {"id": "c1", "image": "images/a.png", "conversations": [{"from": "human", "value": "<image>\nDescribe."},
-                                                                {"from": "gpt", "value": "A CT scan."}],
-         "answer_type": ""},
+def test_gmai_heldout_build_layout(tmp_path):
+    """The data engine's layout: OUT/heldout/<split>/<subset>.jsonl, images relative to OUT."""
+    save_png(tmp_path / "images" / "src" / "a.png")
+    conv = lambda q, a: [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]  # noqa: E731
+    common = {"image": "images/src/a.png", "split": "test", "source": "src", "modality": "CT", "organ": "liver"}
+    instruct = [
+        {"id": "2d#vqa#ct#src#1", **common, "conversations": conv("Is there a lesion?", "Yes."), "format": "qa_yesno",
+         "question_type": "label", "answer_type": "closed", "answer": "yes", "options": []},
+        {"id": "2d#cls#ct#src#2", **common, "format": "qa_choice", "question_type": "label", "answer_type": "choice",
+         "conversations": conv("Which finding?\nA. tumour\nB. cyst\nAnswer with the option's letter.", "B. cyst"),
+         "answer": "B", "options": ["A. tumour", "B. cyst"]},
+        {"id": "2d#cls#ct#src#3", **common, "format": "conversation", "answer_type": "open", "answer": "",
+         "conversations": conv("Hi", "Hello") + conv("More?", "No.")},
     ]
-    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    caption = [{"id": "2d#cls#ct#src#4", **common, "conversations": conv("Describe.", "A CT."), "format": "caption",
+                "answer_type": "", "answer": "", "options": []}]
+    held = tmp_path / "heldout" / "test"
+    held.mkdir(parents=True)
+    (held / "MM-Instruct.jsonl").write_text("\n".join(json.dumps(x) for x in instruct) + "\n")
+    (held / "MM-Caption.jsonl").write_text(json.dumps(caption[0]) + "\n")
     items = load_benchmark("gmai", tmp_path)
-    assert [it.qid for it in items] == ["q1", "q2"]
-    assert items[0].question == "Is there a lesion?" and items[0].modality == "CT"
+    assert [it.qid for it in items] == ["2d#vqa#ct#src#1", "2d#cls#ct#src#2"]
+    assert items[0].question == "Is there a lesion?" and items[0].modality == "CT" and items[0].organ == "liver"
     assert items[1].options == {"A": "tumour", "B": "cyst"} and items[1].answer == "B"
+    assert items[1].question == "Which finding?" and items[1].meta["prompt"].endswith("option's letter.")
+    from gmai.eval.runner import build_prompt
+
+    assert build_prompt(items[1]) == items[1].meta["prompt"]  # the exact training-format prompt
     assert items[0].load_images()
     from gmai.eval.benchmarks import gmai_heldout
 
-    assert gmai_heldout.LAST_SKIPPED == {"no answer_type (caption/dialogue)": 1}
+    assert gmai_heldout.LAST_SKIPPED == {"no answer_type (caption)": 1, "not a single-turn question": 1}
+    # a single held-out file works too; its image root is found above it
+    assert len(load_benchmark("gmai", held / "MM-Instruct.jsonl")) == 2
+    with pytest.raises(MissingBenchmarkFile, match="held-out splits present: \\['test'\\]"):
+        load_benchmark("gmai", tmp_path, split="val")
 
 
 def test_duplicate_question_ids_are_refused(tmp_path):

@@ -54,9 +54,12 @@ class BenchSpec:
 
 def build_prompt(item: BenchItem, style: str = "plain") -> str:
     """The user text for an item. ``plain``: the question (and lettered options for multiple choice),
-    as LLaVA-style training data asks; ``short``: LLaVA-1.5's short-answer instructions added."""
+    as LLaVA-style training data asks, or the item's own training-format prompt when it has one;
+    ``short``: LLaVA-1.5's short-answer instructions added."""
     if style not in PROMPT_STYLES:
         raise ValueError(f"unknown prompt style {style!r}; use one of {PROMPT_STYLES}")
+    if style == "plain" and item.meta.get("prompt"):  # the exact training-format prompt (gmai held-out)
+        return item.meta["prompt"]
     text = item.question
     if item.answer_type == "choice" and item.options:
         text += "\n" + "\n".join(f"{k}. {v}" for k, v in item.options.items())
