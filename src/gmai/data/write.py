@@ -261,7 +261,9 @@ def write_plots(out: Path, stats: dict[str, Any]) -> list[str]:
         ax.barh([str(k)[:48] or "(none)" for k, _ in items][::-1], [v for _, v in items][::-1], color="#4477aa")
         ax.set_title(name, fontsize=9, loc="left")
         ax.tick_params(labelsize=7)
-    fig.tight_layout()
+    # fixed margins: tight_layout measured every label and cost more than drawing the chart
+    fig.subplots_adjust(left=0.42, right=0.97, top=1 - 0.35 / fig.get_figheight(), bottom=0.25 / fig.get_figheight(),
+                        hspace=0.9)
     path = out / "plots" / "distributions.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72, metadata={"Software": None})

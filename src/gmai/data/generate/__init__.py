@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gmai.data.records import Record
@@ -39,7 +39,11 @@ class Sample:
     generator: str = "template"  # "template" | "llm" | "template-fallback" | "passthrough"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # field by field: dataclasses.asdict deep-copies and was a visible cost per record
+        return {"subset": self.subset, "conversations": [dict(t) for t in self.conversations],
+                "format": self.format, "templates": list(self.templates), "question_type": self.question_type,
+                "answer_type": self.answer_type, "answer": self.answer, "options": list(self.options),
+                "generator": self.generator}
 
 
 class Generator(Protocol):

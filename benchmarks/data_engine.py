@@ -1,0 +1,172 @@
+"""Data-engine throughput: the full `gmai data build` on a NIfTI-slicing + template workload,
+next to the codec bound (a bare loop that only decodes the same volumes and re-encodes the same
+slices as PNG), for 1 and 2 workers, measured in the same run.
+
+    python benchmarks/data_engine.py [--volumes 8] [--size 192] [--depth 48] [--repeats 2] [--out FILE]
+
+The volumes are synthetic (CT-like int16 noise + two labelled ellipsoids), written to a temporary
+folder in the nnU-Net layout (imagesTr/labelsTr + dataset.json). The engine run is everything the
+command does: listing, NIfTI decoding, windowing, slicing, mask facts, quality checks, hashes,
+template generation, PNG writing, the journal, dedup, JSONL, Parquet, card and plot.
+The bare loop uses the same decoder (``gmai.data.imaging.load_nifti`` + ``volume_to_uint8``) and
+the same PNG encoder settings, and writes exactly the slices the engine keeps.
+
+Targets: engine >= 0.8x the bare loop at 1 worker; engine at 2 workers >= 1.7x its 1-worker rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_volumes(root: Path, count: int, size: int, depth: int) -> None:
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"name": "synthetic-ct-bench", "channel_names": {"0": "CT"},
+                                                   "labels": {"background": 0, "liver": 1, "lesion": 2}}))
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.meshgrid(np.arange(size), np.arange(size), np.arange(depth), indexing="ij")
+    for case in range(count):
+        ct = rng.normal(-50, 30, (size, size, depth)).astype(np.int16)
+        labels = np.zeros((size, size, depth), np.uint8)
+        cx, cy = rng.uniform(0.35, 0.65, 2) * size
+        organ = ((zz - cx) / (0.25 * size)) ** 2 + ((yy - cy) / (0.2 * size)) ** 2 + ((xx - depth / 2) / (0.4 * depth)) ** 2 < 1
+        labels[organ] = 1
+        ct[organ] += 110
+        lx, ly = cx + rng.uniform(-0.1, 0.1) * size, cy + rng.uniform(-0.08, 0.08) * size
+        lesion = ((zz - lx) / (0.06 * size)) ** 2 + ((yy - ly) / (0.06 * size)) ** 2 + ((xx - depth / 2) / (0.15 * depth)) ** 2 < 1
+        labels[lesion] = 2
+        ct[lesion] -= 60
+        affine = np.diag([0.8, 0.8, 2.5, 1.0])
+        nib.save(nib.Nifti1Image(ct, affine), root / "imagesTr" / f"case{case:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / f"case{case:03d}.nii.gz")
+
+
+# ------------------------------------------------------------------------------------------------
+# The bare loop: decode, window, slice, encode, write. Nothing else.
+
+
+def _bare_volume(job: tuple[str, list[int], str, int]) -> int:
+    from gmai.data.imaging import load_nifti, volume_slice, volume_to_uint8
+    from gmai.data.write import encode_png
+
+    image_path, slices, out_dir, level = job
+    display, _ = volume_to_uint8(load_nifti(image_path), window=None, modality="CT")
+    for index in slices:
+        data = encode_png(volume_slice(display, 2, index), level)
+        Path(out_dir, f"{Path(image_path).name}-{index}.png").write_bytes(data)
+    return len(slices)
+
+
+def bare_loop(jobs: list[tuple[str, list[int], str, int]], workers: int) -> int:
+    if workers <= 1:
+        return sum(_bare_volume(job) for job in jobs)
+    with ProcessPoolExecutor(workers) as pool:
+        return sum(pool.map(_bare_volume, jobs))
+
+
+def kept_slices(out: Path) -> dict[str, list[int]]:
+    """Which slices of which volume the engine wrote (read back from its JSONL)."""
+    kept: dict[str, set[int]] = {}
+    for path in out.glob("*.jsonl"):
+        if path.name == "rejects.jsonl":
+            continue
+        for line in path.read_text().splitlines():
+            ref = json.loads(line)["ref"]
+            volume, _, index = ref.rpartition("#axis2=")
+            kept.setdefault(volume, set()).add(int(index))
+    return {k: sorted(v) for k, v in sorted(kept.items())}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def run_engine(data: Path, out: Path, workers: int, level: int) -> tuple[float, int]:
+    from gmai.data.build import BuildConfig, SourceSpec, run_build
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    result = run_build(BuildConfig(sources=[SourceSpec("nifti", str(data))], out=out, workers=workers,
+                                   png_compress_level=level), progress=False, log=lambda _: None)
+    return time.perf_counter() - start, int(result.stats["records_kept"])
+
+
+def run_bare(kept: dict[str, list[int]], out: Path, workers: int, level: int) -> tuple[float, int]:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    jobs = [(volume, slices, str(out), level) for volume, slices in kept.items()]
+    start = time.perf_counter()
+    n = bare_loop(jobs, workers)
+    return time.perf_counter() - start, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--volumes", type=int, default=8)
+    parser.add_argument("--size", type=int, default=192)
+    parser.add_argument("--depth", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2, help="best of N runs per configuration")
+    parser.add_argument("--png-level", type=int, default=1, help="PNG compress_level, same for both sides")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_engine.json")
+    args = parser.parse_args()
+
+    import gmai.data.build  # noqa: F401  (import cost outside the timings, as for a warm CLI)
+    import gmai.data.sources.nifti  # noqa: F401
+
+    with tempfile.TemporaryDirectory(prefix="gmai-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        make_volumes(tmp / "data", args.volumes, args.size, args.depth)
+        run_engine(tmp / "data", tmp / "warm", 1, args.png_level)  # warm caches and lazy imports
+        kept = kept_slices(tmp / "warm")
+        rows = []
+        for workers in (1, 2):
+            engine = min(run_engine(tmp / "data", tmp / f"engine{workers}", workers, args.png_level)
+                         for _ in range(args.repeats))
+            bare = min(run_bare(kept, tmp / f"bare{workers}", workers, args.png_level) for _ in range(args.repeats))
+            rows.append({"workers": workers, "records": engine[1], "engine_s": round(engine[0], 3),
+                         "engine_rps": round(engine[1] / engine[0], 1), "bare_s": round(bare[0], 3),
+                         "bare_rps": round(bare[1] / bare[0], 1)})
+    one, two = rows
+    result = {
+        "workload": f"{args.volumes} synthetic CT volumes {args.size}x{args.size}x{args.depth} (int16 .nii.gz), "
+                    f"labelled slices -> template generation; PNG compress_level {args.png_level}",
+        "rows": rows,
+        "engine_vs_bare_1w": round(one["engine_rps"] / one["bare_rps"], 3),
+        "engine_vs_bare_2w": round(two["engine_rps"] / two["bare_rps"], 3),
+        "engine_2w_speedup": round(two["engine_rps"] / one["engine_rps"], 3),
+        "bare_2w_speedup": round(two["bare_rps"] / one["bare_rps"], 3),
+        "targets": {"engine_vs_bare_1w": 0.8, "engine_2w_speedup": 1.7},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+    }
+    result["targets_met"] = {"engine_vs_bare_1w": result["engine_vs_bare_1w"] >= 0.8,
+                             "engine_2w_speedup": result["engine_2w_speedup"] >= 1.7}
+    print(f"{'workers':>7} {'records':>8} {'engine s':>9} {'engine rec/s':>13} {'bare s':>8} {'bare rec/s':>11}")
+    for row in rows:
+        print(f"{row['workers']:>7} {row['records']:>8} {row['engine_s']:>9.2f} {row['engine_rps']:>13.1f} "
+              f"{row['bare_s']:>8.2f} {row['bare_rps']:>11.1f}")
+    print(f"engine / bare at 1 worker: {result['engine_vs_bare_1w']:.2f} (target >= 0.8)")
+    print(f"engine 2 workers / 1 worker: {result['engine_2w_speedup']:.2f} (target >= 1.7); "
+          f"bare loop: {result['bare_2w_speedup']:.2f}")
+    print(f"load average at end: {result['machine']['load_avg_at_end']} on {os.cpu_count()} CPUs")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
