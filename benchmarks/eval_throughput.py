@@ -64,6 +64,9 @@ def build_backend(checkpoint: str | None, corpus_questions: list[str]):
     return LocalBackend(model, processor, name="tiny-random"), "tiny preset, random weights"
 
 
+MAX_SIDE = 0  # set from --max-side
+
+
 def one_at_a_time(backend, items, config) -> tuple[float, list[str]]:
     from gmai.eval.runner import build_prompt
     from gmai.infer import ChatRequest
@@ -71,7 +74,7 @@ def one_at_a_time(backend, items, config) -> tuple[float, list[str]]:
     replies = []
     start = time.perf_counter()
     for item in items:
-        request = ChatRequest(prompt=build_prompt(item), images=item.load_images())
+        request = ChatRequest(prompt=build_prompt(item), images=item.load_images(MAX_SIDE))
         replies.extend(backend.generate([request], config, batch_size=1))
     return time.perf_counter() - start, replies
 
@@ -81,7 +84,7 @@ def batched(backend, items, config, batch_size: int, tmp: Path, tag: str) -> tup
 
     cache = PredictionCache(tmp / f"cache_{tag}.jsonl", "throughput")
     start = time.perf_counter()
-    preds = generate_predictions(backend, items, config, cache, batch_size=batch_size)
+    preds = generate_predictions(backend, items, config, cache, batch_size=batch_size, max_side=MAX_SIDE)
     return time.perf_counter() - start, [preds[it.qid]["prediction"] for it in items]
 
 
@@ -126,12 +129,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: stable timings on a shared machine; 0 = torch's default)")
     parser.add_argument("--vqa-rad", type=Path, default=DEFAULT_VQA_RAD)
+    parser.add_argument("--max-side", type=int, default=0,
+                        help="image downscale on load, both sides (gmai eval --max-side); 0 = full resolution")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of the random tiny model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
     args = parser.parse_args()
 
     import torch
 
+    global MAX_SIDE
+    MAX_SIDE = args.max_side
     if args.threads:
         torch.set_num_threads(args.threads)
     caps = [int(v) for v in str(args.max_new_tokens).split(",") if v.strip()]
@@ -147,12 +154,13 @@ def main() -> None:
     n = len(items)
     target = 3.0
     result = {"questions": n, "source": source, "model": model_desc, "batch_size": args.batch_size,
+              "image_max_side": args.max_side,
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
               "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "order": "interleaved chunks of 2 batches, alternating which mode runs first",
               "target_speedup": target, "runs": runs}
     print(f"eval throughput on {n} questions ({source}); model: {model_desc}; batch {args.batch_size}; "
-          f"torch threads={result['torch_threads']}; load average {result['load_average_1min']}")
+          f"image max side={args.max_side or 'full'}; torch threads={result['torch_threads']}; load average {result['load_average_1min']}")
     print(f"{'max_new_tokens':>14}{'1-at-a-time q/s':>17}{'batched q/s':>13}{'speedup':>9}{'same replies':>14}")
     for r in runs:
         print(f"{r['max_new_tokens']:>14}{r['one_at_a_time']['questions_per_s']:>17.2f}"

@@ -216,3 +216,12 @@ def test_duplicate_question_ids_are_refused(tmp_path):
     (tmp_path / "testset.json").write_text(json.dumps([row, row]))
     with pytest.raises(ValueError, match="duplicate question id"):
         load_benchmark("vqa-rad", tmp_path)
+
+
+def test_max_side_downscales_like_the_data_build(tmp_path):
+    from gmai.eval.benchmarks import ImageRef
+
+    ref = ImageRef(path=str(save_png(tmp_path / "a.png")))
+    assert ref.load().size == (8, 6)
+    assert ref.load(max_side=4).size == (4, 3)
+    assert ref.load(max_side=100).size == (8, 6)  # never upscaled

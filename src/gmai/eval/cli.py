@@ -31,7 +31,7 @@ RULES_HELP = "Scoring rules (repeat); default: all of gmai@1, gmai-recall@1, lmm
 
 
 def _options(rules, batch_size, limit, prompt_style, baselines, out=None, judge_url=None, judge_model=None,
-             judge_api_key=None):
+             judge_api_key=None, max_side=0):
     from gmai.eval.runner import DEFAULT_RULES, EvalOptions
 
     judge = None
@@ -42,7 +42,7 @@ def _options(rules, batch_size, limit, prompt_style, baselines, out=None, judge_
 
         judge = ChoiceJudge(judge_url, judge_model, api_key=judge_api_key, cache_path=Path(out) / "judge_cache.jsonl")
     return EvalOptions(rules=tuple(rules) if rules else DEFAULT_RULES, batch_size=batch_size, limit=limit,
-                       prompt_style=prompt_style, baselines=baselines, judge=judge)
+                       prompt_style=prompt_style, baselines=baselines, judge=judge, max_side=max_side)
 
 
 JUDGE_URL = typer.Option(None, "--judge-url", help="OpenAI-compatible base URL of an LLM judge for multiple "
@@ -89,6 +89,8 @@ def run_command(
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy (deterministic)."),
     prompt_style: str = typer.Option("plain", "--prompt-style", help="plain | short (LLaVA-1.5 instructions)."),
+    max_side: int = typer.Option(0, "--max-side", min=0, help="Downscale images whose longer side exceeds this, "
+                                 "as `gmai data build --max-side` does (512 there by default); 0: never."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Majority and question-only baselines."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="GMAI_API_KEY"),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Model name for an HTTP endpoint."),
@@ -103,7 +105,8 @@ def run_command(
 
     specs = _benches(bench)
     try:
-        options = _options(rules, batch_size, limit, prompt_style, baselines, out, judge_url, judge_model, judge_api_key)
+        options = _options(rules, batch_size, limit, prompt_style, baselines, out, judge_url, judge_model, judge_api_key,
+                           max_side)
         report = run_eval(model, specs, out, options,
                           config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
                           api_key=api_key, model_name=model_name, console=Console(stderr=True))

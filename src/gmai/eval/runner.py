@@ -112,14 +112,15 @@ class PredictionCache:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
-def fingerprint(model: str, config: Any, prompt_style: str) -> str:
-    blob = json.dumps({"model": model, "config": asdict(config), "prompt": prompt_style}, sort_keys=True)
+def fingerprint(model: str, config: Any, prompt_style: str, max_side: int = 0) -> str:
+    blob = json.dumps({"model": model, "config": asdict(config), "prompt": prompt_style, "max_side": max_side},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache,
                          batch_size: int = 16, prompt_style: str = "plain",
-                         progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
+                         progress: Callable[[int], None] | None = None, max_side: int = 0) -> dict[str, dict[str, Any]]:
     """Replies for every item not in the cache yet, in batches; returns qid -> cache entry."""
     from gmai.infer import ChatRequest
 
@@ -131,7 +132,8 @@ def generate_predictions(backend, items: Sequence[BenchItem], config, cache: Pre
         ready, failed = [], []
         for item in chunk:
             try:
-                ready.append((item, ChatRequest(prompt=build_prompt(item, prompt_style), images=item.load_images())))
+                images = item.load_images(max_side)
+                ready.append((item, ChatRequest(prompt=build_prompt(item, prompt_style), images=images)))
             except ImageLoadError as err:
                 failed.append({"qid": item.qid, "prediction": None, "error": str(err)})
         replies = backend.generate([req for _, req in ready], config, batch_size=batch_size) if ready else []
@@ -290,6 +292,7 @@ class EvalOptions:
     prompt_style: str = "plain"
     baselines: bool = True
     judge: Any = None  # a gmai.eval.judge.ChoiceJudge: adds the gmai+judge@1 rule
+    max_side: int = 0  # > 0: downscale images like `gmai data build --max-side` (use 512 for gmai-built models)
 
 
 def effective_rules(options: EvalOptions) -> list[str]:
@@ -345,14 +348,14 @@ def run_eval(model: str, benches: Sequence[BenchSpec], out: str | Path, options:
     out.mkdir(parents=True, exist_ok=True)
     loaded = [(spec, load_items(spec, options.limit)) for spec in benches]  # fail fast on a bad path
     backend = backend or load_backend(model, api_key=api_key, model_name=model_name)
-    fp = fingerprint(model, config, options.prompt_style)
+    fp = fingerprint(model, config, options.prompt_style, options.max_side)
     bench_reports, all_rows, timing = {}, [], {}
     for spec, items in loaded:
         cache = PredictionCache(out / "cache" / f"{spec.label.replace(':', '_')}.jsonl", fp)
         start = time.perf_counter()
         with _progress(console, f"{spec.label}", len(items)) as advance:
             preds = generate_predictions(backend, items, config, cache, options.batch_size,
-                                         options.prompt_style, progress=advance)
+                                         options.prompt_style, progress=advance, max_side=options.max_side)
         timing[spec.label] = round(time.perf_counter() - start, 3)
         rows = score_items(items, preds, effective_rules(options), options.judge)
         all_rows.extend(rows)
@@ -416,7 +419,7 @@ def _report_header(model: str, options: EvalOptions, config) -> dict[str, Any]:
     return {"report_version": REPORT_VERSION, "model": model,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "generation": asdict(config) if config is not None else None,
-            "prompt_style": options.prompt_style, "limit": options.limit,
+            "prompt_style": options.prompt_style, "image_max_side": options.max_side, "limit": options.limit,
             "rules": rules, "default_rule": DEFAULT_RULE}
 
 

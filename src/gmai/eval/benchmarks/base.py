@@ -34,7 +34,10 @@ class ImageRef:
     def describe(self) -> str:
         return self.path or self.name or "<inline image>"
 
-    def load(self):
+    def load(self, max_side: int = 0):
+        """The image as RGB; with ``max_side`` > 0 a longer side above it is downscaled exactly as
+        ``gmai data build --max-side`` does (LANCZOS, reducing_gap 2.0), so a model trained on a build
+        sees evaluation images prepared the same way."""
         from PIL import Image, UnidentifiedImageError
 
         try:
@@ -49,7 +52,12 @@ class ImageRef:
             image.load()
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise ImageLoadError(f"cannot decode image {self.describe()}: {err}") from err
-        return image.convert("RGB")
+        image = image.convert("RGB")
+        if max_side > 0 and max(image.size) > max_side:
+            scale = max_side / max(image.size)
+            size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+            image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        return image
 
 
 @dataclass
@@ -74,8 +82,8 @@ class BenchItem:
     question_type: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def load_images(self) -> list:
-        return [ref.load() for ref in self.images]
+    def load_images(self, max_side: int = 0) -> list:
+        return [ref.load(max_side) for ref in self.images]
 
     def breakdown(self) -> dict[str, str]:
         return {"answer_type": self.answer_type, "organ": self.organ, "modality": self.modality,
