@@ -415,3 +415,28 @@ def test_parse_spec_and_limit(tmp_path):
     kind, path, options = parse_spec(f"imagefolder:{tmp_path}?limit=2&name=x")
     assert kind == "imagefolder" and options == {"limit": "2", "name": "x"}
     assert len(get_source(kind).items(path, options)) == 2
+
+
+@pytest.mark.slow
+def test_every_pip_shipped_dicom_becomes_record_or_reject():
+    """Robustness: 200+ odd DICOMs (compressed, truncated, no meta, SR, RT, SEG, DICOMDIR) never raise."""
+    import importlib.util
+
+    roots = []
+    for module, sub in (("pydicom", "data/test_files"), ("data_store", "data")):
+        spec = importlib.util.find_spec(module)
+        if spec and spec.origin and (Path(spec.origin).parent / sub).is_dir():
+            roots.append(Path(spec.origin).parent / sub)
+    if not roots:
+        pytest.skip("no pip-shipped DICOM test files")
+    source = get_source("dicom")
+    counts = {"records": 0, "rejects": 0}
+    for root in roots:
+        for item in source.items(root, {}):
+            if (root / item).stat().st_size > 2_000_000:
+                continue  # the big CR/MR files add time, not cases
+            for out in source.load(root, item, {"max_frames": "1"}):
+                counts["records" if isinstance(out, Record) else "rejects"] += 1
+                if isinstance(out, Reject):
+                    assert out.reason and out.ref.startswith(str(root / item))  # names the file
+    assert counts["records"] > 50 and counts["rejects"] > 20
