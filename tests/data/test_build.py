@@ -284,3 +284,29 @@ def test_vqa_rad_and_npz_end_to_end_with_leakage_against_vqa_rad_test(tmp_path):
         ds = load_dataset("parquet", data_dir=str(out / "parquet" / subset))
         assert len(ds["train"]) == len(jsonl(out / f"{subset}.jsonl"))
     assert result.stats["accounting_ok"] and result.stats["leakage"]["excluded"] == len(overlap)
+
+
+def test_dicom_identifiers_never_reach_any_output_file(tmp_path):
+    from gmai.data import imaging
+
+    secrets = {"PatientName": "ROE^RICHARD^Q", "PatientID": "MRN-778899", "PatientBirthDate": "19580607",
+               "StudyDate": "20230405", "InstitutionName": "Mercy Imaging Center", "AccessionNumber": "A55501",
+               "ReferringPhysicianName": "HOUSE^GREGORY", "StudyInstanceUID": "1.2.826.0.1.3680043.99.1"}
+    data = tmp_path / "dicom"
+    for k in range(4):
+        pixels = np.random.default_rng(k).integers(0, 2000, (48, 48)).astype(np.uint16)
+        extra = {"BurnedInAnnotation": "YES"} if k == 3 else {}
+        imaging.write_dicom(data / "series" / f"s{k}.dcm", pixels, {
+            "Modality": "CT", "RescaleIntercept": -1024, "RescaleSlope": 1, "InstanceNumber": k + 1,
+            **secrets, **extra})
+    out = tmp_path / "out"
+    result = run_build(BuildConfig(sources=[SourceSpec.parse(f"dicom:{data}?name=toy-dicom")], out=out, plots=True),
+                       progress=False, log=lambda _: None)
+    assert result.stats["records_kept"] == 3 and result.stats["rejects"] == 1  # the burned-in file
+    needles = [v.encode() for v in secrets.values()] + [b"RICHARD", b"GREGORY", b"Mercy", b"3680043.99.1"]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        blob = path.read_bytes()
+        for needle in needles:
+            assert needle not in blob, f"{needle!r} found in {path}"
