@@ -378,3 +378,26 @@ def test_llm_unreachable_endpoint_falls_back(tmp_path):
                        cache_dir=None)
     samples = gen.generate(cls_record("malignant"), random.Random(0))
     assert samples and gen.stats["llm_http_failed"] == 1 and gen.stats["llm_fallback_to_template"] == 1
+
+
+def test_build_with_llm_generator_counts_fallbacks_in_stats(fake_server, tmp_path):
+    from gmai.data.build import BuildConfig, SourceSpec, run_build
+
+    images = np.stack([np.kron(np.random.default_rng(i).integers(0, 255, (8, 8)), np.ones((4, 4))).astype(np.uint8)
+                       for i in range(4)])
+    np.savez(tmp_path / "toy.npz", train_images=images, train_labels=np.array([1, 1, 0, 1]))
+    good = json.dumps({"caption": "A CT scan showing malignant.", "regions": [],
+                       "qa": [{"question": "Is this malignant?", "answer": "Yes."}]})
+    server = fake_server([good])  # right for label 1 (malignant), wrong for label 0 (benign) -> fallback
+    out = tmp_path / "out"
+    result = run_build(BuildConfig(
+        sources=[SourceSpec.parse(f"npz:{tmp_path / 'toy.npz'}?classes=benign,malignant&modality=CT")], out=out,
+        generator="llm", plots=False,
+        generator_options={"base_url": server.base_url, "rate": 0, "max_retries": 1, "cache_dir": str(tmp_path / "c")}),
+        progress=False, log=lambda _: None)
+    generation = result.stats["generation"]
+    assert generation["llm_ok"] == 3 and generation["llm_fallback_to_template"] == 1
+    rows = [json.loads(line) for line in (out / "MM-Caption.jsonl").read_text().splitlines()]
+    by_label = {(tuple(r["labels"]), r["generator"]) for r in rows}
+    assert by_label == {(("malignant",), "llm"), (("benign",), "template-fallback")}
+    assert "llm_fallback_to_template" in (out / "README.md").read_text()
