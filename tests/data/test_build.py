@@ -150,6 +150,9 @@ def test_resume_after_a_kill_neither_loses_nor_duplicates(tmp_path):
     resumed = run_build(config(out, n=60, workers=2), progress=False, log=lambda _: None)
     assert resumed.chunks_reused == 5 and resumed.chunks_total > 5
     assert tree(out) == reference
+    (out / "images" / "notes.txt").write_text("a file of the user's")  # never deleted: not ours
+    run_build(config(out, n=60), progress=False, log=lambda _: None)
+    assert (out / "images" / "notes.txt").is_file()
 
 
 def test_changed_inputs_do_not_reuse_old_parts(tmp_path):
@@ -226,6 +229,9 @@ def test_yaml_config(tmp_path):
     assert result.exit_code == 0, result.output
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert stats["seed"] == 3 and "yamlset" in stats["records_by_source"]
+    cfg.write_text("sources: [fake:/data/fake]\nworkerz: 2\n")
+    with pytest.raises(ValueError, match="workerz"):
+        load_config_file(cfg)
 
 
 # ------------------------------------------------------------------------------------------------

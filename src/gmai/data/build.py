@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import random
+import re
 import shutil
 import time
 from collections import Counter
@@ -401,13 +402,19 @@ def _add_record(state: _Assembly, dedup: Deduper, entry: dict[str, Any]) -> None
         state.templates.update(sample["templates"])
 
 
+_OUR_IMAGE = re.compile(r"^([0-9a-f]{32}\.png|\..+\.\d+\.tmp)$")  # <md5>.png, or write_atomic debris
+
+
 def _remove_unreferenced_images(out: Path, keep: set[str]) -> None:
-    """Images of deduplicated records, and leftovers of killed runs, must not stay behind."""
+    """Images of deduplicated records, and leftovers of killed runs, must not stay behind.
+
+    Only files named the way this module names them are touched, in case OUT/images holds anything else.
+    """
     folder = out / "images"
     if not folder.is_dir():
         return
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and str(path.relative_to(out)) not in keep:
+        if path.is_file() and _OUR_IMAGE.match(path.name) and str(path.relative_to(out)) not in keep:
             path.unlink()
     for path in sorted(folder.rglob("*"), reverse=True):
         if path.is_dir() and not any(path.iterdir()):
@@ -461,6 +468,9 @@ def _statistics(config: BuildConfig, state: _Assembly, leakage: LeakageIndex | N
 # Configuration files
 
 
+CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side"}
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """YAML: ``sources: [{kind, path, options: {...}} | "KIND:PATH?..."]`` plus any build option."""
     import yaml
@@ -468,6 +478,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping with a 'sources' list")
+    unknown = sorted(set(data) - CONFIG_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(CONFIG_KEYS)}")
     specs = []
     for entry in data.get("sources", []) or []:
         if isinstance(entry, str):

@@ -56,7 +56,7 @@ def with_article(noun: str) -> str:
 
 def label_text(label: str) -> str:
     """Dataset label -> words ('no_lesion' -> 'no lesion'). The verifier normalises the same way."""
-    return " ".join(label.replace("_", " ").split())
+    return " ".join(str(label).replace("_", " ").split())
 
 
 def organ_text(organ: str) -> str:
