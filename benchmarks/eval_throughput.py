@@ -127,7 +127,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", default="16,64",
                         help="comma-separated caps to measure; 64 is `gmai eval`'s default")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads for both sides (default 1: stable timings on a shared machine; 0 = torch's default)")
+                        help="torch threads for both sides (default 1: stable timings on a shared machine; "
+                             "0 = torch's default)")
     parser.add_argument("--vqa-rad", type=Path, default=DEFAULT_VQA_RAD)
     parser.add_argument("--max-side", type=int, default=0,
                         help="image downscale on load, both sides (gmai eval --max-side); 0 = full resolution")
@@ -160,7 +161,8 @@ def main() -> None:
               "order": "interleaved chunks of 2 batches, alternating which mode runs first",
               "target_speedup": target, "runs": runs}
     print(f"eval throughput on {n} questions ({source}); model: {model_desc}; batch {args.batch_size}; "
-          f"image max side={args.max_side or 'full'}; torch threads={result['torch_threads']}; load average {result['load_average_1min']}")
+          f"image max side={args.max_side or 'full'}; torch threads={result['torch_threads']}; "
+          f"load average {result['load_average_1min']}")
     print(f"{'max_new_tokens':>14}{'1-at-a-time q/s':>17}{'batched q/s':>13}{'speedup':>9}{'same replies':>14}")
     for r in runs:
         print(f"{r['max_new_tokens']:>14}{r['one_at_a_time']['questions_per_s']:>17.2f}"

@@ -27,7 +27,8 @@ class DefaultRunGroup(TyperGroup):
 app = typer.Typer(cls=DefaultRunGroup, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Medical benchmarks with exact, versioned scoring. `gmai eval MODEL --bench NAME=PATH` runs.")
 
-RULES_HELP = "Scoring rules (repeat); default: all of gmai@1, gmai-recall@1, lmms-eval-exact@1, multimedeval@1, medevalkit@1."
+RULES_HELP = ("Scoring rules (repeat); default: all of gmai@1, gmai-recall@1, lmms-eval-exact@1, multimedeval@1, "
+              "medevalkit@1.")
 
 
 def _options(rules, batch_size, limit, prompt_style, baselines, out=None, judge_url=None, judge_model=None,
@@ -80,7 +81,8 @@ def _fail(err: Exception) -> None:
 
 @app.command("run")
 def run_command(
-    model: str = typer.Argument(..., help="Checkpoint folder (gmai or any HF image-text-to-text) or http(s)://host/v1."),
+    model: str = typer.Argument(..., help="Checkpoint folder (gmai or any HF image-text-to-text) "
+                                          "or http(s)://host/v1."),
     bench: List[str] = typer.Option([], "--bench", help="NAME=PATH or NAME:SPLIT=PATH (repeat)."),
     out: Path = typer.Option(Path("eval-out"), "--out", help="Output folder (also holds the resume cache)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
@@ -105,8 +107,8 @@ def run_command(
 
     specs = _benches(bench)
     try:
-        options = _options(rules, batch_size, limit, prompt_style, baselines, out, judge_url, judge_model, judge_api_key,
-                           max_side)
+        options = _options(rules, batch_size, limit, prompt_style, baselines, out, judge_url, judge_model,
+                           judge_api_key, max_side)
         report = run_eval(model, specs, out, options,
                           config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
                           api_key=api_key, model_name=model_name, console=Console(stderr=True))
@@ -143,7 +145,8 @@ def score_command(
 @app.command("compare")
 def compare_command(
     runs: List[Path] = typer.Argument(..., help="Run folders (or report.json files), in table order."),
-    names: Optional[str] = typer.Option(None, "--names", help="Comma-separated row labels, e.g. I,I+II,I+III,I+II+III."),
+    names: Optional[str] = typer.Option(None, "--names",
+                                        help="Comma-separated row labels, e.g. I,I+II,I+III,I+II+III."),
     rule: str = typer.Option("gmai@1", "--rule"),
     by_type: bool = typer.Option(False, "--by-type", help="Also closed/open/choice columns."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Also write the table as Markdown here."),

@@ -70,6 +70,11 @@ def markdown_report(report: dict[str, Any]) -> str:
             parts += ["", f"Failed items ({bench['n_failed']}, scored as wrong): "
                       + "; ".join(f"{f['qid']}: {f['error']}" for f in shown)
                       + (" ..." if bench["n_failed"] > len(shown) else "")]
+        if bench.get("not_questions"):
+            parts += ["", "Held-out rows that are not questions (not scored): "
+                      + ", ".join(f"{k}: {v}" for k, v in bench["not_questions"].items())]
+        if bench.get("unmatched_predictions"):
+            parts += ["", f"Predictions whose qid is not in this benchmark (ignored): {bench['unmatched_predictions']}"]
         base = bench.get("baselines") or {}
         if any(isinstance(v, dict) and "rules" in v for v in base.values()):
             headers, rows = scores_with_baselines(bench)
@@ -286,7 +291,8 @@ def write_html_report(sections: Sequence[dict[str, Any]], out: str | Path, title
             body.append(table_html(*s["table"]))
         if s.get("image"):
             data = base64.b64encode(Path(s["image"]).read_bytes()).decode()
-            body.append(f'<img class="plot" src="data:image/png;base64,{data}" alt="{html.escape(s.get("title", ""))}">')
+            alt = html.escape(s.get("title", ""))
+            body.append(f'<img class="plot" src="data:image/png;base64,{data}" alt="{alt}">')
         if s.get("gallery"):
             body.append(gallery_html(s["gallery"]))
         if s.get("markdown"):

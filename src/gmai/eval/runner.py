@@ -313,8 +313,15 @@ def check_rules(rules: Sequence[str]) -> list[str]:
     return list(rules)
 
 
+_NOT_QUESTIONS: dict[BenchSpec, dict[str, int]] = {}  # gmai held-out rows that are not questions, per spec
+
+
 def load_items(spec: BenchSpec, limit: int | None) -> list[BenchItem]:
     items = load_benchmark(spec.name, spec.path, split=spec.split)
+    if spec.name == "gmai":
+        from gmai.eval.benchmarks import gmai_heldout
+
+        _NOT_QUESTIONS[spec] = dict(gmai_heldout.LAST_SKIPPED)
     return items[:limit] if limit else items
 
 
@@ -326,10 +333,8 @@ def benchmark_report(spec: BenchSpec, items: Sequence[BenchItem], rows: list[dic
               "n_items": len(rows), "n_scored": len(rows) - len(failures), "n_failed": len(failures),
               "failures": failures, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
               "open_metrics": open_question_metrics(rows)}
-    if spec.name == "gmai":
-        from gmai.eval.benchmarks import gmai_heldout
-
-        report["not_questions"] = dict(gmai_heldout.LAST_SKIPPED)
+    if spec in _NOT_QUESTIONS:
+        report["not_questions"] = _NOT_QUESTIONS[spec]
     if options.baselines:
         report["baselines"] = baseline_reports(spec, items, effective_rules(options), options.judge)
     return report

@@ -198,7 +198,8 @@ def exact_match(pred: str, gold: str) -> bool:
 # Multiple choice
 # ---------------------------------------------------------------------------------------------
 
-_LEADING_LETTER_RE = re.compile(r"^\s*(?:\(([A-Za-z])\)|([A-Z])\s*[\).:\]]|(?:[Oo]ption|[Cc]hoice)\s*\(?([A-Za-z])\b\)?)")
+_LEADING_LETTER_RE = re.compile(r"^\s*(?:\(([A-Za-z])\)|([A-Z])\s*[\).:\]]"
+                                r"|(?:[Oo]ption|[Cc]hoice)\s*\(?([A-Za-z])\b\)?)")
 _LONE_CAPITAL_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])")
 
 
