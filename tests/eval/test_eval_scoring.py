@@ -123,6 +123,7 @@ def test_polarity_negation_hedges_and_uncertainty():
     assert polarity("yes or no") is None
     assert polarity("It cannot be determined from this image") is None
     assert polarity("unclear") is None
+    assert polarity("N/A") is None
     assert polarity("nodule") is None
     assert polarity("") is None
 
@@ -172,6 +173,17 @@ def test_open_metrics_and_token_scores():
     assert m["exact"] == 1.0 and m["bleu1"] == pytest.approx(1.0) and m["rougeL"] == pytest.approx(1.0)
     m = open_metrics("right kidney", "left lung")
     assert m["exact"] == 0.0 and m["recall"] == 0.0 and m["rougeL"] == 0.0 and m["bleu1"] < 0.01
+
+
+def test_cli_lists_rules_and_benchmarks():
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "rules"])
+    assert result.exit_code == 0 and all(name in result.output for name in RULES)
+    result = CliRunner().invoke(app, ["eval", "benchmarks"])
+    assert result.exit_code == 0 and "gmai-mmbench" in result.output and "flaviagiammarino/vqa-rad" in result.output
 
 
 def test_rule_registry_is_named_and_versioned():

@@ -138,7 +138,8 @@ _NO_ANYWHERE = {"no", "not", "nope", "none", "never", "without", "absent", "nega
 _UNCERTAIN_RE = re.compile(
     r"\b(cannot|can not|unable to|impossible to|hard to|difficult to)\s+(be\s+)?"
     r"(determine|determined|tell|say|assess|assessed|evaluate|evaluated|answer)"
-    r"|\b(not sure|unsure|uncertain|unclear|unknown|indeterminate|inconclusive|don't know|do not know)\b")
+    r"|\b(not sure|unsure|uncertain|unclear|unknown|indeterminate|inconclusive|don't know|do not know)\b"
+    r"|(?<![a-z])n/a(?![a-z])")
 _HEDGE_RE = re.compile(r"\b(yes\s*(and|or|/)\s*no|no\s*(and|or|/)\s*yes)\b")
 
 
