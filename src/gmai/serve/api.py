@@ -416,13 +416,17 @@ def create_app(backend: Any, config: ServeConfig):
 
 
 def run_server(checkpoint: str, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
-               device: str | None = None, log_level: str = "info") -> None:
+               device: str | None = None, log_level: str = "info", torch_threads: int = 0) -> None:
     import uvicorn
 
     from gmai.infer import load_backend
 
     if checkpoint.startswith(("http://", "https://")):
         raise SystemExit("gmai serve serves a local checkpoint folder, not a URL")
+    if torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     backend = load_backend(checkpoint, device=device)
     if not hasattr(backend, "complete"):
         raise SystemExit(f"backend {type(backend).__name__} cannot be served (it has no complete())")
