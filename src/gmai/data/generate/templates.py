@@ -142,6 +142,19 @@ BANKS: dict[str, list[str]] = {
         "{Label}.", "The image shows {label}.", "This is {label}.", "It is consistent with {label}.",
         "{label}", "The finding is {label}.",
     ],
+    "qa_region_open.prompt": [
+        "Which structure is annotated in this image?", "What finding is marked in this image?",
+        "What is visible in this {noun}?", "Name the annotated structure.", "What does the annotation in this image show?",
+        "Which abnormality or structure can be seen in this {noun}?",
+    ],
+    "qa_region_open.answer": ["{Label}.", "{label}", "The {label}.", "It shows {label}.",
+                              "The annotated structure is {label}.", "This image shows {label}."],
+    "qa_presence.prompt": [
+        "Is there {c} in this image?", "Does this image contain {c}?", "Can {c} be seen in this {noun}?",
+        "Is {c} visible in this image?", "Is any {c} present?", "Does this {noun} show {c}?",
+    ],
+    "qa_presence.yes": ["Yes.", "Yes, {c} is visible.", "Yes, the image contains {c}.", "Yes, there is {c}."],
+    "qa_presence.no": ["No.", "No, there is no {c}.", "No, the image shows {label}.", "No, there is no {c} here."],
     "qa_yesno.prompt": [
         "Does this image show {c}?", "Is this {noun} consistent with {c}?", "Is the finding in this image {c}?",
         "Would you classify this image as {c}?", "Is this an image of {c}?", "Can {c} be seen in this {noun}?",
@@ -346,14 +359,25 @@ class TemplateGenerator:
         if record.task in ("vqa", "report", "conversation") or not labels:
             return []
         distractors = sorted({label_text(x) for x in record.label_set} - set(labels) - {""})
-        if len(labels) == 1:
+        if record.task in ("segmentation", "detection"):  # annotated structures: what / is there ...?
+            kinds = (["qa_region_open"] if len(labels) == 1 else []) + (["qa_presence"] if distractors else [])
+        elif len(labels) == 1:
             kinds = ["qa_open"] + (["qa_yesno", "qa_choice"] if distractors else [])
-        else:  # several findings: only presence questions are unambiguous
-            kinds = ["qa_yesno"] if distractors else []
+        else:  # several labels on one image: only presence questions are unambiguous
+            kinds = ["qa_presence"] if distractors else []
         if not kinds:
             return []
         kind = kinds[rng.randrange(len(kinds))]
         return [getattr(self, f"_{kind}")(labels, distractors, ctx, rng)]
+
+    def _qa_region_open(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
+        used: list[str] = []
+        prompt = self._turn(rng, ctx, "qa_region_open.prompt", used)
+        answer = self._turn(rng, ctx, "qa_region_open.answer", used, label=labels[0])
+        return Sample("MM-Instruct", self._conv(prompt, answer), "qa_open", used, "label", "open", labels[0])
+
+    def _qa_presence(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
+        return self._yes_no(labels, distractors, ctx, rng, "qa_presence")
 
     def _qa_open(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
         used: list[str] = []
@@ -362,13 +386,17 @@ class TemplateGenerator:
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_open", used, "label", "open", labels[0])
 
     def _qa_yesno(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
+        return self._yes_no(labels, distractors, ctx, rng, "qa_yesno")
+
+    def _yes_no(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random,
+                family: str) -> Sample:
         used: list[str] = []
         truthful = rng.random() < 0.5
         pool = labels if truthful else distractors
         candidate = pool[rng.randrange(len(pool))]
-        prompt = self._turn(rng, ctx, "qa_yesno.prompt", used, c=candidate)
+        prompt = self._turn(rng, ctx, f"{family}.prompt", used, c=candidate)
         shown = candidate if truthful else " and ".join(labels)
-        answer = self._turn(rng, ctx, "qa_yesno.yes" if truthful else "qa_yesno.no", used, label=shown, c=candidate)
+        answer = self._turn(rng, ctx, f"{family}.yes" if truthful else f"{family}.no", used, label=shown, c=candidate)
         gold = "yes" if truthful else "no"
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "label", "closed", gold)
 
@@ -436,8 +464,9 @@ class TemplateGenerator:
             turns.append((self._turn(rng, ctx, f"percept_{kind}.prompt", used, **values),
                           self._turn(rng, ctx, f"percept_{kind}.answer", used, **values)))
         if len(labels) == 1:
-            turns.insert(min(1, len(turns)), (self._turn(rng, ctx, "qa_open.prompt", used),
-                                              self._turn(rng, ctx, "qa_open.answer", used, label=labels[0])))
+            family = "qa_region_open" if record.task in ("segmentation", "detection") else "qa_open"
+            turns.insert(min(1, len(turns)), (self._turn(rng, ctx, f"{family}.prompt", used),
+                                              self._turn(rng, ctx, f"{family}.answer", used, label=labels[0])))
         if len(turns) < 2:
             return []
         opener = self._turn(rng, ctx, "multi_turn.prompt", used)
