@@ -274,9 +274,14 @@ def write_stage_readme(path: Path, k: int, stage: StageConfig, info: dict) -> No
 # ---------------------------------------------------------------- the stage loop
 
 def make_accelerator(mixed_precision: str = "no"):
+    import torch
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(mixed_precision=mixed_precision)
+    # cpu=True on a machine without CUDA makes torchrun/accelerate launch use data parallel over gloo.
+    # A micro-batch of text-only rows leaves the vision tower unused: DDP must allow unused parameters.
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
 def run_stage(k: int, cfg: TrainConfig, data_dir: Path, out: Path, samples: list[Sample], accelerator,
@@ -391,6 +396,9 @@ def run_stage(k: int, cfg: TrainConfig, data_dir: Path, out: Path, samples: list
         if progress:
             progress[0].stop()
 
+    replicas = replica_checksums(accelerator, model)
+    if replicas is not None:
+        log.event(event="replica_check", stage=k, checksums=replicas, in_sync=all(r == replicas[0] for r in replicas))
     final = _stage_dir(out, k)
     save_stage_model(accelerator, model, processor, final, stage.lora.enabled)
     info = {"steps": total, "first_loss": state["first_loss"], "last_loss": state["last_loss"], "params": params,
@@ -405,6 +413,17 @@ def run_stage(k: int, cfg: TrainConfig, data_dir: Path, out: Path, samples: list
     log.event(event="stage_end", stage=k, name=stage.name, checkpoint=str(final), **info)
     accelerator.wait_for_everyone()
     return info
+
+
+def replica_checksums(accelerator, model) -> list[list[float]] | None:
+    """Data parallel only: each rank's (sum, sum of squares) of all weights; equal rows = replicas in sync."""
+    import torch
+
+    if accelerator.num_processes == 1 or accelerator.distributed_type.name not in ("MULTI_CPU", "MULTI_GPU"):
+        return None
+    params = [p.detach().double() for p in accelerator.unwrap_model(model).parameters()]
+    local = torch.stack([sum(p.sum() for p in params), sum((p * p).sum() for p in params)]).to(accelerator.device)
+    return accelerator.gather(local[None]).cpu().tolist()
 
 
 def _warmup_note(cfg: TrainConfig, k: int) -> str:

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from gmai.train.config import DataArgs, GroupRule
+from gmai.train.data import DataError, load_samples, quality_filter, sample_mixture
+from gmai.train.fixtures import write_synthetic_corpus
+
+RULES = [GroupRule(group="text_dialogue", has_image=False), GroupRule(group="report", id_contains=["#report#"]),
+         GroupRule(group="core_med_caption", subset=["MM-Caption"]),
+         GroupRule(group="other_med_instruction", source=["vqa-rad"])]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(tmp_path_factory.mktemp("corpus"), n_images=40, heldout_fraction=0.2)
+
+
+def test_heldout_splits_are_excluded_and_counted(corpus):
+    samples, counts = load_samples(corpus, DataArgs(groups=RULES, default_group="core_med_instruction"))
+    lines = [json.loads(x) for f in corpus.glob("*.jsonl") for x in f.read_text().splitlines()]
+    heldout = sum(1 for x in lines if x.get("split") not in (None, "train"))
+    assert heldout > 0
+    assert counts["held out (split=test)"] == heldout
+    assert len(samples) == len(lines) - heldout
+    assert all(s.meta.get("split", "train") == "train" for s in samples)
+    groups = {s.group for s in samples}
+    assert groups == {"text_dialogue", "report", "core_med_caption", "core_med_instruction"}
+    text_only = [s for s in samples if s.image is None]
+    assert text_only and all(s.group == "text_dialogue" for s in text_only)
+    assert all("<image>" not in m["content"] for s in samples for m in s.messages)
+
+
+def test_mixture_takes_the_configured_fraction_deterministically(corpus):
+    samples, _ = load_samples(corpus, DataArgs(groups=RULES))
+    n_caption = sum(s.group == "core_med_caption" for s in samples)
+    chosen, report = sample_mixture(samples, {"core_med_caption": 0.5, "report": 2.0}, seed=1)
+    again, _ = sample_mixture(samples, {"core_med_caption": 0.5, "report": 2.0}, seed=1)
+    assert [s.id for s in chosen] == [s.id for s in again]
+    assert report["core_med_caption"]["used"] == round(0.5 * n_caption)
+    assert report["report"]["used"] == 2 * report["report"]["available"]
+    assert not any(s.group == "text_dialogue" for s in chosen)  # absent from the mixture = not used
+
+
+def test_quality_filter_drops_short_replies_and_low_confidence_with_counts(corpus):
+    samples, _ = load_samples(corpus, DataArgs(groups=RULES))
+    samples[0].meta["confidence"] = 0.1
+    kept, dropped = quality_filter(samples, DataArgs(min_reply_words=3, min_confidence=0.5))
+    short = sum(1 for s in samples if min(len(t.split()) for t in s.assistant_texts()) < 3)
+    assert short > 0 and dropped["reply shorter than 3 words"] == short
+    assert sum(dropped.values()) + len(kept) == len(samples)
+    assert all(min(len(t.split()) for t in s.assistant_texts()) >= 3 for s in kept)
+
+
+def test_bad_input_names_the_file_and_line(tmp_path):
+    (tmp_path / "MM-Caption.jsonl").write_text('{"id": "a", "conversations": [{"from": "gpt", "value": "x y z"}]}\n'
+                                               "{not json\n")
+    with pytest.raises(DataError, match=r"MM-Caption.jsonl:2: not valid JSON"):
+        load_samples(tmp_path, DataArgs(subsets=["MM-Caption"]))
+    (tmp_path / "MM-Caption.jsonl").write_text(json.dumps({"id": "a", "image": "images/nope.png", "conversations": [
+        {"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}) + "\n")
+    with pytest.raises(DataError, match=r"MM-Caption.jsonl:1: image file .*nope.png.* does not exist"):
+        load_samples(tmp_path, DataArgs(subsets=["MM-Caption"]))
+    (tmp_path / "MM-Caption.jsonl").write_text(json.dumps({"id": "a", "conversations": [
+        {"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]}) + "\n")
+    with pytest.raises(DataError, match="has no 'image'"):
+        load_samples(tmp_path, DataArgs(subsets=["MM-Caption"]))
+    with pytest.raises(DataError, match="does not exist"):
+        load_samples(tmp_path / "nowhere", DataArgs())
