@@ -56,14 +56,15 @@ def scores_with_baselines(bench: dict[str, Any]) -> tuple[list[str], list[list[A
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    parts = [f"# Evaluation: {report['model']}", "",
-             f"Created {report['created']}; prompt style `{report['prompt_style']}`; "
-             f"generation {json.dumps(report.get('generation'))}.", "",
+    created = (f"Created {report['created']}; prompt style `{report['prompt_style']}`; "
+               f"image max side {report.get('image_max_side') or 'full'}; "
+               f"generation {json.dumps(report.get('generation'))}.")
+    parts = [f"# Evaluation: {report['model']}", "", created, "",
              "Scoring rules (a score means nothing without its rule):", ""]
     parts += [f"- `{name}`: {info['description']}" for name, info in report["rules"].items()]
     for label, bench in report["benchmarks"].items():
-        parts += ["", f"## {label} ({bench['split']}, {bench['n_items']} questions, "
-                      f"{bench['n_failed']} failed)", "",
+        heading = f"## {label} ({bench['split']}, {bench['n_items']} questions, {bench['n_failed']} failed)"
+        parts += ["", heading, "",
                   markdown_table(["rule", "overall", "closed", "open", "choice", "n"], rule_rows(bench))]
         if bench.get("failures"):
             shown = bench["failures"][:5]

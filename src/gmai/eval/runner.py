@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -137,8 +137,11 @@ def generate_predictions(backend, items: Sequence[BenchItem], config, cache: Pre
             except ImageLoadError as err:
                 failed.append({"qid": item.qid, "prediction": None, "error": str(err)})
         replies = backend.generate([req for _, req in ready], config, batch_size=batch_size) if ready else []
+        if len(replies) != len(ready):
+            raise RuntimeError(f"backend {getattr(backend, 'name', backend)!r} returned {len(replies)} replies "
+                               f"for {len(ready)} questions")
         cache.add(failed + [{"qid": item.qid, "prediction": reply, "error": None}
-                            for (item, _), reply in zip(ready, replies)])
+                            for (item, _), reply in zip(ready, replies, strict=True)])
         if progress:
             progress(len(chunk))
     return {it.qid: cache.entries[it.qid] for it in items}
