@@ -134,8 +134,9 @@ def test_same_seed_same_bytes_other_seed_other_text(tmp_path):
 
 
 def test_one_and_two_workers_are_byte_identical(tmp_path):
-    one = tree(run_build(config(tmp_path / "w1", n=60), progress=False, log=lambda _: None).out)
-    two = tree(run_build(config(tmp_path / "w2", n=60, workers=2), progress=False, log=lambda _: None).out)
+    one = tree(run_build(config(tmp_path / "w1", n=60, plots=True), progress=False, log=lambda _: None).out)
+    two = tree(run_build(config(tmp_path / "w2", n=60, workers=2, plots=True), progress=False, log=lambda _: None).out)
+    assert "plots/distributions.png" in two  # drawn in a side process with 2 workers, inline with 1
     assert one.keys() == two.keys() and one == two
 
 

@@ -368,13 +368,26 @@ def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, st
         shutil.rmtree(out / stale, ignore_errors=True)
     for subset in SUBSETS:
         state.rows.setdefault((subset, "train"), [])
+    stats = _statistics(config, state, leakage)
+    # The chart (~1 s of matplotlib) is drawn beside the file writing when the build may use more than one core.
+    plotter = None
+    if config.plots and config.workers > 1:
+        import multiprocessing
+
+        plotter = multiprocessing.get_context("fork").Process(target=W.write_plots, args=(out, stats))
+        plotter.start()
     for (subset, split), rows in sorted(state.rows.items()):
         W.write_jsonl(W.jsonl_path(out, subset, split), rows)
         W.write_parquet(out, subset, split, rows)
     W.write_jsonl(out / "rejects.jsonl", state.rejects)
     _remove_unreferenced_images(out, {e["image"] for e in state.kept})
-    stats = _statistics(config, state, leakage)
-    plots = W.write_plots(out, stats) if config.plots else []
+    if plotter is not None:
+        plotter.join()
+        if plotter.exitcode != 0:
+            raise RuntimeError(f"drawing {out / 'plots'} failed (exit code {plotter.exitcode})")
+        plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
+    else:
+        plots = W.write_plots(out, stats) if config.plots else []
     W.write_card(out, stats, plots)
     W.write_atomic(out / "stats.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
     return stats
