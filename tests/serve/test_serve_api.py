@@ -136,3 +136,10 @@ def test_overloaded_server_answers_503():
             app.fastapi.state.batcher._pending.clear()
     _assert_openai_error(r, 503, "overloaded")
     assert r.headers["retry-after"] == "1"
+
+
+def test_json_response_format_is_accepted_but_flagged_unenforced(client):
+    r = client.post("/v1/chat/completions", headers=AUTH, json=_body(response_format={"type": "json_object"}))
+    assert r.status_code == 200 and r.headers["x-gmai-unenforced"] == "response_format"
+    r = client.post("/v1/chat/completions", headers=AUTH, json=_body(response_format={"type": "text"}))
+    assert r.status_code == 200 and "x-gmai-unenforced" not in r.headers

@@ -99,6 +99,18 @@ class ChatCompletionBody(BaseModel):
 
 
 # ---------------------------------------------------------------------------------- request -> model input
+def unenforced_params(body: ChatCompletionBody) -> list[str]:
+    """Accepted parameters this server cannot honour exactly; reported in the X-Gmai-Unenforced header.
+
+    ``response_format`` json_object/json_schema: accepted so JSON-asking clients (the data engine's
+    LLM generator) work, but decoding is not constrained: the caller must validate the JSON (the
+    generator's verifier does)."""
+    fmt = (body.model_extra or {}).get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        return ["response_format"]
+    return []
+
+
 def generation_config(body: ChatCompletionBody, config: ServeConfig) -> GenerationConfig:
     for name in UNSUPPORTED:
         if (body.model_extra or {}).get(name) not in (None, [], {}, "none"):
@@ -376,6 +388,8 @@ def create_app(backend: Any, config: ServeConfig):
             raise APIError(404, f"model {body.model!r} not found; this server serves {config.model_name!r}",
                            param="model", code="model_not_found")
         gen_config = generation_config(body, config)
+        unenforced = unenforced_params(body)
+        extra_headers = {"X-Gmai-Unenforced": ",".join(unenforced)} if unenforced else {}
         if state["in_flight"] >= config.max_queue:
             raise APIError(503, "server is at capacity; retry shortly", type="server_overloaded",
                            code="overloaded", headers={"Retry-After": "1"})
@@ -391,10 +405,12 @@ def create_app(backend: Any, config: ServeConfig):
                 include_usage = bool((body.stream_options or {}).get("include_usage"))
                 events = _stream_events(pieces, request_id, config.model_name, created, include_usage)
                 return StreamingResponse(events, media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                                  **extra_headers})
             remaining = max(0.001, deadline - time.monotonic())
             completions = await _submit(lambda: batcher.complete(chat, gen_config, remaining))
-            return _completion_response(request_id, config.model_name, created, completions)
+            return JSONResponse(_completion_response(request_id, config.model_name, created, completions),
+                                headers=extra_headers)
         finally:
             state["in_flight"] -= 1
 
