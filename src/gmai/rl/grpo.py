@@ -71,7 +71,8 @@ class R1GRPOConfig:
     num_train_epochs: float = 1.0
     max_questions: int = 0  # 0 = all questions in the file
     answer_types: list[str] = field(default_factory=list)  # keep only these answer types ([] = all)
-    cache_vision: bool = True
+    cache_vision: bool = True  # encode each image once per group in log-prob passes
+    share_prefill: bool = True  # generation: image + prompt prefilled once per group, KV cache shared
     lora: LoraSection = field(default_factory=LoraSection)
     use_vllm: bool = False
     vllm_mode: str = "colocate"
@@ -158,14 +159,28 @@ def rl_dataset(questions_path: str | Path, max_questions: int = 0, answer_types:
 # ---------------------------------------------------------------------------------------------
 
 
-def unique_row_index(pixel_values) -> list[int]:
-    """For each image row, the index of the first row of its run of identical consecutive rows
-    (GRPO batches repeat each prompt's image ``num_generations`` times in a row)."""
-    index = [0]
-    for i in range(1, pixel_values.size(0)):
-        same = pixel_values[i].shape == pixel_values[i - 1].shape and bool((pixel_values[i] == pixel_values[i - 1]).all())
-        index.append(index[-1] if same else i)
+def unique_row_index(rows) -> list[int]:
+    """For each row of a batch tensor, the index of the first row with identical content. GRPO
+    batches hold each prompt (and its image) ``num_generations`` times, in order during generation
+    and shuffled in the loss pass, so matching is by content: a cheap fingerprint, then exact equality."""
+    index, firsts = [], {}
+    flat = rows.reshape(rows.size(0), -1)
+    stride = max(1, flat.size(1) // 64)
+    sums, probes = flat.float().sum(dim=1).tolist(), flat[:, ::stride].float().sum(dim=1).tolist()
+    for i in range(rows.size(0)):
+        key = (sums[i], probes[i])
+        match = next((j for j in firsts.get(key, []) if torch_equal(flat[i], flat[j])), None)
+        if match is None:
+            firsts.setdefault(key, []).append(i)
+            match = i
+        index.append(match)
     return index
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
 
 
 def share_image_features(model) -> bool:
@@ -196,6 +211,51 @@ def share_image_features(model) -> bool:
     inner._gmai_shared_features = True
     inner._gmai_images_encoded = 0
     inner._gmai_images_requested = 0
+    return True
+
+
+def share_prompt_prefill(model) -> bool:
+    """Wrap ``model.generate`` so a batch that repeats each prompt (GRPO's ``num_generations``
+    copies) runs the prompt -- image encoding and prefill -- once per distinct prompt: the KV cache
+    of the distinct prompts is computed, copied to every row of its group, and sampling continues
+    from it. Rows then differ only by their sampled tokens, as before.
+
+    Positions follow ``generate``'s own rule for left padding (``cumsum(mask) - 1``), so the cached
+    prefix is exactly what ``generate`` would have computed."""
+    if getattr(model, "_gmai_shared_prefill", False):
+        return True
+    original = model.generate
+
+    def generate(input_ids=None, attention_mask=None, pixel_values=None, **kwargs):
+        import torch
+
+        if input_ids is None or attention_mask is None or input_ids.size(0) < 2 or input_ids.size(1) < 2 \
+                or kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            return original(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs)
+        rows = input_ids if pixel_values is None else torch.cat(
+            [input_ids.float(), pixel_values.reshape(pixel_values.size(0), -1).float()], dim=1) \
+            if pixel_values.size(0) == input_ids.size(0) else None
+        index = unique_row_index(rows) if rows is not None else list(range(input_ids.size(0)))
+        firsts = sorted(set(index))
+        if len(firsts) == len(index):
+            return original(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values, **kwargs)
+        prefix_ids, prefix_mask = input_ids[firsts, :-1], attention_mask[firsts, :-1]
+        positions = (prefix_mask.long().cumsum(-1) - 1).masked_fill(prefix_mask == 0, 0)
+        with torch.no_grad():
+            out = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions,
+                        pixel_values=None if pixel_values is None else pixel_values[firsts], use_cache=True,
+                        logits_to_keep=1)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        position = {row: i for i, row in enumerate(firsts)}
+        cache.reorder_cache(torch.tensor([position[r] for r in index], device=input_ids.device))
+        model._gmai_prompts_prefilled += len(firsts)
+        model._gmai_prompts_requested += len(index)
+        return original(input_ids=input_ids, attention_mask=attention_mask, cache=cache, **kwargs)
+
+    model.generate = generate
+    model._gmai_shared_prefill = True
+    model._gmai_prompts_prefilled = 0
+    model._gmai_prompts_requested = 0
     return True
 
 
@@ -306,16 +366,25 @@ def _grpo_trainer_base():
 class R1GRPOTrainer(_grpo_trainer_base()):
     """``GRPOTrainer`` + vision features shared within a group (``cache_vision``)."""
 
-    def __init__(self, *args, cache_vision: bool = True, **kwargs):
+    def __init__(self, *args, cache_vision: bool = True, share_prefill: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.cache_vision = cache_vision and share_image_features(self.model)
         if self.cache_vision and getattr(self, "ref_model", None) is not None:
             share_image_features(self.ref_model)
+        # vLLM already shares prefixes (prefix caching); the transformers path gets it here.
+        self.share_prefill = share_prefill and not self.use_vllm and share_prompt_prefill(self._generation_model())
+
+    def _generation_model(self):
+        model = self.accelerator.unwrap_model(self.model)
+        return getattr(model, "get_base_model", lambda: model)()
 
     def vision_stats(self) -> dict[str, int]:
         inner = _llava_inner(self.model)
+        gen = self._generation_model()
         return {"images_requested": getattr(inner, "_gmai_images_requested", 0),
-                "images_encoded": getattr(inner, "_gmai_images_encoded", 0)}
+                "images_encoded": getattr(inner, "_gmai_images_encoded", 0),
+                "prompts_requested": getattr(gen, "_gmai_prompts_requested", 0),
+                "prompts_prefilled": getattr(gen, "_gmai_prompts_prefilled", 0)}
 
 
 def _lora_config(lora: LoraSection):
@@ -347,7 +416,8 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
     dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)
     callbacks = [MetricsCallback(out, names)] + list(extra_callbacks or [])
     cls = trainer_cls or R1GRPOTrainer
-    kwargs = {"cache_vision": config.cache_vision} if issubclass(cls, R1GRPOTrainer) else {}
+    kwargs = {"cache_vision": config.cache_vision, "share_prefill": config.share_prefill} \
+        if issubclass(cls, R1GRPOTrainer) else {}
     trainer = cls(model=model, reward_funcs=funcs, args=config.trl_config(out, use_cpu), train_dataset=dataset,
                   processing_class=processor, callbacks=callbacks,
                   peft_config=_lora_config(config.lora) if config.lora.enabled else None, **kwargs)

@@ -1,0 +1,51 @@
+"""Score a checkpoint on R1 question files: accuracy under the eval suite's rule + format-valid rate.
+
+Generation goes through :mod:`gmai.infer`; correctness is :func:`gmai.rl.rewards.is_correct`, i.e.
+``gmai.eval.scoring.judge`` under ``gmai@1`` (box/numeric questions at IoU >= 0.5 / tolerance).
+Every model gets the same R1 prompt (question, options, answer hint, format instruction), so the
+numbers of a model that never learnt the format are comparable: the extraction falls back to the
+whole reply when there is no ``<answer>`` block.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from gmai.rl.questions import Question
+from gmai.rl.rewards import format_valid, is_correct
+
+
+def evaluate_questions(backend, questions: list[Question], max_new_tokens: int = 64,
+                       batch_size: int = 16) -> dict[str, Any]:
+    """Greedy replies to ``questions``; accuracy, format-valid rate and per-type accuracy."""
+    from PIL import Image
+
+    from gmai.infer import ChatRequest, GenerationConfig
+
+    if not questions:
+        return {"n": 0, "accuracy": None, "format_valid": None, "by_type": {}, "examples": []}
+    requests = []
+    for q in questions:
+        with Image.open(q.image) as im:
+            requests.append(ChatRequest(q.prompt(reasoning=True), [im.convert("RGB")]))
+    replies = backend.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens), batch_size=batch_size)
+    correct = [is_correct(r, q.to_json()) for r, q in zip(replies, questions)]
+    valid = [format_valid(r) for r in replies]
+    totals, hits = Counter(q.answer_type for q in questions), Counter()
+    for q, ok in zip(questions, correct):
+        hits[q.answer_type] += ok
+    return {"n": len(questions), "accuracy": sum(correct) / len(questions), "format_valid": sum(valid) / len(questions),
+            "by_type": {t: {"n": totals[t], "accuracy": hits[t] / totals[t]} for t in sorted(totals)},
+            "examples": [{"id": q.id, "reply": r, "gold": q.answer, "correct": c}
+                         for q, r, c in list(zip(questions, replies, correct))[:3]]}
+
+
+def evaluate_checkpoint(model: str | Path, splits: dict[str, list[Question]], max_new_tokens: int = 64,
+                        batch_size: int = 16) -> dict[str, Any]:
+    """``{split name: evaluate_questions(...)}`` for one checkpoint folder."""
+    from gmai.infer import load_backend
+
+    backend = load_backend(str(model))
+    return {name: evaluate_questions(backend, qs, max_new_tokens, batch_size) for name, qs in splits.items()}
