@@ -317,3 +317,40 @@ def test_dicom_identifiers_never_reach_any_output_file(tmp_path):
         blob = path.read_bytes()
         for needle in needles:
             assert needle not in blob, f"{needle!r} found in {path}"
+
+
+@pytest.mark.slow
+def test_resume_after_a_real_sigkill(tmp_path):
+    """Kill the CLI process for real mid-build (no cooperation), resume, compare with an uninterrupted build."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "folder"
+    for i in range(900):
+        label = ("benign", "malignant", "normal")[i % 3]
+        (data / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(textured(i, 96)).save(data / label / f"img{i:04d}.png")
+    spec = f"imagefolder:{data}?modality=ultrasound&name=kill-test"
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "gmai.cli", "data", "build", "--source", spec, "--out", str(out), "-q",
+                "--no-plots"]
+
+    reference = tmp_path / "reference"
+    subprocess.run(command(reference), check=True, capture_output=True)
+    out = tmp_path / "killed"
+    process = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out / ".build" / "parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(parts.glob("*.pkl"))) < 8 and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    committed = len(list(parts.glob("*.pkl")))
+    assert 8 <= committed < 64, f"kill came too late or too early ({committed} parts)"
+    assert not (out / "stats.json").exists()
+    resumed = subprocess.run(command(out), check=True, capture_output=True, text=True)
+    assert f"resuming: {committed} of" in resumed.stdout
+    assert tree(out) == tree(reference)
