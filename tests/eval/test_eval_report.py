@@ -55,6 +55,9 @@ def test_gallery_plot_and_html(tmp_path):
     assert "<h1>Demo</h1>" in html and "a &lt; b" in html and "data:image/png;base64," in html
     assert html.count('class="card') == 4 and "&lt;mass&gt;" in html
     assert "| im" in rep.gallery_markdown(examples)
+    saved = rep.save_gallery_images(examples, tmp_path / "report" / "examples")
+    md = rep.gallery_markdown(saved, relative_to=tmp_path / "report")
+    assert "](examples/vqa-rad_" in md and all(Path(e["file"]).is_file() for e in saved)
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import csv
 import html
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -246,8 +247,40 @@ def example_gallery(predictions: Sequence[dict[str, Any]] | str | Path, n: int =
             for r in picked]
 
 
-def gallery_markdown(examples: Sequence[dict[str, Any]], image_prefix: str = "") -> str:
-    rows = [[f"![]({image_prefix}{Path(e['image']).name})" if image_prefix else Path(e["image"]).name,
+def save_gallery_images(examples: Sequence[dict[str, Any]], folder: str | Path,
+                        side: int = 256) -> list[dict[str, Any]]:
+    """Write each example's image (longer side <= ``side``) as ``folder/<benchmark>_<qid>.jpg`` for a
+    Markdown report; returns the examples with ``file`` set (None when the image cannot be read)."""
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for e in examples:
+        target = folder / f"{e['benchmark']}_{str(e['qid']).replace('/', '_').replace('#', '_')}.jpg"
+        try:
+            with Image.open(e["image"]) as im:
+                im = im.convert("RGB")
+                im.thumbnail((side, side))
+                im.save(target, format="JPEG", quality=85)
+        except (OSError, ValueError):
+            target = None
+        out.append({**e, "file": str(target) if target else None})
+    return out
+
+
+def gallery_markdown(examples: Sequence[dict[str, Any]], relative_to: str | Path | None = None) -> str:
+    """A Markdown table of examples; images shown when :func:`save_gallery_images` wrote them (paths
+    relative to ``relative_to``, the folder of the Markdown file)."""
+    def image_cell(e: dict[str, Any]) -> str:
+        if not e.get("file"):
+            return Path(e["image"]).name
+        path = Path(e["file"])
+        if relative_to is not None:
+            path = Path(os.path.relpath(path, relative_to))
+        return f"![{Path(e['image']).name}]({path.as_posix()})"
+
+    rows = [[image_cell(e),
              e["question"], e["answer"], e["prediction"] if e["error"] is None else f"(failed: {e['error']})",
              "right" if e["correct"] else "wrong"] for e in examples]
     return markdown_table(["image", "question", "answer", "prediction", examples[0]["rule"] if examples else "rule"],
