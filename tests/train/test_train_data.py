@@ -42,14 +42,18 @@ def test_mixture_takes_the_configured_fraction_deterministically(corpus):
     assert not any(s.group == "text_dialogue" for s in chosen)  # absent from the mixture = not used
 
 
-def test_quality_filter_drops_short_replies_and_low_confidence_with_counts(corpus):
+def test_quality_filter_drops_short_captions_and_low_confidence_with_counts(corpus):
     samples, _ = load_samples(corpus, DataArgs(groups=RULES))
-    samples[0].meta["confidence"] = 0.1
-    kept, dropped = quality_filter(samples, DataArgs(min_reply_words=3, min_confidence=0.5))
-    short = sum(1 for s in samples if min(len(t.split()) for t in s.assistant_texts()) < 3)
-    assert short > 0 and dropped["reply shorter than 3 words"] == short
+    low = next(s for s in samples if s.subset == "MM-Instruct")
+    low.meta["confidence"] = 0.1
+    short_answer = next(s for s in samples if s.subset == "MM-Percept")
+    short_answer.messages[-1]["content"] = "Yes."  # a short answer is not a short caption: kept
+    kept, dropped = quality_filter(samples, DataArgs(min_caption_words=3, min_confidence=0.5))
+    short = [s for s in samples if s.subset == "MM-Caption" and len(s.assistant_texts()[0].split()) < 3]
+    assert short and dropped["caption shorter than 3 words"] == len(short)
+    assert dropped["label confidence below 0.5"] == 1 and low not in kept
+    assert short_answer in kept
     assert sum(dropped.values()) + len(kept) == len(samples)
-    assert all(min(len(t.split()) for t in s.assistant_texts()) >= 3 for s in kept)
 
 
 def test_bad_input_names_the_file_and_line(tmp_path):

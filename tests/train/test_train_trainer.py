@@ -67,7 +67,7 @@ def test_three_stages_write_hf_checkpoints_with_the_freeze_plan(corpus, tmp_path
     assert starts[1]["params"]["trainable"]["total"] == starts[1]["params"]["trainable"]["projector"]
     assert starts[2]["params"]["trainable"]["llm"] == 0 and starts[2]["params"]["trainable"]["vision"] > 0
     assert starts[3]["params"]["trainable"]["total"] == starts[3]["params"]["all"]["total"]
-    assert starts[3]["data"]["quality_dropped"]["reply shorter than 3 words"] >= 1
+    assert starts[3]["data"]["quality_dropped"]["caption shorter than 3 words"] >= 1
     steps = [m for m in metrics if m["event"] == "step"]
     assert {"loss", "lr", "grad_norm", "tokens_per_s", "samples_per_s"} <= set(steps[0])
     assert (out / "training_curves.png").stat().st_size > 1000 and (out / "plots" / "stage3.png").is_file()

@@ -19,7 +19,8 @@ def parse_stages(text: str) -> list[int] | None:
 def train_command(
     recipe: str = typer.Argument(..., help="Recipe YAML, e.g. recipes/tiny.yaml."),
     overrides: Optional[List[str]] = typer.Argument(None, help="key=value overrides, e.g. stages.1.lr=1e-3."),
-    data: str = typer.Option(..., "--data", help="Data folder written by `gmai data build` (JSONL per subset)."),
+    data: List[str] = typer.Option(..., "--data", help="Data folder written by `gmai data build` (JSONL per "
+                                                       "subset); repeat to read several together."),
     out: str = typer.Option(..., "--out", help="Output folder: stage0..3 checkpoints, metrics.jsonl, plots."),
     stages: str = typer.Option("", "--stages", help="Stages to run, e.g. 1,2,3 (default: all enabled in the recipe)."),
 ) -> None:

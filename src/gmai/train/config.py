@@ -53,7 +53,9 @@ class DataArgs:
     train_splits: list[str] = field(default_factory=lambda: ["train"])  # records with another split are held out
     max_records: int = 0  # 0 = all (per subset file; for quick runs)
     # Quality filter (stages with quality_filter: true): the paper drops low-quality samples in Stage III.
-    min_reply_words: int = 3  # an assistant reply shorter than this (a "too-short caption") is dropped
+    min_caption_words: int = 3  # a caption shorter than this ("too-short caption") is dropped
+    min_reply_words: int = 0  # any assistant reply shorter than this is dropped, in every subset (0 = off)
+    caption_subsets: list[str] = field(default_factory=lambda: ["MM-Caption"])  # where min_caption_words applies
     min_confidence: float = 0.0  # records whose metadata carries a label confidence below this are dropped
 
 

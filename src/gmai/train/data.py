@@ -95,22 +95,28 @@ def read_subset(path: Path, root: Path, args: DataArgs, counts: Counter) -> list
     return samples
 
 
-def load_samples(data_dir: str | Path, args: DataArgs) -> tuple[list[Sample], Counter]:
-    """Every configured subset file under ``data_dir`` -> training samples with their source group."""
-    root = Path(data_dir)
-    if not root.is_dir():
-        raise DataError(f"data folder {str(root)!r} does not exist (run `gmai data build` first)")
+def load_samples(data_dir, args: DataArgs) -> tuple[list[Sample], Counter]:
+    """Every configured subset file under each data folder -> training samples with their source group.
+
+    Only the top-level ``<Subset>.jsonl`` files are read (``gmai data build`` keeps val/test records apart
+    under ``heldout/``); a row whose ``split`` is not a training split is counted as held out, not used.
+    """
+    roots = [Path(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [Path(data_dir)]
     counts: Counter = Counter()
     samples: list[Sample] = []
-    for subset in args.subsets:
-        path = root / f"{subset}.jsonl"
-        if not path.is_file():
-            counts[f"subset file missing ({subset}.jsonl)"] += 1
-            continue
-        samples += read_subset(path, root, args, counts)
+    for root in roots:
+        if not root.is_dir():
+            raise DataError(f"data folder {str(root)!r} does not exist (run `gmai data build` first)")
+        found = 0
+        for subset in args.subsets:
+            path = root / f"{subset}.jsonl"
+            if path.is_file():
+                found += 1
+                samples += read_subset(path, root, args, counts)
+        if not found:
+            raise DataError(f"data folder {str(root)!r} has none of {', '.join(s + '.jsonl' for s in args.subsets)}")
     if not samples:
-        raise DataError(f"no training samples under {str(root)!r} (looked for {', '.join(args.subsets)} .jsonl; "
-                        f"counts: {dict(counts)})")
+        raise DataError(f"no training samples under {', '.join(map(str, roots))} (counts: {dict(counts)})")
     for s in samples:
         s.group = assign_group(s, args.groups, args.default_group)
     return samples, counts
@@ -169,13 +175,20 @@ def sample_mixture(samples: list[Sample], mixture: dict[str, float], seed: int) 
 
 
 def quality_filter(samples: list[Sample], args: DataArgs) -> tuple[list[Sample], Counter]:
-    """The paper's Stage III filter: too-short replies (captions) and low-confidence labels are dropped."""
+    """The paper's Stage III filter: too-short captions, empty replies and low-confidence labels are dropped.
+
+    Only captions (``caption_subsets``) have a minimum length: a short VQA answer ("yes", "D.") is fine.
+    """
     kept, dropped = [], Counter()
     for s in samples:
-        shortest = min(len(t.split()) for t in s.assistant_texts())
+        replies = s.assistant_texts()
         confidence = s.meta.get("confidence", s.meta.get("label_confidence"))
-        if shortest < args.min_reply_words:
+        if any(not t.strip() for t in replies):
+            dropped["empty reply"] += 1
+        elif min(len(t.split()) for t in replies) < args.min_reply_words:
             dropped[f"reply shorter than {args.min_reply_words} words"] += 1
+        elif s.subset in args.caption_subsets and min(len(t.split()) for t in replies) < args.min_caption_words:
+            dropped[f"caption shorter than {args.min_caption_words} words"] += 1
         elif confidence is not None and float(confidence) < args.min_confidence:
             dropped[f"label confidence below {args.min_confidence}"] += 1
         else:

@@ -72,15 +72,23 @@ def is_complete(out: Path, k: int) -> bool:
     return (_stage_dir(out, k) / DONE_FILE).is_file()
 
 
-def start_point(cfg: TrainConfig, out: Path, k: int) -> Path | None:
-    """The checkpoint stage k starts from: the nearest earlier enabled stage's folder, or None (fresh)."""
+def start_point(cfg: TrainConfig, out: Path, k: int, first_of_run: bool = False) -> Path | None:
+    """The checkpoint stage k starts from.
+
+    ``model.init_from`` (when set) starts the first stage of this invocation, e.g. Stage III from a
+    Stage I checkpoint for the paper's I+III ablation. Otherwise: the nearest earlier enabled stage's
+    folder in OUT, or a fresh model from the preset when k is the first enabled stage.
+    """
+    if first_of_run and cfg.model.init_from:
+        return Path(cfg.model.init_from)
     earlier = [j for j in cfg.enabled_stages() if j < k]
     if not earlier:
-        return Path(cfg.model.init_from) if cfg.model.init_from else None
+        return None
     prev = earlier[-1]
     if not is_complete(out, prev):
         raise FileNotFoundError(f"stage {k} starts from stage {prev}'s checkpoint, but {_stage_dir(out, prev)} "
-                                f"is missing or incomplete: run stage {prev} first (--stages {prev},{k})")
+                                f"is missing or incomplete: run stage {prev} first (--stages {prev},{k}), or "
+                                f"start from another checkpoint with model.init_from=PATH")
     return _stage_dir(out, prev)
 
 
@@ -284,15 +292,15 @@ def make_accelerator(mixed_precision: str = "no"):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
-def run_stage(k: int, cfg: TrainConfig, data_dir: Path, out: Path, samples: list[Sample], accelerator,
-              log: MetricsLog, console) -> dict:
+def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
+              first_of_run: bool = False) -> dict:
     import random as pyrandom
 
     import numpy as np
     import torch
 
     stage = cfg.stages[k]
-    start = start_point(cfg, out, k)
+    start = start_point(cfg, out, k, first_of_run)
     model, processor = load_start_model(cfg, start, samples)
     encoder = Encoder(processor)
     encoded, data_report = encode_stage(stage, cfg, samples, encoder)
@@ -455,10 +463,13 @@ def _progress(console, k: int, total: int, done: int):
 
 # ---------------------------------------------------------------- entry point
 
-def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, stages: list[int] | None = None,
-          console=None) -> dict:
-    """Run the requested (default: all enabled) stages in order. Returns a summary per stage."""
-    data_dir, out = Path(data_dir), Path(out)
+def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None = None, console=None) -> dict:
+    """Run the requested (default: all enabled) stages in order. Returns a summary per stage.
+
+    ``data_dir``: one data folder written by ``gmai data build`` or a list of them (read together).
+    """
+    data_dirs = [Path(d) for d in data_dir] if isinstance(data_dir, (list, tuple)) else [Path(data_dir)]
+    out = Path(out)
     threads = set_torch_threads(cfg.run.torch_threads)
     wanted = stages or cfg.enabled_stages()
     unknown = [k for k in wanted if k not in cfg.stages]
@@ -466,15 +477,16 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, stages: list[
         raise ValueError(f"stage(s) {unknown} are not in the recipe (it has {sorted(cfg.stages)})")
     accelerator = make_accelerator(cfg.run.mixed_precision)
     log = MetricsLog(out, accelerator.is_main_process, cfg.run.tensorboard)
-    samples, counts = load_samples(data_dir, cfg.data)
+    samples, counts = load_samples(data_dirs, cfg.data)
     groups = Counter(s.group for s in samples)
-    log.event(event="run_start", data=str(data_dir), stages=wanted, world_size=accelerator.num_processes,
+    log.event(event="run_start", data=[str(d) for d in data_dirs], stages=wanted, world_size=accelerator.num_processes,
               torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
     if console and accelerator.is_main_process:
-        console.print(f"data: {len(samples)} training samples from {data_dir} ({dict(counts)}); groups "
+        console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} ({dict(counts)}); groups "
                       f"{dict(groups)}; {accelerator.num_processes} process(es) x {threads} thread(s)")
     summary = {}
     shown = console if accelerator.is_main_process else None
+    first = True
     try:
         for k in wanted:
             if is_complete(out, k):
@@ -484,7 +496,8 @@ def train(cfg: TrainConfig, data_dir: str | Path, out: str | Path, stages: list[
                 continue
             accelerator.free_memory()
             accelerator = make_accelerator(cfg.run.mixed_precision)  # fresh per stage: new model/optimizer/state
-            summary[k] = run_stage(k, cfg, data_dir, out, samples, accelerator, log, shown)
+            summary[k] = run_stage(k, cfg, out, samples, accelerator, log, shown, first_of_run=first)
+            first = False
             if cfg.run.plot and accelerator.is_main_process:
                 plot_curves(out)
     finally:
