@@ -248,11 +248,14 @@ def chunk_units(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
     return [units[i:i + size] for i in range(0, len(units), size)]
 
 
-def _prepare_journal(config: BuildConfig, units: list[tuple[int, Any]], nchunks: int) -> None:
-    """Keep committed parts only when they were made by exactly this plan."""
+def _prepare_journal(config: BuildConfig, units: list[tuple[int, Any]], nchunks: int,
+                     leakage: LeakageIndex | None) -> None:
+    """Keep committed parts only when they were made by exactly this plan (inputs, options, benchmark images)."""
     journal = config.out / JOURNAL
+    benchmark = sorted(leakage.index.md5) if leakage else []
     plan = {"fingerprint": config.fingerprint(), "chunks": nchunks,
-            "items": hashlib.sha256(repr(units).encode()).hexdigest()}
+            "items": hashlib.sha256(repr(units).encode()).hexdigest(),
+            "benchmark": hashlib.sha256(repr(benchmark).encode()).hexdigest()}
     plan_file = journal / "plan.json"
     if plan_file.exists():
         try:
@@ -290,7 +293,7 @@ def run_build(config: BuildConfig, *, progress: bool = True, stop_after_chunks: 
         log(f"leakage check: {leakage.images} benchmark images hashed from {len(leakage.folders)} folder(s)")
     units, list_failures = plan_items(config)
     chunks = chunk_units(units)
-    _prepare_journal(config, units, len(chunks))
+    _prepare_journal(config, units, len(chunks), leakage)
     todo = [i for i in range(len(chunks)) if not _committed(config.out, i)]
     reused = len(chunks) - len(todo)
     if reused:
