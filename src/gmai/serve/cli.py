@@ -70,10 +70,11 @@ def demo_ui_command(
     api_key: str = typer.Option("", help="Key for an OpenAI-compatible URL (default: env GMAI_API_KEY)."),
     max_new_tokens: int = typer.Option(256, help="Reply length limit."),
     device: str = typer.Option("", help="cpu or cuda (default: cuda when available)."),
+    torch_threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
 ) -> None:
     """A Gradio demo: upload PNG/JPEG/DICOM/NIfTI, see the normalised image and the de-identified header,
     chat with the model, with <think> reasoning folded apart from the answer."""
     from gmai.serve.ui import launch_demo
 
     launch_demo(checkpoint, host=host, port=port, api_key=api_key or os.environ.get("GMAI_API_KEY") or None,
-                max_new_tokens=max_new_tokens, device=device or None)
+                max_new_tokens=max_new_tokens, device=device or None, torch_threads=torch_threads)

@@ -113,7 +113,14 @@ def _to_model_mode(image: Image.Image) -> Image.Image:
 
 
 def _dicom_path_to_image(path: Path, limits: ImageLimits, param: str) -> Image.Image:
-    """Read through gmai.data.imaging (de-identified on read); check the size before decoding pixels."""
+    dicom = read_dicom_checked(path, limits, param)
+    frame = dicom.frames[len(dicom.frames) // 2]  # a multi-frame object: its middle frame
+    return Image.fromarray(frame).convert("RGB")
+
+
+def read_dicom_checked(path: Path, limits: ImageLimits, param: str = "file"):
+    """gmai.data.imaging's DicomImage (header de-identified on read), refusing oversize pixel data
+    from the header before any pixel is decoded."""
     from gmai.data.imaging import ImageReadError, read_dicom, read_dicom_dataset
 
     try:
@@ -122,11 +129,9 @@ def _dicom_path_to_image(path: Path, limits: ImageLimits, param: str) -> Image.I
         if columns and rows:  # without them read_dicom below explains what is wrong
             _check_pixels(columns, rows, int(header.get("NumberOfFrames", 1) or 1), limits, param)
         del header
-        dicom = read_dicom(path)
+        return read_dicom(path)
     except ImageReadError as err:
         raise bad_request(f"unusable DICOM: {err.reason}", param, "invalid_dicom") from None
-    frame = dicom.frames[len(dicom.frames) // 2]  # a multi-frame object: its middle frame
-    return Image.fromarray(frame).convert("RGB")
 
 
 def _dicom_bytes_to_image(data: bytes, limits: ImageLimits, param: str) -> Image.Image:

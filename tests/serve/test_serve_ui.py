@@ -1,0 +1,77 @@
+"""The demo's logic without a browser: reading uploads, folding <think> apart from <answer>."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gmai.serve.images import ImageLimits
+from gmai.serve.ui import DemoSession, load_scan, split_reasoning
+
+
+@pytest.mark.parametrize("reply,expected", [
+    ("<think>The lung is dark.</think><answer>CT</answer>", ("The lung is dark.", "CT")),
+    ("<think> a\nb </think>\n<answer> yes </answer>", ("a\nb", "yes")),
+    ("plain reply", ("", "plain reply")),
+    ("<think>unfinished thought", ("unfinished thought", "")),
+    ("<think>t</think> answer without tags", ("t", "answer without tags")),
+])
+def test_split_reasoning(reply, expected):
+    assert split_reasoning(reply) == expected
+
+
+def test_png_upload(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.arange(600, dtype=np.uint16).reshape(20, 30).astype(np.uint8)).save(path)
+    scan = load_scan(path)
+    assert scan.kind == "image" and scan.frames[0].shape == (20, 30) and scan.header == {}
+
+
+def test_dicom_upload_shows_only_deidentified_header():
+    from pydicom.data import get_testdata_file
+
+    scan = load_scan(get_testdata_file("CT_small.dcm"))
+    assert scan.kind == "dicom" and scan.header["modality"] == "CT"
+    assert scan.frames[0].dtype == np.uint8 and scan.frames[0].shape == (128, 128)
+    flat = repr(scan.header)
+    assert "CompressedSamples" not in flat and "patient" not in flat.lower()
+
+
+def test_nifti_upload_gives_one_frame_per_axial_slice():
+    import nibabel
+
+    path = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    scan = load_scan(path)
+    assert scan.kind == "nifti" and len(scan.frames) == 25
+    assert all(f.dtype == np.uint8 for f in scan.frames)
+
+
+def test_unreadable_and_oversize_uploads_are_explained(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="broken.png"):
+        load_scan(bad)
+    big = tmp_path / "big.png"
+    Image.new("L", (300, 300)).save(big)
+    with pytest.raises(ValueError, match="exceeds"):
+        load_scan(big, ImageLimits(max_image_pixels=10_000))
+
+
+class ThinkingBackend:
+    def __init__(self):
+        self.requests = []
+
+    def generate(self, requests, config=None, batch_size=16):
+        self.requests += requests
+        return ["<think>Dark fields are air.</think><answer>Chest CT.</answer>"] * len(requests)
+
+
+def test_session_sends_the_frame_and_folds_reasoning_apart():
+    backend = ThinkingBackend()
+    reasoning, answer = DemoSession(backend).answer("What is this?", [], np.zeros((8, 8), np.uint8))
+    assert (reasoning, answer) == ("Dark fields are air.", "Chest CT.")
+    request = backend.requests[0]
+    assert len(request.images) == 1 and request.images[0].mode == "RGB"
+    assert request.messages[-1] == {"role": "user", "content": "What is this?"}
+
