@@ -142,9 +142,13 @@ def _drop_alpha(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _channels_equal(image: np.ndarray) -> bool:
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
 def _for_output(image: np.ndarray, max_side: int) -> np.ndarray:
     """The pixels written to PNG: grey when all channels agree (3x smaller), longer side <= max_side."""
-    if image.ndim == 3 and (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all():
+    if image.ndim == 3 and _channels_equal(image[::7, ::7]) and _channels_equal(image):  # cheap sample first
         image = np.ascontiguousarray(image[..., 0])
     if max_side <= 0 or max(image.shape[:2]) <= max_side:
         return image
@@ -289,7 +293,7 @@ def run_build(config: BuildConfig, *, progress: bool = True, stop_after_chunks: 
     config.out.mkdir(parents=True, exist_ok=True)
     leakage = None
     if config.exclude_benchmarks:
-        leakage = LeakageIndex.from_folders(config.exclude_benchmarks, config.quality.leak_distance)
+        leakage = LeakageIndex.from_folders(config.exclude_benchmarks, config.quality.leak_distance, config.workers)
         log(f"leakage check: {leakage.images} benchmark images hashed from {len(leakage.folders)} folder(s)")
     units, list_failures = plan_items(config)
     chunks = chunk_units(units)

@@ -185,6 +185,20 @@ def pixel_variants(pil_image: object) -> list[np.ndarray]:
     return [v for v in variants if v.dtype == np.uint8]
 
 
+def _hash_benchmark_file(path: Path) -> tuple[list[str], int | None, str]:
+    """(MD5s of the pixel forms, phash, error message) of one benchmark image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            md5s = sorted({pixel_md5(v) for v in pixel_variants(im)})
+            value = phash(np.asarray(im.convert("L")))
+    except Exception as error:
+        return [], None, str(error) or type(error).__name__
+    return md5s, value, ""
+
+
 @dataclass
 class LeakageIndex:
     """Hashes of benchmark images; ``match`` says which benchmark image a training image is."""
@@ -195,26 +209,30 @@ class LeakageIndex:
     unreadable: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_folders(cls, folders: Iterable[Path | str], distance: int = 4) -> LeakageIndex:
-        from PIL import Image
-
+    def from_folders(cls, folders: Iterable[Path | str], distance: int = 4, workers: int = 1) -> LeakageIndex:
+        """Hash every image under the folders (in ``workers`` processes; the result does not depend on it)."""
         leak = cls(HashIndex(distance))
+        jobs: list[tuple[Path, str]] = []
         for folder in folders:
             folder = Path(folder)
             if not folder.is_dir():
                 raise FileNotFoundError(f"benchmark folder {folder} does not exist")
             leak.folders.append(str(folder))
-            for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
-                try:
-                    with Image.open(path) as im:
-                        im.load()
-                        variants = pixel_variants(im)
-                        value = phash(np.asarray(im.convert("L")))
-                except Exception as error:  # a broken benchmark file is reported, never fatal
-                    leak.unreadable.append(f"{path}: {error}")
-                    continue
-                leak.index.add((pixel_md5(v) for v in variants), value, str(path.relative_to(folder.parent)))
-                leak.images += 1
+            jobs += [(p, str(p.relative_to(folder.parent))) for p in sorted(folder.rglob("*"))
+                     if p.suffix.lower() in IMAGE_SUFFIXES]
+        if workers > 1 and len(jobs) > 16:
+            from concurrent.futures import ProcessPoolExecutor
+
+            with ProcessPoolExecutor(workers) as pool:
+                results = list(pool.map(_hash_benchmark_file, [p for p, _ in jobs], chunksize=8))
+        else:
+            results = [_hash_benchmark_file(p) for p, _ in jobs]
+        for (path, name), (md5s, value, error) in zip(jobs, results):
+            if error:  # a broken benchmark file is reported, never fatal
+                leak.unreadable.append(f"{path}: {error}")
+                continue
+            leak.index.add(md5s, value, name)
+            leak.images += 1
         return leak
 
     def match(self, md5: str, value: int | None) -> str | None:
