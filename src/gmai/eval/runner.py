@@ -118,32 +118,48 @@ def fingerprint(model: str, config: Any, prompt_style: str, max_side: int = 0) -
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _prepare_batch(chunk: Sequence[BenchItem], prompt_style: str, max_side: int):
+    """(items with their requests, failure entries) for one batch: images loaded, prompts built."""
+    from gmai.infer import ChatRequest
+
+    ready, failed = [], []
+    for item in chunk:
+        try:
+            images = item.load_images(max_side)
+            ready.append((item, ChatRequest(prompt=build_prompt(item, prompt_style), images=images)))
+        except ImageLoadError as err:
+            failed.append({"qid": item.qid, "prediction": None, "error": str(err)})
+    return ready, failed
+
+
 def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache,
                          batch_size: int = 16, prompt_style: str = "plain",
-                         progress: Callable[[int], None] | None = None, max_side: int = 0) -> dict[str, dict[str, Any]]:
-    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry."""
-    from gmai.infer import ChatRequest
+                         progress: Callable[[int], None] | None = None,
+                         max_side: int = 0) -> dict[str, dict[str, Any]]:
+    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry.
+
+    The next batch's images are decoded in a background thread while the current batch generates
+    (PIL releases the GIL while decoding and resizing), so image I/O overlaps model time."""
+    from concurrent.futures import ThreadPoolExecutor
 
     todo = [it for it in items if it.qid not in cache.entries]
     if progress:
         progress(len(items) - len(todo))
-    for start in range(0, len(todo), max(1, batch_size)):
-        chunk = todo[start:start + batch_size]
-        ready, failed = [], []
-        for item in chunk:
-            try:
-                images = item.load_images(max_side)
-                ready.append((item, ChatRequest(prompt=build_prompt(item, prompt_style), images=images)))
-            except ImageLoadError as err:
-                failed.append({"qid": item.qid, "prediction": None, "error": str(err)})
-        replies = backend.generate([req for _, req in ready], config, batch_size=batch_size) if ready else []
-        if len(replies) != len(ready):
-            raise RuntimeError(f"backend {getattr(backend, 'name', backend)!r} returned {len(replies)} replies "
-                               f"for {len(ready)} questions")
-        cache.add(failed + [{"qid": item.qid, "prediction": reply, "error": None}
-                            for (item, _), reply in zip(ready, replies, strict=True)])
-        if progress:
-            progress(len(chunk))
+    chunks = [todo[i:i + max(1, batch_size)] for i in range(0, len(todo), max(1, batch_size))]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_prepare_batch, chunks[0], prompt_style, max_side) if chunks else None
+        for k, chunk in enumerate(chunks):
+            ready, failed = pending.result()
+            if k + 1 < len(chunks):
+                pending = pool.submit(_prepare_batch, chunks[k + 1], prompt_style, max_side)
+            replies = backend.generate([req for _, req in ready], config, batch_size=batch_size) if ready else []
+            if len(replies) != len(ready):
+                raise RuntimeError(f"backend {getattr(backend, 'name', backend)!r} returned {len(replies)} replies "
+                                   f"for {len(ready)} questions")
+            cache.add(failed + [{"qid": item.qid, "prediction": reply, "error": None}
+                                for (item, _), reply in zip(ready, replies, strict=True)])
+            if progress:
+                progress(len(chunk))
     return {it.qid: cache.entries[it.qid] for it in items}
 
 
