@@ -48,6 +48,7 @@ class ServeConfig:
     max_images: int = 8
     max_image_pixels: int = 25_000_000
     max_image_bytes: int = 16 * 1024 * 1024
+    max_image_side: int = 1344  # decoded images are shrunk to this longest side (0: keep full size)
     max_prompt_chars: int = 65_536
     default_max_tokens: int = 256
     max_tokens_limit: int = 1024
@@ -57,11 +58,13 @@ class ServeConfig:
     max_batch: int = 16  # 1 = no batching
     batch_wait_ms: float = 10.0
     max_queue: int = 64  # requests in flight (decoding, queued, generating) beyond this get 503
+    body_budget_bytes: int = 128 * 1024 * 1024  # all request bodies held at once; beyond: 503
     created: int = field(default_factory=lambda: int(time.time()))
 
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_image_pixels=self.max_image_pixels, max_images=self.max_images,
-                           max_image_bytes=self.max_image_bytes, allowed_root=self.allowed_root)
+                           max_image_bytes=self.max_image_bytes, allowed_root=self.allowed_root,
+                           max_side=self.max_image_side)
 
 
 # ---------------------------------------------------------------------------------- request schema
@@ -240,26 +243,40 @@ class Guard:
     def __init__(self, app, config: ServeConfig):
         self.app, self.config = app, config
         self.key = config.api_key.encode() if config.api_key else None
+        # All request bodies held at once (being read, or being served) stay under this budget.
+        self.body_budget = max(config.body_budget_bytes, config.max_body_bytes)
+        self.bodies_held = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        reserved = [0]
         try:
-            headers = dict(scope.get("headers") or [])
-            self._check_key(scope, headers)
-            body = await self._read_body(headers, receive)
-        except APIError as err:
-            return await _send_error(send, err)
-        delivered = False
+            try:
+                headers = dict(scope.get("headers") or [])
+                self._check_key(scope, headers)
+                body = await self._read_body(headers, receive, reserved)
+            except APIError as err:
+                return await _send_error(send, err)
+            delivered = False
 
-        async def replay():
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: wait for the disconnect (streaming uses it)
+            async def replay():
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # after the body: wait for the disconnect (streaming uses it)
 
-        return await self.app(scope, replay, send)
+            return await self.app(scope, replay, send)
+        finally:
+            self.bodies_held -= reserved[0]
+
+    def _reserve(self, nbytes: int, reserved: list[int]) -> None:
+        if self.bodies_held + nbytes > self.body_budget:
+            raise APIError(503, "server is receiving too much data at once; retry shortly",
+                           type="server_overloaded", code="overloaded", headers={"Retry-After": "1"})
+        self.bodies_held += nbytes
+        reserved[0] += nbytes
 
     def _check_key(self, scope, headers) -> None:
         if self.key is None or scope.get("path") == "/health":
@@ -270,7 +287,7 @@ class Guard:
             raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                            param=None, code="invalid_api_key")
 
-    async def _read_body(self, headers, receive) -> bytes:
+    async def _read_body(self, headers, receive, reserved: list[int]) -> bytes:
         limit = self.config.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None:
@@ -291,6 +308,7 @@ class Guard:
             size += len(message.get("body", b""))
             if size > limit:
                 raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+            self._reserve(len(message.get("body", b"")), reserved)
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks)

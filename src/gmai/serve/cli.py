@@ -33,6 +33,7 @@ def serve_command(
     max_body_mb: float = typer.Option(20.0, help="Largest request body, MiB."),
     max_images: int = typer.Option(8, help="Most images in one request."),
     max_image_pixels: int = typer.Option(25_000_000, help="Most pixels (width x height x frames) per image."),
+    max_image_side: int = typer.Option(1344, help="Decoded images are shrunk to this longest side (0: never)."),
     max_tokens_limit: int = typer.Option(1024, help="Largest max_tokens a client may ask for."),
     default_max_tokens: int = typer.Option(256, help="max_tokens when the client gives none."),
     request_timeout: float = typer.Option(120.0, help="Seconds a request may spend in the server."),
@@ -56,6 +57,7 @@ def serve_command(
         model_name=model_name or Path(checkpoint).name, api_key=key,
         allowed_root=allowed_root.resolve() if allowed_root else None,
         max_body_bytes=int(max_body_mb * 1024 * 1024), max_images=max_images, max_image_pixels=max_image_pixels,
+        max_image_side=max_image_side,
         max_tokens_limit=max_tokens_limit, default_max_tokens=min(default_max_tokens, max_tokens_limit),
         request_timeout_s=request_timeout, max_batch=1 if no_batching else max_batch, batch_wait_ms=batch_wait_ms,
         max_queue=max_queue)

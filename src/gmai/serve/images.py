@@ -35,13 +35,21 @@ class ImageLimits:
     max_image_pixels: int = 25_000_000  # 5000 x 5000: a large mammogram fits, a bomb does not
     max_images: int = 8
     max_image_bytes: int = 16 * 1024 * 1024
-    allowed_root: Path | None = None  # local paths are refused unless this is set
+    allowed_root: Path | None = None  # local paths are refused unless set
+    # Decoded images are shrunk (aspect kept) to this longest side, so a queued request holds at
+    # most max_images x side^2 x 3 bytes. Vision processors resize far below this anyway
+    # (LLaVA: 336 px). 0 keeps full size.
+    max_side: int = 1344
 
 
 def load_image_url(url: str, limits: ImageLimits, param: str) -> Image.Image:
     """The image behind one ``image_url.url`` value; ``param`` names it in error messages."""
     if not isinstance(url, str) or not url:
         raise bad_request("image_url.url must be a non-empty string", param)
+    return _bounded(_load(url, limits, param), limits.max_side)
+
+
+def _load(url: str, limits: ImageLimits, param: str) -> Image.Image:
     if url[:5].lower() == "data:":
         mime, data = _decode_data_url(url, limits, param)
         if mime in DICOM_MIME_TYPES or _looks_like_dicom(data):
@@ -51,6 +59,12 @@ def load_image_url(url: str, limits: ImageLimits, param: str) -> Image.Image:
         raise bad_request("remote image URLs are not fetched by this server: send the image inline as a "
                           "base64 data URL", param, "remote_url_refused")
     return _local_image(url, limits, param)
+
+
+def _bounded(image: Image.Image, max_side: int) -> Image.Image:
+    if max_side and max(image.size) > max_side:
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return image
 
 
 def _decode_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
