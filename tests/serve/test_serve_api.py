@@ -177,3 +177,12 @@ def test_serve_refuses_a_public_host_without_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("GMAI_API_KEY", raising=False)
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--host", "0.0.0.0"])
     assert result.exit_code != 0 and "without an API key" in result.output
+
+
+def test_a_failing_generation_is_a_500_in_openai_shape_and_the_server_stays_up():
+    config = ServeConfig(model_name="fake", batch_wait_ms=1)
+    with TestClient(create_app(FakeBackend(fail_on="poison"), config), raise_server_exceptions=False) as c:
+        error = _assert_openai_error(c.post("/v1/chat/completions", json=_body(
+            messages=[{"role": "user", "content": "poison"}])), 500)
+        assert error["type"] == "server_error" and "poison" not in error["message"]  # no content echoed
+        assert c.post("/v1/chat/completions", json=_body()).status_code == 200

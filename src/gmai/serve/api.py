@@ -372,7 +372,8 @@ def create_app(backend: Any, config: ServeConfig):
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception):
         log.error("%s %s failed: %s", request.method, request.url.path, type(err).__name__)
-        return JSONResponse(error_body("internal server error", type="server_error"), status_code=500)
+        return JSONResponse(error_body(f"internal server error ({type(err).__name__})", type="server_error"),
+                            status_code=500)
 
     @app.middleware("http")
     async def _access_log(request: Request, call_next):
