@@ -1,9 +1,11 @@
-"""A stand-in backend for fast serving tests (no model)."""
+"""Test helpers: a stand-in backend (no model) and a cheap decompression-bomb PNG."""
 
 from __future__ import annotations
 
+import struct
 import threading
 import time
+import zlib
 
 from gmai.infer.types import Completion, GenerationConfig, truncate_at_stop
 
@@ -39,3 +41,17 @@ class FakeBackend:
                 break
             yield text[i:i + 3]
         return Completion("", "stop", 10, len(text.split()))
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of width x height, all black, built row by row: tens of KB on the wire."""
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    row = b"\x00" + b"\x00" * ((width + 7) // 8)  # filter byte + packed bits
+    packer, parts = zlib.compressobj(9), []
+    for _ in range(height):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")

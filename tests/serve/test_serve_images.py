@@ -2,13 +2,12 @@
 
 import base64
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from serve_fakes import huge_png
 
 from gmai.serve.errors import APIError
 from gmai.serve.images import ImageLimits, load_image_url
@@ -22,20 +21,6 @@ def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def huge_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of width x height, all black, built row by row: tens of KB on the wire."""
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)  # filter byte + packed bits
-    packer, parts = zlib.compressobj(9), []
-    for _ in range(height):
-        parts.append(packer.compress(row))
-    parts.append(packer.flush())
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
 
 
 def test_png_data_url_becomes_rgb():

@@ -14,7 +14,7 @@ import openai
 import psutil
 import pytest
 from PIL import Image
-from test_serve_images import huge_png
+from serve_fakes import huge_png
 
 from gmai.infer.types import truncate_at_stop
 from gmai.serve.process import ServerProcess
