@@ -95,23 +95,31 @@ def kept_slices(out: Path) -> dict[str, list[int]]:
 # ------------------------------------------------------------------------------------------------
 
 
-def run_engine(data: Path, out: Path, workers: int, level: int) -> tuple[float, int]:
+def cpu_seconds() -> float:
+    """User+system CPU of this process and its finished children (worker pools are joined by then)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def run_engine(data: Path, out: Path, workers: int, level: int) -> tuple[float, int, float]:
     from gmai.data.build import BuildConfig, SourceSpec, run_build
 
     shutil.rmtree(out, ignore_errors=True)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = run_build(BuildConfig(sources=[SourceSpec("nifti", str(data))], out=out, workers=workers,
                                    png_compress_level=level), progress=False, log=lambda _: None)
-    return time.perf_counter() - start, int(result.stats["records_kept"])
+    return time.perf_counter() - start, int(result.stats["records_kept"]), cpu_seconds() - cpu
 
 
-def run_bare(kept: dict[str, list[int]], out: Path, workers: int, level: int) -> tuple[float, int]:
+def run_bare(kept: dict[str, list[int]], out: Path, workers: int, level: int) -> tuple[float, int, float]:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     jobs = [(volume, slices, str(out), level) for volume, slices in kept.items()]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     n = bare_loop(jobs, workers)
-    return time.perf_counter() - start, n
+    return time.perf_counter() - start, n, cpu_seconds() - cpu
 
 
 def run_adapter_only(data: Path) -> tuple[float, int]:
@@ -149,8 +157,9 @@ def main() -> None:
                          for _ in range(args.repeats))
             bare = min(run_bare(kept, tmp / f"bare{workers}", workers, args.png_level) for _ in range(args.repeats))
             rows.append({"workers": workers, "records": engine[1], "engine_s": round(engine[0], 3),
-                         "engine_rps": round(engine[1] / engine[0], 1), "bare_s": round(bare[0], 3),
-                         "bare_rps": round(bare[1] / bare[0], 1)})
+                         "engine_rps": round(engine[1] / engine[0], 1), "engine_cpu_s": round(engine[2], 2),
+                         "bare_s": round(bare[0], 3), "bare_rps": round(bare[1] / bare[0], 1),
+                         "bare_cpu_s": round(bare[2], 2)})
         adapter = min(run_adapter_only(tmp / "data") for _ in range(args.repeats))
     one, two = rows
     result = {
@@ -169,10 +178,11 @@ def main() -> None:
     }
     result["targets_met"] = {"engine_vs_bare_1w": result["engine_vs_bare_1w"] >= 0.8,
                              "engine_2w_speedup": result["engine_2w_speedup"] >= 1.7}
-    print(f"{'workers':>7} {'records':>8} {'engine s':>9} {'engine rec/s':>13} {'bare s':>8} {'bare rec/s':>11}")
+    print(f"{'workers':>7} {'records':>8} {'engine s':>9} {'engine rec/s':>13} {'engine cpu s':>13} "
+          f"{'bare s':>8} {'bare rec/s':>11} {'bare cpu s':>11}")
     for row in rows:
         print(f"{row['workers']:>7} {row['records']:>8} {row['engine_s']:>9.2f} {row['engine_rps']:>13.1f} "
-              f"{row['bare_s']:>8.2f} {row['bare_rps']:>11.1f}")
+              f"{row['engine_cpu_s']:>13.2f} {row['bare_s']:>8.2f} {row['bare_rps']:>11.1f} {row['bare_cpu_s']:>11.2f}")
     print(f"of which the nifti adapter alone (decode both volumes, slice, mask facts): {adapter[0]:.2f} s "
           f"({100 * adapter[0] / one['engine_s']:.0f}% of the 1-worker engine time)")
     print(f"engine / bare at 1 worker: {result['engine_vs_bare_1w']:.2f} (target >= 0.8)")
