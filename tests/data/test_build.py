@@ -215,6 +215,10 @@ def test_cli_build_and_exit_codes(tmp_path):
     assert len(rejects) == 1 and "/no/such/file.npz" in rejects[0]["ref"]
     bad = runner.invoke(app, ["data", "build", "--source", "nosuchkind:/x", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0
+    np.savez(tmp_path / "t.npz", train_images=np.zeros((2, 32, 32), np.uint8), train_labels=np.zeros(2, int))
+    typo = runner.invoke(app, ["data", "build", "--source", f"npz:{tmp_path / 't.npz'}?classes=a,b&limit=many",
+                               "--out", str(tmp_path / "t"), "-q", "--no-plots"])
+    assert typo.exit_code == 2 and "limit" in typo.output
 
 
 def test_yaml_config(tmp_path):

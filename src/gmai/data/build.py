@@ -37,6 +37,7 @@ from gmai.data.generate import SUBSETS, Generator, get_generator
 from gmai.data.quality import Deduper, LeakageIndex, QualityConfig, check_record, phash, pixel_md5
 from gmai.data.records import Record, Reject
 from gmai.data.sources import get_source, parse_spec
+from gmai.data.sources._common import OptionError
 
 JOURNAL = ".build"
 PLAN_VERSION = 1
@@ -239,6 +240,8 @@ def plan_items(config: BuildConfig) -> tuple[list[tuple[int, Any]], list[dict[st
     for source_index, spec in enumerate(config.sources):
         try:
             items = list(get_source(spec.kind).items(Path(spec.path), spec.options))
+        except OptionError:
+            raise  # a mistyped option is the command's fault, not the data's: stop with its message
         except Exception as error:
             failures.append(Reject(spec.path, spec.kind, f"cannot list source: {type(error).__name__}: {error}").to_json())
             continue
