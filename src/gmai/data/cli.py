@@ -48,11 +48,14 @@ def build_command(
     if not specs:
         raise typer.BadParameter("give at least one --source KIND:PATH (or a --config listing sources)")
     options = {**(settings.get("generator_options") or {}), **_generator_options(gen_option)}
+    # a flag given on the command line wins over the YAML file; the YAML wins over the flag's default
     build_config = BuildConfig(
-        sources=specs, out=out, workers=workers, generator=settings.get("generator", generator),
+        sources=specs, out=out, workers=workers,
+        generator=generator if generator != "template" else settings.get("generator", generator),
         generator_options=options,
         exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
-        seed=int(settings.get("seed", seed)), max_side=int(settings.get("max_side", max_side)),
+        seed=seed if seed != 0 else int(settings.get("seed", seed)),
+        max_side=max_side if max_side != 512 else int(settings.get("max_side", max_side)),
         keep_journal=keep_journal, plots=plots,
     )
     try:
