@@ -130,3 +130,19 @@ def test_killed_run_resumes_to_the_same_weights(corpus, tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert summary[1]["last_loss"] == pytest.approx(straight[1]["last_loss"], abs=1e-6)
+
+
+def test_lora_stage_merges_into_a_standard_checkpoint_and_qlora_needs_a_gpu(corpus, tmp_path):
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}
+    tree = tiny_tree(**{"1": {"trainable": ["projector", "llm"], "max_steps": 2, "lora": lora}})
+    train(config_from_dict(tree), corpus, tmp_path / "out", stages=[1])
+    saved = weights(tmp_path / "out" / "stage1")
+    assert not any("lora" in k for k in saved)  # adapters merged: a plain LLaVA checkpoint
+    metrics = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    params = next(m for m in metrics if m["event"] == "stage_start")["params"]
+    assert 0 < params["trainable"]["llm"] < 0.1 * params["all"]["llm"]  # only the adapters train in the LM
+    assert params["trainable"]["projector"] == params["all"]["projector"]
+    if not torch.cuda.is_available():
+        qlora = tiny_tree(**{"1": {"trainable": ["llm"], "lora": {**lora, "quantize_4bit": True}}})
+        with pytest.raises(RuntimeError, match="QLoRA .* needs a CUDA GPU"):
+            train(config_from_dict(qlora), corpus, tmp_path / "q", stages=[1])

@@ -11,10 +11,7 @@ PARTS = ("projector", "vision", "llm")
 
 def model_parts(model) -> dict[str, list]:
     """The modules behind each part name, for a (possibly peft-wrapped) ``LlavaForConditionalGeneration``."""
-    base = model
-    # peft's PeftModel -> LoraModel -> the transformers model
-    while not hasattr(base, "lm_head") and hasattr(base, "base_model") and base.base_model is not base:
-        base = base.base_model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper -> the model
     if hasattr(base, "model") and hasattr(base.model, "multi_modal_projector"):
         inner = base.model
     else:

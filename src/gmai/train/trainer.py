@@ -272,7 +272,8 @@ def write_stage_readme(path: Path, k: int, stage: StageConfig, info: dict) -> No
               f"{info['params']['all']['total']:,}",
               f"- optimizer steps: {info['steps']}, lr {stage.lr} (AdamW betas {stage.adam_beta1}, "
               f"{stage.adam_beta2}; cosine with warm-up)",
-              f"- loss: first {info['first_loss']:.4f} -> last {info['last_loss']:.4f}",
+              f"- loss: first {info['first_loss']:.4f} -> last {info['last_loss']:.4f} (mean of the first tenth "
+              f"of the steps {info['loss_first_avg']:.4f} -> last tenth {info['loss_last_avg']:.4f})",
               f"- data: {json.dumps(info['data'])}",
               "", "Loads with plain transformers: `AutoModelForImageTextToText.from_pretrained(path)` and "
               "`AutoProcessor.from_pretrained(path)`; the chat template used in training is saved here."]
@@ -318,7 +319,7 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     accelerator.register_for_checkpointing(scheduler)
 
     state = {"stage": k, "step": 0, "tokens": 0, "samples": 0, "elapsed_s": 0.0, "first_loss": None,
-             "last_loss": None}
+             "last_loss": None, "losses": []}
     resume = latest_checkpoint(out, k)
     if resume is not None:
         accelerator.load_state(str(resume))
@@ -387,11 +388,16 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
             state["samples"] += int(totals[2].item())
             state["first_loss"] = step_loss if state["first_loss"] is None else state["first_loss"]
             state["last_loss"] = step_loss
+            state["losses"].append(step_loss)
             state["elapsed_s"] = time.perf_counter() - t_stage
             values = {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": totals[1].item() / dt,
                       "samples_per_s": totals[2].item() / dt, "tokens": state["tokens"], "epoch": step_plan.epoch}
             if state["step"] % max(1, stage.log_every) == 0 or state["step"] == total:
                 log.step(k, state["step"], values)
+                if console is not None and not console.is_terminal:  # logs to a file: one line per log step
+                    console.print(f"stage {k} step {state['step']}/{total} loss {step_loss:.4f} lr {lr:.2e} "
+                                  f"grad_norm {grad_norm:.3f} {values['tokens_per_s']:.0f} tok/s "
+                                  f"{values['samples_per_s']:.1f} samples/s")
             if progress:
                 progress[0].update(progress[1], completed=state["step"],
                                    description=f"stage {k} loss {step_loss:.3f} lr {lr:.1e} "
@@ -408,11 +414,12 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     if replicas is not None:
         log.event(event="replica_check", stage=k, checksums=replicas, in_sync=all(r == replicas[0] for r in replicas))
     final = _stage_dir(out, k)
+    t_save = time.perf_counter()
     save_stage_model(accelerator, model, processor, final, stage.lora.enabled)
-    info = {"steps": total, "first_loss": state["first_loss"], "last_loss": state["last_loss"], "params": params,
+    info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": total, "first_loss": state["first_loss"], "last_loss": state["last_loss"], "params": params,
             "data": data_report, "tokens": state["tokens"], "samples": state["samples"],
             "elapsed_s": round(state["elapsed_s"], 2), "start_from": str(start or "scratch"),
-            "warmup_before": _warmup_note(cfg, k)}
+            "warmup_before": _warmup_note(cfg, k), **loss_trend(state["losses"])}
     if accelerator.is_main_process:
         write_stage_readme(final, k, stage, info)
         (final / DONE_FILE).write_text(json.dumps({"stage": k, "name": stage.name, **info}, indent=1, default=str))
@@ -421,6 +428,15 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     log.event(event="stage_end", stage=k, name=stage.name, checkpoint=str(final), **info)
     accelerator.wait_for_everyone()
     return info
+
+
+def loss_trend(losses: list[float]) -> dict:
+    """Did the loss fall? Mean of the first vs the last tenth of the steps (single steps are noisy)."""
+    if not losses:
+        return {}
+    n = max(1, len(losses) // 10)
+    first, last = sum(losses[:n]) / n, sum(losses[-n:]) / n
+    return {"loss_first_avg": first, "loss_last_avg": last, "loss_fell": last < first}
 
 
 def replica_checksums(accelerator, model) -> list[list[float]] | None:
@@ -450,7 +466,7 @@ class _nullcontext:
 
 
 def _progress(console, k: int, total: int, done: int):
-    if console is None:
+    if console is None or not console.is_terminal:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
