@@ -103,12 +103,30 @@ def test_metrics_callback_writes_stable_fields(tmp_path):
 
 def test_recipes_load_and_reject_typos(tmp_path):
     r = load_r1_recipe(ROOT / "recipes" / "r1-tiny.yaml", ["grpo.max_steps=3", "grpo.learning_rate=1e-3"])
-    assert r.grpo.max_steps == 3 and r.grpo.learning_rate == 1e-3 and r.grpo.rewards == {"format": 0.5, "accuracy": 1.0}
+    assert r.grpo.max_steps == 3 and r.grpo.learning_rate == 1e-3 and r.grpo.rewards["accuracy"] == 1.0
     assert load_r1_recipe(ROOT / "recipes" / "r1-7b.yaml").grpo.use_vllm
     bad = tmp_path / "bad.yaml"
     bad.write_text("grpo: {num_generation: 4}\n")
     with pytest.raises(ValueError, match="num_generation"):
         load_r1_recipe(bad)
+
+
+def test_tag_tokens_become_single_tokens_and_survive_decoding(setup, tmp_path):
+    from gmai.model.factory import load_checkpoint
+    from gmai.rl.pipeline import TAG_TOKENS, add_tag_tokens
+
+    model, processor = create_model("tiny", corpus=["a plain corpus without any reasoning tags"] * 20, seed=0)
+    plain = save_checkpoint(model, processor, tmp_path / "plain")
+    path, added = add_tag_tokens(plain, tmp_path / "tags")
+    assert added == list(TAG_TOKENS)
+    model, processor = load_checkpoint(path)
+    tok = processor.tokenizer
+    text = "<think>round</think><answer>B</answer>"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert all(len(tok(t, add_special_tokens=False)["input_ids"]) == 1 for t in TAG_TOKENS)
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert add_tag_tokens(path, tmp_path / "again") == (path, [])  # nothing left to add
 
 
 def test_export_parquet_layouts(setup, tmp_path):

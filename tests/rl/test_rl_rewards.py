@@ -28,6 +28,12 @@ def test_format_reward(text, ok):
     assert R.format_reward([text, chat(text)]) == [float(ok)] * 2
 
 
+def test_format_partial_reward_is_shaped_and_strict_at_the_top():
+    texts = ["<think>a</think><answer>B</answer>", "<think>a</think> B", "<think>a<think>b", "B",
+             "<answer>B</answer><think>a</think>"]
+    assert R.format_partial_reward(texts) == [1.0, 0.4, 0.0, 0.0, 0.8]
+
+
 def test_choice_reward_letters_text_and_distractor_mentions():
     replies = [
         "<think>air in pleural space</think><answer>C</answer>",

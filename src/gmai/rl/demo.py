@@ -27,6 +27,7 @@ from gmai.rl.questions import HELDOUT_FILE, RL_FILE, build_questions, collect, l
 from gmai.rl.synth import SynthConfig, synthesise
 
 DEMO_KINDS = ("choice", "closed", "open")  # boxes need longer completions than the CPU demo affords
+DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 
 
 def choose_heldout_modality(data_dir: str | Path, min_images: int = 5) -> str | None:
@@ -81,8 +82,8 @@ def _markdown(rows: list[dict[str, Any]], notes: list[str]) -> str:
 
 
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
-                max_questions: int = 64, synth_k: int = 4, sft_epochs: float = 3.0, sft_lr: float = 1e-3,
-                grpo_steps: int = 12, grpo_lr: float = 5e-5, eval_limit: int = 40, max_new_tokens: int = 64,
+                max_questions: int = 48, synth_k: int = 4, sft_epochs: float = 6.0, sft_lr: float = 3e-3,
+                grpo_steps: int = 12, grpo_lr: float = 1e-4, eval_limit: int = 32, max_new_tokens: int = 64,
                 seed: int = 0, console=None) -> dict[str, Any]:
     """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
     SFT on the accepted (or template) chains, GRPO, then Stage III vs SFT vs GRPO on in-distribution
@@ -110,12 +111,14 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         f"{synth['teacher_rows']} teacher chains + {synth['template_rows']} template chains")
 
     t = time.perf_counter()
-    sft_model = run_sft(stage3_ckpt, out / "synth", out / "sft", SFTSection(epochs=sft_epochs, lr=sft_lr,
-                                                                            max_length=512), seed, console)
+    sft_model = run_sft(stage3_ckpt, out / "synth", out / "sft",
+                        SFTSection(epochs=sft_epochs, lr=sft_lr, warmup_ratio=0.1, max_length=512), seed, console)
     timings["sft_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    grpo_cfg = R1GRPOConfig(max_steps=grpo_steps, learning_rate=grpo_lr, num_generations=4,
+    # Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
+    # tiny model that half-learnt the tags still gets a learning signal.
+    grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=grpo_steps, learning_rate=grpo_lr, num_generations=4,
                             per_device_train_batch_size=8, max_completion_length=max_new_tokens, beta=0.04,
                             answer_types=list(DEMO_KINDS), seed=seed)
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)

@@ -50,6 +50,7 @@ class SFTSection:
     packing: bool = True
     log_every: int = 5
     torch_threads: int = 0
+    add_tag_tokens: bool = True  # give <think>/</think>/<answer>/</answer> one token each if the tokenizer splits them
 
 
 @dataclass
@@ -124,12 +125,45 @@ def load_r1_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
 # ---------------------------------------------------------------------------------------------
 
 
+TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
+
+
+def add_tag_tokens(model_path: str | Path, out: str | Path) -> tuple[Path, list[str]]:
+    """A copy of the checkpoint whose tokenizer has the reasoning tags as single (non-special, so
+    decoding keeps them) tokens. A byte-level BPE trained on a corpus without them splits ``<think>``
+    into 3-4 pieces, which a tiny model learns slowly; the new embeddings start as the mean of the
+    pieces' embeddings, so the model's first guess for a tag is what it knew of its spelling.
+    Returns (checkpoint, tags added); the original folder when nothing needs adding."""
+    import torch
+
+    from gmai.model.factory import load_checkpoint, save_checkpoint
+
+    model, processor = load_checkpoint(model_path)
+    tokenizer = processor.tokenizer
+    pieces = {tag: tokenizer(tag, add_special_tokens=False)["input_ids"] for tag in TAG_TOKENS}
+    missing = [tag for tag, ids in pieces.items() if len(ids) != 1]
+    if not missing:
+        return Path(model_path), []
+    tokenizer.add_tokens(missing)
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    with torch.no_grad():
+        for tag in missing:
+            new_id = tokenizer.convert_tokens_to_ids(tag)
+            embed[new_id] = embed[pieces[tag]].mean(dim=0)
+            head[new_id] = head[pieces[tag]].mean(dim=0)
+    return save_checkpoint(model, processor, out), missing
+
+
 def run_sft(model: str | Path, data_dir: str | Path, out: str | Path, sft: SFTSection, seed: int = 0,
             console=None) -> Path:
     """Train ``model`` on ``data_dir/R1-SFT.jsonl`` with ``gmai.train`` (one stage-III-style stage);
     returns the checkpoint folder (``OUT/stage3``)."""
     from gmai.train.config import config_from_dict
     from gmai.train.trainer import train
+
+    if sft.add_tag_tokens:
+        model, _ = add_tag_tokens(model, Path(out) / "start-with-tag-tokens")
 
     stage = {"name": "r1-sft (synthesised chains)", "trainable": sft.trainable, "lr": sft.lr, "epochs": sft.epochs,
              "max_steps": sft.max_steps, "warmup_ratio": sft.warmup_ratio,

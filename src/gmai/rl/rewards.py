@@ -100,6 +100,19 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | Non
     return [1.0 if format_valid(c) else 0.0 for c in completions]
 
 
+def format_partial_score(text: str) -> float:
+    """Shaped format credit for small models that have not learnt the format yet: 0.2 per tag that
+    occurs exactly once, plus 0.2 when the whole reply is :func:`format_valid` (so 1.0 = strict)."""
+    text = completion_text(text)
+    score = 0.2 * sum(text.count(tag) == 1 for tag in _TAGS)
+    return round(score + (0.2 if format_valid(text) else 0.0), 6)
+
+
+def format_partial_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """:func:`format_partial_score` per completion."""
+    return [format_partial_score(c) for c in completions]
+
+
 # ---------------------------------------------------------------------------------------------
 # Multiple choice and yes/no: the eval suite's verdicts
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +371,7 @@ _BY_TYPE.update({"choice": choice_reward, "numeric": numeric_reward, "box": box_
 
 REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
+    "format_partial": format_partial_reward,
     "accuracy": accuracy_reward,
     "choice": choice_reward,
     "yes_no": yes_no_reward,
