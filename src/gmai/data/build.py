@@ -468,6 +468,7 @@ def _statistics(config: BuildConfig, state: _Assembly, leakage: LeakageIndex | N
         "samples_by_subset": _count([r["subset"] for r in rows]),
         "samples_by_subset_split": by_subset_split,
         "samples_by_format": _count([r["format"] for r in rows]),
+        "samples_by_generator": _count([r["generator"] for r in rows]),
         "records_by_split": _count([e["split"] for e in kept]),
         "records_by_modality": _count([e["modality"] for e in kept]),
         "records_by_department": _count([e["department"] or "(none)" for e in kept]),

@@ -217,7 +217,12 @@ def write_card(out: Path, stats: dict[str, Any], plots: list[str]) -> None:
               "| family | uses | variants used | most used | max share |", "|---|---:|---:|---|---:|"]
     for family, row in stats["templates"].items():
         lines.append(f"| {family} | {row['uses']} | {row['variants_used']} | {row['most_used']} | {row['max_share']:.2f} |")
-    lines += ["", "## Generation", "", "```", json.dumps(stats["generation"], indent=1, sort_keys=True), "```", ""]
+    lines += ["", "## Generation", ""]
+    lines += _table("Samples by generator (passthrough = the dataset's own text; template-fallback = LLM reply"
+                    " failed verification)", stats["samples_by_generator"], "generator")
+    if stats["generation"]:
+        lines += ["Generator events (LLM requests, cache hits, verification failures by kind, fallbacks):", "",
+                  "```", json.dumps(stats["generation"], indent=1, sort_keys=True), "```", ""]
     lines += ["## Rejects", ""]
     lines += _table("By stage", stats["rejects_by_stage"], "stage")
     lines += _table("By reason", stats["rejects_by_reason"], "reason")
