@@ -156,6 +156,13 @@ def test_resume_after_a_kill_neither_loses_nor_duplicates(tmp_path):
     assert (out / "images" / "notes.txt").is_file()
 
 
+def test_rebuild_into_the_same_folder_with_other_image_settings(tmp_path):
+    out = tmp_path / "out"
+    run_build(config(out, max_side=32), progress=False, log=lambda _: None)
+    run_build(config(out), progress=False, log=lambda _: None)
+    assert tree(out) == tree(run_build(config(tmp_path / "fresh"), progress=False, log=lambda _: None).out)
+
+
 def test_changed_inputs_do_not_reuse_old_parts(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(BuildInterrupted):

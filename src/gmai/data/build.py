@@ -264,6 +264,7 @@ def _prepare_journal(config: BuildConfig, units: list[tuple[int, Any]], nchunks:
             "items": hashlib.sha256(repr(units).encode()).hexdigest(),
             "benchmark": hashlib.sha256(repr(benchmark).encode()).hexdigest()}
     plan_file = journal / "plan.json"
+    same = False
     if plan_file.exists():
         try:
             same = json.loads(plan_file.read_text()) == plan
@@ -271,6 +272,10 @@ def _prepare_journal(config: BuildConfig, units: list[tuple[int, Any]], nchunks:
             same = False
         if not same:
             shutil.rmtree(journal)
+    if not same:
+        # Images are skipped when their file exists, which is only safe within one plan: a previous build
+        # into this folder may have used another max_side or PNG level.
+        _remove_unreferenced_images(config.out, keep=set())
     (journal / "parts").mkdir(parents=True, exist_ok=True)
     W.write_atomic(plan_file, json.dumps(plan, sort_keys=True).encode())
 
