@@ -113,7 +113,12 @@ def run_mode(checkpoint: Path, name: str, args: list[str], bodies: list[dict], c
         for body in bodies[:4]:  # warm-up, not timed
             httpx.post(server.base_url + "/chat/completions", json=body, timeout=60,
                        headers={"Authorization": f"Bearer {KEY}"}).raise_for_status()
+        before = httpx.get(server.url + "/health", timeout=10).json()
         result = asyncio.run(drive(server.base_url, bodies, clients, run_timeout))
+        after = httpx.get(server.url + "/health", timeout=10).json()
+        calls = after["generate_calls"] - before["generate_calls"]
+        result["generate_calls"] = calls
+        result["mean_batch"] = round((after["requests_generated"] - before["requests_generated"]) / max(1, calls), 2)
         result["server_args"] = args
     return result
 
@@ -123,11 +128,11 @@ def print_table(results: dict[str, dict], speedup: float) -> None:
     from rich.table import Table
 
     table = Table(title="gmai serve under load (loopback)")
-    for col in ("mode", "ok / sent", "5xx", "other errors", "p50 ms", "p99 ms", "req/s"):
+    for col in ("mode", "ok / sent", "5xx", "other errors", "p50 ms", "p99 ms", "req/s", "mean batch"):
         table.add_column(col, justify="right" if col != "mode" else "left")
     for name, r in results.items():
         table.add_row(name, f"{r['ok']} / {r['requests']}", str(r["server_errors"]), str(r["other_errors"]),
-                      f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['requests_per_s']:.2f}")
+                      f"{r['p50_ms']:.0f}", f"{r['p99_ms']:.0f}", f"{r['requests_per_s']:.2f}", f"{r['mean_batch']:.1f}")
     Console().print(table)
     Console().print(f"speedup (requests/s, batching on / off): [bold]{speedup:.2f}x[/bold] (target >= 2x)")
 

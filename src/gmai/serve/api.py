@@ -385,7 +385,8 @@ def create_app(backend: Any, config: ServeConfig):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "queue_depth": batcher.queue_depth, "in_flight": state["in_flight"]}
+        return {"status": "ok", "queue_depth": batcher.queue_depth, "in_flight": state["in_flight"],
+                "generate_calls": batcher.batches_run, "requests_generated": batcher.requests_run}
 
     def model_card() -> dict:
         return {"id": config.model_name, "object": "model", "created": config.created, "owned_by": "gmai"}
