@@ -397,10 +397,8 @@ def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, st
     stats = _statistics(config, state, leakage)
     # The chart (~1 s of matplotlib) is drawn beside the file writing when the build may use more than one core.
     plotter = None
-    if config.plots and config.workers > 1:
-        import multiprocessing
-
-        plotter = multiprocessing.get_context("fork").Process(target=W.write_plots, args=(out, stats))
+    if config.plots and config.workers > 1 and _mp_context().get_start_method() == "fork":
+        plotter = _mp_context().Process(target=W.write_plots, args=(out, stats))
         plotter.start()
     for (subset, split), rows in sorted(state.rows.items()):
         W.write_jsonl(W.jsonl_path(out, subset, split), rows)
