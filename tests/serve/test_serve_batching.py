@@ -126,3 +126,14 @@ def test_stream_yields_pieces_then_the_completion():
     items = _run(_with_batcher(backend, go))
     assert "".join(i for i in items if isinstance(i, str)) == "echo hello images=0"
     assert items[-1].finish_reason == "stop"
+
+
+def test_seeded_sampling_requests_run_alone():
+    backend = FakeBackend(delay=0.02)
+    seeded = GenerationConfig(temperature=1.0, seed=7)
+
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.complete(_req("x"), seeded, timeout=10) for _ in range(3)))
+
+    _run(_with_batcher(backend, go, max_batch=16, wait_ms=50))
+    assert backend.batches == [1, 1, 1]

@@ -171,6 +171,7 @@ def test_bad_request_suite_each_4xx_memory_bounded_server_stays_up(server, clien
         _valid_request_succeeds(client)  # the server is still up and answering
     assert statuses["missing key"] == 401 and statuses["path outside root"] == 403
     grown = _rss_mb(server.pid) - baseline
+    print(f"server RSS {baseline:.0f} MB before the bad-request suite, grew {grown:+.1f} MB; statuses {statuses}")
     # one decoded 20k x 20k image alone would be 400 MB (1.2 GB as RGB)
     assert grown < 150, f"server RSS grew by {grown:.0f} MB over the bad-request suite"
     # the openai client maps these to typed exceptions

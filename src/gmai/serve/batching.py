@@ -49,8 +49,10 @@ class _Job:
 
     def batch_key(self) -> tuple:
         # Stop strings are applied per request after generation, so they do not split batches.
+        # A seeded sampled request runs alone: its samples must not depend on its batch companions.
         c = self.config
-        return (c.max_new_tokens, c.temperature, c.top_p, c.num_return_sequences, c.seed)
+        alone = id(self) if c.seed is not None and c.temperature > 0 else None
+        return (c.max_new_tokens, c.temperature, c.top_p, c.num_return_sequences, c.seed, alone)
 
 
 class DynamicBatcher:
