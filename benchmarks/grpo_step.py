@@ -14,7 +14,10 @@ For a fair comparison of the two ``@recipe`` runs every completion is forced to 
 The first step (warm-up) is excluded from the median. Stock and ours are run alternately
 ``--repeats`` times, because other processes on a shared machine make single timings noisy.
 
-    python benchmarks/grpo_step.py --steps 4 --repeats 2 --json benchmarks/results/grpo_step.json
+    python benchmarks/grpo_step.py --steps 4 --repeats 2 --threads 1 --json benchmarks/results/grpo_step.json
+
+On a shared, oversubscribed machine wall seconds swing by 2-3x from step to step; with ``--threads 1``
+the per-step CPU seconds (``time.process_time``) measure the work done and are reported beside them.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def prepare(work: Path) -> tuple[Path, Path]:
     return save_checkpoint(model, processor, work / "tiny"), work / "q" / RL_FILE
 
 
-def run_one(kind: str, ckpt: str, questions: str, steps: int, out: str) -> dict:
+def run_one(kind: str, ckpt: str, questions: str, steps: int, out: str, threads: int = 0) -> dict:
     """One configuration in this process: per-step seconds, completion lengths, peak RSS."""
     import resource
 
@@ -57,14 +60,17 @@ def run_one(kind: str, ckpt: str, questions: str, steps: int, out: str) -> dict:
     from gmai.rl.rewards import get_rewards
 
     torch.manual_seed(0)
-    times, lengths = [], []
+    if threads:
+        torch.set_num_threads(threads)
+    times, cpu_times, lengths = [], [], []
 
     class Timer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kw):
-            self.t = time.perf_counter()
+            self.t, self.c = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t)
+            cpu_times.append(time.process_time() - self.c)
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "completions/mean_length" in logs:
@@ -88,16 +94,17 @@ def run_one(kind: str, ckpt: str, questions: str, steps: int, out: str) -> dict:
     trainer.train()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"kind": kind, "step_s": times, "median_step_s": statistics.median(times[1:] or times),
+            "step_cpu_s": cpu_times, "median_step_cpu_s": statistics.median(cpu_times[1:] or cpu_times),
             "completion_length": lengths, "num_generations": args.num_generations,
             "completions_per_step": args.per_device_train_batch_size, "max_completion_length": args.max_completion_length,
             "beta": args.beta, "peak_rss_mb": round(peak_mb, 1), "torch_threads": torch.get_num_threads(),
             "vision": trainer.vision_stats() if hasattr(trainer, "vision_stats") else {}}
 
 
-def spawn(kind: str, ckpt: Path, questions: Path, steps: int, work: Path) -> dict:
+def spawn(kind: str, ckpt: Path, questions: Path, steps: int, work: Path, threads: int) -> dict:
     result = work / f"{kind}-{time.time_ns()}.json"
     cmd = [sys.executable, __file__, "--child", kind, "--ckpt", str(ckpt), "--questions", str(questions),
-           "--steps", str(steps), "--result", str(result)]
+           "--steps", str(steps), "--result", str(result), "--threads", str(threads)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(result.read_text())
 
@@ -109,6 +116,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--skip-defaults", action="store_true")
     ap.add_argument("--json", default="benchmarks/results/grpo_step.json")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads per run (0 = torch default); 1 makes CPU seconds a clean work measure")
     ap.add_argument("--child")
     ap.add_argument("--ckpt")
     ap.add_argument("--questions")
@@ -116,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:
         with tempfile.TemporaryDirectory() as out:
-            Path(args.result).write_text(json.dumps(run_one(args.child, args.ckpt, args.questions, args.steps, out)))
+            Path(args.result).write_text(json.dumps(run_one(args.child, args.ckpt, args.questions, args.steps, out, args.threads)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -124,11 +133,11 @@ def main() -> None:
         runs = []
         for r in range(args.repeats):
             order = ["trl-stock@recipe", "ours@recipe"] if r % 2 == 0 else ["ours@recipe", "trl-stock@recipe"]
-            runs += [spawn(kind, ckpt, questions, args.steps, work) for kind in order]
+            runs += [spawn(kind, ckpt, questions, args.steps, work, args.threads) for kind in order]
         if not args.skip_defaults:
-            runs.append(spawn("trl-defaults", ckpt, questions, args.default_steps, work))
+            runs.append(spawn("trl-defaults", ckpt, questions, args.default_steps, work, args.threads))
     report = summarise(runs)
-    report["machine"] = {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg()}
+    report["machine"] = {"cpus": os.cpu_count(), "load_avg_at_end": os.getloadavg(), "threads": args.threads}
     print_table(report)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2))
@@ -141,7 +150,9 @@ def summarise(runs: list[dict]) -> dict:
     rows = {}
     for kind, group in by_kind.items():
         steps = [s for run in group for s in (run["step_s"][1:] or run["step_s"])]
-        rows[kind] = {"median_step_s": statistics.median(steps), "steps_timed": len(steps),
+        cpu = [s for run in group for s in (run["step_cpu_s"][1:] or run["step_cpu_s"])]
+        rows[kind] = {"median_step_s": statistics.median(steps), "median_step_cpu_s": statistics.median(cpu),
+                      "steps_timed": len(steps),
                       "peak_rss_mb": max(run["peak_rss_mb"] for run in group),
                       "completions_per_step": group[0]["completions_per_step"],
                       "num_generations": group[0]["num_generations"],
@@ -151,17 +162,23 @@ def summarise(runs: list[dict]) -> dict:
     report = {"rows": rows}
     if "trl-stock@recipe" in rows and "ours@recipe" in rows:
         report["speedup_ours_vs_stock_same_settings"] = rows["trl-stock@recipe"]["median_step_s"] / rows["ours@recipe"]["median_step_s"]
+        report["cpu_speedup_ours_vs_stock_same_settings"] = (rows["trl-stock@recipe"]["median_step_cpu_s"]
+                                                             / rows["ours@recipe"]["median_step_cpu_s"])
     if "trl-defaults" in rows and "ours@recipe" in rows:
         report["speedup_ours_vs_trl_defaults"] = rows["trl-defaults"]["median_step_s"] / rows["ours@recipe"]["median_step_s"]
+        report["cpu_speedup_ours_vs_trl_defaults"] = (rows["trl-defaults"]["median_step_cpu_s"]
+                                                      / rows["ours@recipe"]["median_step_cpu_s"])
     return report
 
 
 def print_table(report: dict) -> None:
-    print(f"{'config':<20} {'s/step':>8} {'peak MB':>8} {'G':>3} {'compl/step':>10} {'max len':>8} {'mean len':>8}")
+    print(f"{'config':<20} {'s/step':>8} {'cpu s/step':>10} {'peak MB':>8} {'G':>3} {'compl/step':>10} {'max len':>8} "
+          f"{'mean len':>8}")
     for kind, r in report["rows"].items():
-        print(f"{kind:<20} {r['median_step_s']:>8.2f} {r['peak_rss_mb']:>8.0f} {r['num_generations']:>3} "
+        print(f"{kind:<20} {r['median_step_s']:>8.2f} {r['median_step_cpu_s']:>10.2f} {r['peak_rss_mb']:>8.0f} {r['num_generations']:>3} "
               f"{r['completions_per_step']:>10} {r['max_completion_length']:>8} {r['mean_completion_length']:>8.1f}")
-    for key in ("speedup_ours_vs_stock_same_settings", "speedup_ours_vs_trl_defaults"):
+    for key in ("speedup_ours_vs_stock_same_settings", "cpu_speedup_ours_vs_stock_same_settings",
+                "speedup_ours_vs_trl_defaults", "cpu_speedup_ours_vs_trl_defaults"):
         if key in report:
             print(f"{key}: {report[key]:.2f}x")
 

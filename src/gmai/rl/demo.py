@@ -84,12 +84,16 @@ def _markdown(rows: list[dict[str, Any]], notes: list[str]) -> str:
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
                 max_questions: int = 48, synth_k: int = 4, sft_epochs: float = 6.0, sft_lr: float = 3e-3,
                 grpo_steps: int = 12, grpo_lr: float = 1e-4, eval_limit: int = 32, max_new_tokens: int = 64,
-                seed: int = 0, console=None) -> dict[str, Any]:
+                seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
     """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
     SFT on the accepted (or template) chains, GRPO, then Stage III vs SFT vs GRPO on in-distribution
     and held-out splits. Writes ``OUT/r1-demo.json`` and ``OUT/r1-demo.md``; returns the summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)  # also for synthesis and evaluation (gmai.infer)
     timings: dict[str, float] = {}
     say = console.print if console is not None else (lambda *a, **k: None)
 
@@ -112,7 +116,8 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
 
     t = time.perf_counter()
     sft_model = run_sft(stage3_ckpt, out / "synth", out / "sft",
-                        SFTSection(epochs=sft_epochs, lr=sft_lr, warmup_ratio=0.1, max_length=512), seed, console)
+                        SFTSection(epochs=sft_epochs, lr=sft_lr, warmup_ratio=0.1, max_length=512,
+                                   torch_threads=torch_threads), seed, console)
     timings["sft_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -120,7 +125,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     # tiny model that half-learnt the tags still gets a learning signal.
     grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=grpo_steps, learning_rate=grpo_lr, num_generations=4,
                             per_device_train_batch_size=8, max_completion_length=max_new_tokens, beta=0.04,
-                            answer_types=list(DEMO_KINDS), seed=seed)
+                            answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
     timings["grpo_s"] = time.perf_counter() - t
 

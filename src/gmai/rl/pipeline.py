@@ -162,6 +162,10 @@ def run_sft(model: str | Path, data_dir: str | Path, out: str | Path, sft: SFTSe
     from gmai.train.config import config_from_dict
     from gmai.train.trainer import train
 
+    import shutil
+
+    # gmai.train resumes a folder whose stage is complete; an SFT round here is always a fresh run.
+    shutil.rmtree(out, ignore_errors=True)
     if sft.add_tag_tokens:
         model, _ = add_tag_tokens(model, Path(out) / "start-with-tag-tokens")
 
