@@ -609,8 +609,8 @@ def load_nifti(path: str | Path, *, integer: bool = False) -> np.ndarray:
         data = data[..., 0]
     if data.ndim != 3:
         raise ImageReadError(path, f"expected a 3-D volume, got shape {tuple(data.shape)}")
-    if integer:
-        return np.rint(data).astype(np.int64)
+    if integer:  # label maps are usually stored as integers already: no float round trip then
+        return data.astype(np.int64) if data.dtype.kind in "iub" else np.rint(data).astype(np.int64)
     return data.astype(np.float32)
 
 
@@ -638,7 +638,11 @@ def volume_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
     """
     if axis not in (0, 1, 2):
         raise ValueError(f"axis must be 0, 1 or 2, got {axis}")
-    plane = np.take(volume, index, axis=axis)
+    # Basic indexing is a view: np.take would first copy the whole (Fortran-ordered, as nibabel
+    # returns it) volume into C order on every call, ~100x the cost of the slice itself.
+    where: list[int | slice] = [slice(None)] * volume.ndim
+    where[axis] = index
+    plane = volume[tuple(where)]
     # axis 2: plane[x, y]; axis 1: plane[x, z]; axis 0: plane[y, z]. In every case the transpose
     # puts the second in-plane axis on rows and flipping both puts anterior/superior up and the
     # patient's right (or anterior, for sagittal) on the image's left.
