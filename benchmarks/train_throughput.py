@@ -65,7 +65,8 @@ def run_ours(args) -> dict:
             "data": {"subsets": ["bench"], "groups": [], "default_group": "all", "min_caption_words": 0},
             "run": {"seed": 0, "torch_threads": args.threads, "tensorboard": False, "plot": False},
             "stages": {3: {"name": "bench stage III", "trainable": ["projector", "vision", "llm"], "lr": 2e-5,
-                           "epochs": 1, "per_device_batch_size": args.our_batch_rows, "max_length": 1024,
+                           "epochs": 1, "per_device_batch_size": args.our_batch_rows,
+                           "grad_accum": args.our_grad_accum, "max_length": args.our_max_length,
                            "packing": True, "warmup_ratio": 0.0, "mixture": {"all": 1.0}}}}
     t0 = time.perf_counter()
     summary = train(config_from_dict(tree), args.bench_data, args.out, stages=[3])
@@ -134,7 +135,8 @@ def count_tokens(model_dir: str, bench_dir: Path) -> int:
 def child(side: str, args) -> dict:
     cmd = [sys.executable, __file__, "--child", side, "--model", args.model, "--bench-data", str(args.bench_data),
            "--out", str(Path(args.work) / side), "--threads", str(args.threads),
-           "--our-batch-rows", str(args.our_batch_rows)] + (["--no-gc"] if side == "trl-no-gc" else [])
+           "--our-batch-rows", str(args.our_batch_rows), "--our-grad-accum", str(args.our_grad_accum),
+           "--our-max-length", str(args.our_max_length)] + (["--no-gc"] if side == "trl-no-gc" else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -148,7 +150,9 @@ def main() -> None:
     p.add_argument("--data", action="append", default=[], help="data folder(s) from `gmai data build`")
     p.add_argument("--max-samples", type=int, default=480)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--our-batch-rows", type=int, default=4, help="packed rows of 1024 tokens per step (ours)")
+    p.add_argument("--our-max-length", type=int, default=512, help="packed row length (ours)")
+    p.add_argument("--our-batch-rows", type=int, default=2, help="packed rows per micro-batch (ours)")
+    p.add_argument("--our-grad-accum", type=int, default=2, help="micro-batches per optimizer step (ours)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
     p.add_argument("--skip-no-gc", action="store_true", help="only TRL with its defaults")
     # child-process arguments
@@ -197,12 +201,14 @@ def main() -> None:
         for side in sides:
             print(f"running {side} ...", flush=True)
             results[side] = child(side, args)
-            results[side]["tokens_per_s"] = tokens / results[side]["wall_s"]
+            # ours drops an incomplete last global batch: count the tokens it really trained on
+            results[side]["tokens_per_s"] = results[side].get("tokens", tokens) / results[side]["wall_s"]
 
     base = results["trl"]
-    names = {"ours": "gmai trainer (packing 1024)", "trl": "TRL SFTTrainer (defaults)",
+    names = {"ours": f"gmai trainer (packing {args.our_max_length})", "trl": "TRL SFTTrainer (defaults)",
              "trl-no-gc": "TRL SFTTrainer (defaults, no grad ckpt)"}
-    print(f"\nStage III, tiny preset, {len(samples)} samples ({'SYNTHETIC corpus' if synthetic else ', '.join(data_dirs)}),"
+    source = "SYNTHETIC corpus" if synthetic else ", ".join(data_dirs)
+    print(f"\nStage III, tiny preset, {len(samples)} samples ({source}),"
           f" {tokens} tokens, words/sample min {lengths[0]} median {lengths[len(lengths) // 2]} max {lengths[-1]}, "
           f"{args.threads} threads, {platform.processor() or platform.machine()}")
     print(f"{'side':42s} {'steps':>6s} {'wall s':>8s} {'tokens/s':>10s} {'vs TRL':>7s} {'peak RSS MB':>12s}")

@@ -45,6 +45,7 @@ def weights(path):
     return load_file(str(Path(path) / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_three_stages_write_hf_checkpoints_with_the_freeze_plan(corpus, tmp_path):
     out = tmp_path / "out"
     summary = train(config_from_dict(tiny_tree()), corpus, out)

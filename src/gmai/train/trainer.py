@@ -193,15 +193,19 @@ def make_optimizer(model, stage: StageConfig):
 
 
 def token_loss_sum(model, batch):
-    """Summed next-token cross-entropy over supervised tokens (normalised by the caller)."""
+    """Summed next-token cross-entropy over supervised tokens (normalised by the caller).
+
+    The LM head runs only where a label follows (``logits_to_keep`` as a boolean mask): image and
+    prompt positions, most of a LLaVA sequence, never materialise vocabulary-sized logits.
+    """
     import torch.nn.functional as F
 
     labels = batch.pop("labels")
-    logits = model(**batch, use_cache=False).logits
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    keep_mask = F.pad(keep, (0, 1), value=False)  # position t predicts label t+1
+    logits = model(**batch, use_cache=False, logits_to_keep=keep_mask).logits  # (n_supervised, vocab)
+    return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -293,8 +297,18 @@ def make_accelerator(mixed_precision: str = "no"):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
 
+def shared_encoder(encoders: dict, processor) -> Encoder:
+    """Stages that load the same tokenizer, template and image processor reuse one encoder (and its caches):
+    re-rendering thousands of samples per stage costs more than a short stage on the tiny model."""
+    key = (processor.chat_template, json.dumps(processor.tokenizer.get_vocab(), sort_keys=True),
+           processor.image_processor.to_json_string())
+    if key not in encoders:
+        encoders[key] = Encoder(processor)
+    return encoders[key]
+
+
 def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
-              first_of_run: bool = False) -> dict:
+              first_of_run: bool = False, encoders: dict | None = None) -> dict:
     import random as pyrandom
 
     import numpy as np
@@ -303,7 +317,7 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     stage = cfg.stages[k]
     start = start_point(cfg, out, k, first_of_run)
     model, processor = load_start_model(cfg, start, samples)
-    encoder = Encoder(processor)
+    encoder = shared_encoder(encoders if encoders is not None else {}, processor)
     encoded, data_report = encode_stage(stage, cfg, samples, encoder)
     world = accelerator.num_processes
     plan = plan_steps(encoded, seed=cfg.run.seed + k, max_length=stage.max_length, packing=stage.packing,
@@ -416,7 +430,8 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     final = _stage_dir(out, k)
     t_save = time.perf_counter()
     save_stage_model(accelerator, model, processor, final, stage.lora.enabled)
-    info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": total, "first_loss": state["first_loss"], "last_loss": state["last_loss"], "params": params,
+    info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": total, "first_loss": state["first_loss"],
+            "last_loss": state["last_loss"], "params": params,
             "data": data_report, "tokens": state["tokens"], "samples": state["samples"],
             "elapsed_s": round(state["elapsed_s"], 2), "start_from": str(start or "scratch"),
             "warmup_before": _warmup_note(cfg, k), **loss_trend(state["losses"])}
@@ -498,11 +513,13 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
     log.event(event="run_start", data=[str(d) for d in data_dirs], stages=wanted, world_size=accelerator.num_processes,
               torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
     if console and accelerator.is_main_process:
-        console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} ({dict(counts)}); groups "
+        console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} "
+                      f"({dict(counts)}); groups "
                       f"{dict(groups)}; {accelerator.num_processes} process(es) x {threads} thread(s)")
     summary = {}
     shown = console if accelerator.is_main_process else None
     first = True
+    encoders: dict = {}
     try:
         for k in wanted:
             if is_complete(out, k):
@@ -512,7 +529,8 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
                 continue
             accelerator.free_memory()
             accelerator = make_accelerator(cfg.run.mixed_precision)  # fresh per stage: new model/optimizer/state
-            summary[k] = run_stage(k, cfg, out, samples, accelerator, log, shown, first_of_run=first)
+            summary[k] = run_stage(k, cfg, out, samples, accelerator, log, shown, first_of_run=first,
+                                   encoders=encoders)
             first = False
             if cfg.run.plot and accelerator.is_main_process:
                 plot_curves(out)
