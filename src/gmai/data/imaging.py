@@ -593,7 +593,8 @@ def _plain(value: Any) -> Any:
 def load_nifti(path: str | Path, *, integer: bool = False) -> np.ndarray:
     """A NIfTI volume as a 3-D array reoriented to RAS+ (so axis 2 is always axial).
 
-    ``integer=True`` for label maps (rounded, int64). 4-D inputs keep their first volume.
+    ``integer=True`` for label maps: integer files keep their own integer type (uint8 label maps
+stay 1 byte per voxel), float ones are rounded to int64. 4-D inputs keep their first volume.
     """
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
@@ -610,7 +611,9 @@ def load_nifti(path: str | Path, *, integer: bool = False) -> np.ndarray:
     if data.ndim != 3:
         raise ImageReadError(path, f"expected a 3-D volume, got shape {tuple(data.shape)}")
     if integer:  # label maps are usually stored as integers already: no float round trip then
-        return data.astype(np.int64) if data.dtype.kind in "iub" else np.rint(data).astype(np.int64)
+        if data.dtype.kind in "iu":
+            return np.asarray(data)
+        return np.rint(data).astype(np.int64) if data.dtype.kind != "b" else data.astype(np.uint8)
     return data.astype(np.float32)
 
 

@@ -63,9 +63,14 @@ def count_components(binary: np.ndarray) -> int:
 
 def facts_for_label(binary: np.ndarray, label: str) -> MaskFacts | None:
     """Facts for one label's binary mask, or None if it has no foreground."""
-    ys, xs = np.nonzero(binary)
-    if ys.size == 0:
+    rows, cols = np.flatnonzero(binary.any(axis=1)), np.flatnonzero(binary.any(axis=0))
+    if rows.size == 0:
         return None
+    # Work inside the bounding box (the same pixels, a fraction of the array for a small organ).
+    top, left = int(rows[0]), int(cols[0])
+    crop = binary[top:rows[-1] + 1, left:cols[-1] + 1]
+    ys, xs = np.nonzero(crop)
+    ys, xs = ys + top, xs + left
     height, width = binary.shape
     cx = (float(xs.mean()) + 0.5) / width
     cy = (float(ys.mean()) + 0.5) / height
@@ -75,7 +80,7 @@ def facts_for_label(binary: np.ndarray, label: str) -> MaskFacts | None:
         area_fraction=float(ys.size) / float(height * width),
         centroid=(cx, cy),
         location=location_phrase(cx, cy),
-        components=count_components(binary),
+        components=count_components(crop),
     )
 
 

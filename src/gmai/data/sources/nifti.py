@@ -241,7 +241,7 @@ def _labelled(
 class _LabelAreas:
     """Pixel count of every label id in every slice along one axis, counted once per volume.
 
-    One pass with bincount replaces a ``np.unique`` per slice (and one over the whole volume for
+    Counting once per volume replaces a ``np.unique`` per slice (and one over the whole volume for
     the unknown-id check): slices without foreground then cost nothing further.
     """
 
@@ -258,15 +258,23 @@ class _LabelAreas:
 
 def _label_areas(labels: np.ndarray, axis: int) -> _LabelAreas:
     slices = labels.shape[axis]
+    others = tuple(i for i in range(labels.ndim) if i != axis)
     lowest, highest = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-    if lowest >= 0 and highest < 1 << 16:  # the usual case: small non-negative ids -> bincount per slice
-        counts = np.stack([np.bincount(_plane(labels, axis, i).ravel(), minlength=highest + 1)
-                           for i in range(slices)]) if slices else np.zeros((0, highest + 1), np.int64)
-        return _LabelAreas(list(range(highest + 1)), counts)
-    ids, inverse = np.unique(labels, return_inverse=True)  # odd ids (negative, huge): general path
-    inverse = inverse.reshape(labels.shape)
-    counts = np.stack([np.bincount(_plane(inverse, axis, i).ravel(), minlength=len(ids)) for i in range(slices)])
-    return _LabelAreas([int(v) for v in ids], counts)
+    if lowest < 0 or highest >= 1 << 16:  # odd ids (negative, huge): renumber, then one bincount per slice
+        ids, inverse = np.unique(labels, return_inverse=True)
+        inverse = inverse.reshape(labels.shape)
+        counts = np.stack([np.bincount(_plane(inverse, axis, i).ravel(), minlength=len(ids)) for i in range(slices)])
+        return _LabelAreas([int(v) for v in ids], counts)
+    counts = np.zeros((slices, highest + 1), np.int64)
+    if highest <= 16:  # few ids (the usual case): one vectorised count per id over the whole volume
+        for k in range(1, highest + 1):
+            counts[:, k] = np.add.reduce((labels == k).view(np.uint8), axis=others, dtype=np.int64)
+    else:  # many ids (whole-body atlases): one bincount per slice
+        small = labels.astype(np.int64) if labels.dtype == np.uint64 else labels  # bincount refuses uint64
+        for i in range(slices):
+            counts[i] = np.bincount(_plane(small, axis, i).ravel(), minlength=highest + 1)
+    counts[:, 0] = np.prod([labels.shape[i] for i in others]) - counts[:, 1:].sum(axis=1)
+    return _LabelAreas(list(range(highest + 1)), counts)
 
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
