@@ -36,7 +36,8 @@ def train_command(
         cfg = load_recipe(recipe, overrides or [])
         summary = train(cfg, data, out, stages=parse_stages(stages), console=console)
     except (RecipeError, DataError, FileNotFoundError, TrainingDiverged, ValueError) as err:
-        console.print(f"[red]gmai train: {err}")
+        # no markup (messages hold [lists]) and no wrapping (paths must stay copyable)
+        console.print(f"gmai train: {err}", style="red", markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
     for k, info in summary.items():
         console.print(f"stage {k}: loss {info['first_loss']:.3f} -> {info['last_loss']:.3f} in {info['steps']} steps "
