@@ -82,8 +82,9 @@ def _markdown(rows: list[dict[str, Any]], notes: list[str]) -> str:
 
 
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
-                max_questions: int = 48, synth_k: int = 4, sft_epochs: float = 6.0, sft_lr: float = 3e-3,
-                grpo_steps: int = 12, grpo_lr: float = 1e-4, eval_limit: int = 32, max_new_tokens: int = 64,
+                max_questions: int = 96, synth_k: int = 4, sft_epochs: float = 10.0, sft_lr: float = 3e-3,
+                grpo_steps: int = 16, grpo_lr: float = 2e-5, grpo_batch: int = 16, eval_limit: int = 32,
+                max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
     """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
     SFT on the accepted (or template) chains, GRPO, then Stage III vs SFT vs GRPO on in-distribution
@@ -124,7 +125,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     # Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
     # tiny model that half-learnt the tags still gets a learning signal.
     grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=grpo_steps, learning_rate=grpo_lr, num_generations=4,
-                            per_device_train_batch_size=8, max_completion_length=max_new_tokens, beta=0.04,
+                            per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.04,
                             answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
     timings["grpo_s"] = time.perf_counter() - t
@@ -135,18 +136,22 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         ("SFT on template chains" if synth["teacher_rows"] == 0 else "SFT on teacher + template chains")
     models = {"Stage III": stage3_ckpt, sft_label: sft_model, "GRPO (R1)": grpo["final"]}
     results = {name: evaluate_checkpoint(path, splits, max_new_tokens) for name, path in models.items()}
+    # Stage III never saw the <think>/<answer> instruction: also score it on its own terms.
+    results = {"Stage III (plain prompt)": evaluate_checkpoint(stage3_ckpt, splits, max_new_tokens,
+                                                               reasoning_prompt=False), **results}
     timings["eval_s"] = time.perf_counter() - t
 
     rows = _table(results)
     first, last = grpo["first"], grpo["last"]
     notes = [
-        f"scoring: gmai@1 (gmai.eval.scoring) for every model; same R1 prompt for every model",
+        "scoring: gmai@1 (gmai.eval.scoring) for every model; same R1 prompt (question, options, answer hint, "
+        "format instruction) for every model, plus Stage III with the plain prompt (no format instruction)",
         f"SFT data: {synth['teacher_rows']} chains sampled from the Stage III teacher and accepted by rejection "
         f"sampling, {synth['template_rows']} TEMPLATE chains written from the label for questions the teacher "
         f"never solved (pass@{synth_k} = {synth['by']['all']['all'][f'pass@{synth_k}']:.2f})",
         f"GRPO: {grpo['steps']} steps; reward {first.get('reward')} -> {last.get('reward')}; zero-signal fraction "
         f"{first.get('zero_signal_fraction')} -> {last.get('zero_signal_fraction')} (first -> last step; noisy at "
-        f"8 completions per step, see grpo/metrics.jsonl and grpo/grpo-metrics.png)",
+        f"{grpo_batch} completions per step, see grpo/metrics.jsonl and grpo/grpo-metrics.png)",
         f"held out of RL: {hold_out or 'nothing (a single modality)'}",
         "a tiny model trained for minutes on CPU: differences of a few questions are noise; whether GRPO beats "
         "Stage III on the held-out split is measured here, not assumed",

@@ -18,8 +18,9 @@ from gmai.rl.rewards import format_valid, is_correct
 
 
 def evaluate_questions(backend, questions: list[Question], max_new_tokens: int = 64,
-                       batch_size: int = 16) -> dict[str, Any]:
-    """Greedy replies to ``questions``; accuracy, format-valid rate and per-type accuracy."""
+                       batch_size: int = 16, reasoning_prompt: bool = True) -> dict[str, Any]:
+    """Greedy replies to ``questions``; accuracy, format-valid rate and per-type accuracy.
+    ``reasoning_prompt=False`` drops the format instruction (a model never taught the format)."""
     from PIL import Image
 
     from gmai.infer import ChatRequest, GenerationConfig
@@ -29,7 +30,7 @@ def evaluate_questions(backend, questions: list[Question], max_new_tokens: int =
     requests = []
     for q in questions:
         with Image.open(q.image) as im:
-            requests.append(ChatRequest(q.prompt(reasoning=True), [im.convert("RGB")]))
+            requests.append(ChatRequest(q.prompt(reasoning=reasoning_prompt), [im.convert("RGB")]))
     replies = backend.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens), batch_size=batch_size)
     correct = [is_correct(r, q.to_json()) for r, q in zip(replies, questions)]
     valid = [format_valid(r) for r in replies]
@@ -43,9 +44,10 @@ def evaluate_questions(backend, questions: list[Question], max_new_tokens: int =
 
 
 def evaluate_checkpoint(model: str | Path, splits: dict[str, list[Question]], max_new_tokens: int = 64,
-                        batch_size: int = 16) -> dict[str, Any]:
+                        batch_size: int = 16, reasoning_prompt: bool = True) -> dict[str, Any]:
     """``{split name: evaluate_questions(...)}`` for one checkpoint folder."""
     from gmai.infer import load_backend
 
     backend = load_backend(str(model))
-    return {name: evaluate_questions(backend, qs, max_new_tokens, batch_size) for name, qs in splits.items()}
+    return {name: evaluate_questions(backend, qs, max_new_tokens, batch_size, reasoning_prompt)
+            for name, qs in splits.items()}
