@@ -395,26 +395,44 @@ def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, st
     for subset in SUBSETS:
         state.rows.setdefault((subset, "train"), [])
     stats = _statistics(config, state, leakage)
-    # The chart (~1 s of matplotlib) is drawn beside the file writing when the build may use more than one core.
-    plotter = None
-    if config.plots and config.workers > 1 and _mp_context().get_start_method() == "fork":
-        plotter = _mp_context().Process(target=W.write_plots, args=(out, stats))
-        plotter.start()
+    # When the build may use more than one core, the chart (~1 s of matplotlib) and the Parquet shards (the
+    # largest serial step: every image is embedded) are written by forked side processes beside the JSONL.
+    side = config.workers > 1 and _mp_context().get_start_method() == "fork"
+    plotter = _side_process(W.write_plots, out, stats) if side and config.plots else None
+    parquet = _side_process(_write_all_parquet, out, state.rows) if side else None
+    if parquet is None:
+        _write_all_parquet(out, state.rows)
     for (subset, split), rows in sorted(state.rows.items()):
         W.write_jsonl(W.jsonl_path(out, subset, split), rows)
-        W.write_parquet(out, subset, split, rows)
     W.write_jsonl(out / "rejects.jsonl", state.rejects)
-    _remove_unreferenced_images(out, {e["image"] for e in state.kept})
+    _remove_unreferenced_images(out, {e["image"] for e in state.kept})  # parquet reads only the referenced ones
+    if parquet is not None:
+        _join(parquet, out / "parquet")
     if plotter is not None:
-        plotter.join()
-        if plotter.exitcode != 0:
-            raise RuntimeError(f"drawing {out / 'plots'} failed (exit code {plotter.exitcode})")
+        _join(plotter, out / "plots")
         plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
     else:
         plots = W.write_plots(out, stats) if config.plots else []
     W.write_card(out, stats, plots)
     W.write_atomic(out / "stats.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
     return stats
+
+
+def _write_all_parquet(out: Path, rows_by_subset: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    for (subset, split), rows in sorted(rows_by_subset.items()):
+        W.write_parquet(out, subset, split, rows)
+
+
+def _side_process(target: Callable[..., Any], *args: Any) -> Any:
+    process = _mp_context().Process(target=target, args=args)
+    process.start()
+    return process
+
+
+def _join(process: Any, what: Path) -> None:
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"writing {what} failed (exit code {process.exitcode})")
 
 
 def _add_record(state: _Assembly, dedup: Deduper, entry: dict[str, Any]) -> None:
