@@ -324,6 +324,10 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
                       group_by_length=stage.group_by_length, per_device_batch_size=stage.per_device_batch_size,
                       grad_accum=stage.grad_accum, world_size=world, epochs=stage.epochs, max_steps=stage.max_steps)
     total = len(plan)
+    # An epoch's last incomplete global batch is left out (every rank must get the same number of rows), and
+    # max_steps may stop earlier: report how many samples the first epoch really used.
+    data_report["first_epoch_samples_used"] = sum(len(row) for st in plan if st.epoch == 0
+                                                  for rank in st.micro for mb in rank for row in mb)
     model, params = setup_trainable(model, stage)
     model.train()
     optimizer = make_optimizer(model, stage)
