@@ -444,6 +444,8 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
         (final / DONE_FILE).write_text(json.dumps({"stage": k, "name": stage.name, **info}, indent=1, default=str))
         if not cfg.run.keep_step_checkpoints:
             shutil.rmtree(_ckpt_root(out, k), ignore_errors=True)
+            if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
+                (out / "checkpoints").rmdir()
     log.event(event="stage_end", stage=k, name=stage.name, checkpoint=str(final), **info)
     accelerator.wait_for_everyone()
     return info
