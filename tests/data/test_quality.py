@@ -113,3 +113,32 @@ def test_leakage_index_matches_colour_forms_and_reencodes(tmp_path):
     assert leak.match(pixel_md5(other), phash(other)) is None
     with pytest.raises(FileNotFoundError):
         LeakageIndex.from_folders([tmp_path / "missing"])
+
+
+def test_phash_matches_imagehash_and_md5_matches_tobytes():
+    """The matrix-DCT phash gives imagehash's bits; the buffer MD5 is the MD5 of the pixel bytes."""
+    import hashlib
+
+    import imagehash
+
+    rng = np.random.default_rng(3)
+    images = [textured(seed, size) for seed in range(4) for size in (40, 128, 200)]
+    images += [rng.integers(0, 256, (97, 301, 3), dtype=np.uint8), np.zeros((64, 64), np.uint8)]
+    for image in images:
+        im = Image.fromarray(image).convert("L")
+        factor = min(im.size) // 64
+        reference = imagehash.phash(im.reduce(factor) if factor > 1 else im).hash.flatten()
+        assert phash(image) == int("".join("1" if b else "0" for b in reference), 2)
+        expected = hashlib.md5(f"{image.shape}|".encode() + image.tobytes()).hexdigest()
+        assert pixel_md5(image) == expected
+        assert pixel_md5(image[:, ::2]) == hashlib.md5(f"{image[:, ::2].shape}|".encode()
+                                                      + image[:, ::2].tobytes()).hexdigest()
+
+
+def test_blank_check_std_matches_numpy():
+    from gmai.data.quality import _grey_std
+
+    rng = np.random.default_rng(4)
+    for image in (rng.integers(0, 256, (50, 70), dtype=np.uint8), np.full((30, 30), 7, np.uint8),
+                  rng.integers(100, 103, (64, 64, 3), dtype=np.uint8)):
+        assert abs(_grey_std(image) - float(image.std())) < 1e-9
