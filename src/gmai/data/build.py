@@ -419,8 +419,9 @@ def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, st
 
 
 def _write_all_parquet(out: Path, rows_by_subset: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    images = W.ImageBytes(out)  # shared: each PNG is read once for all the subsets its samples are in
     for (subset, split), rows in sorted(rows_by_subset.items()):
-        W.write_parquet(out, subset, split, rows)
+        W.write_parquet(out, subset, split, rows, images)
 
 
 def _side_process(target: Callable[..., Any], *args: Any) -> Any:

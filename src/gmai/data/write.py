@@ -102,36 +102,77 @@ def _features() -> Any:
     return Features(columns)
 
 
-def write_parquet(out: Path, subset: str, split: str, rows: list[dict[str, Any]]) -> list[str]:
+class ImageBytes:
+    """The PNG files' bytes for the Parquet shards, each file read once for all subsets while they fit.
+
+    Every record's samples land in several subsets (caption, instruct, percept), so without a shared
+    cache every image would be read from disk once per subset. Past ``limit`` bytes the cache starts
+    over (memory stays bounded on large builds; the output does not depend on it).
+    """
+
+    def __init__(self, out: Path, limit: int = 256 << 20) -> None:
+        self.out, self.limit, self.size = out, limit, 0
+        self.cache: dict[str, bytes] = {}
+
+    def __call__(self, relpath: str) -> bytes:
+        data = self.cache.get(relpath)
+        if data is None:
+            data = (self.out / relpath).read_bytes()
+            if self.size + len(data) > self.limit:
+                self.cache.clear()
+                self.size = 0
+            self.cache[relpath] = data
+            self.size += len(data)
+        return data
+
+
+# PNG bytes are already deflated: Snappy over them saves <1% and costs about as much as writing the table.
+# The dictionary encoding stays on: it stores an image once per row group however many samples share it.
+def _leaf_paths(name: str, kind: Any) -> list[str]:
+    """Parquet column paths of an Arrow field ('image.bytes', 'conversations.list.element.from', ...)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(kind):
+        return [p for i in range(kind.num_fields) for p in _leaf_paths(f"{name}.{kind.field(i).name}", kind.field(i).type)]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _leaf_paths(f"{name}.list.element", kind.value_type)
+    return [name]
+
+
+def _parquet_compression(schema: Any) -> dict[str, str]:
+    """Snappy for every column but the PNG bytes (a per-column dict leaves unnamed columns uncompressed)."""
+    paths = [p for field in schema for p in _leaf_paths(field.name, field.type)]
+    return {p: "none" if p == "image.bytes" else "snappy" for p in paths}
+
+
+def write_parquet(out: Path, subset: str, split: str, rows: list[dict[str, Any]],
+                  images: ImageBytes | None = None) -> list[str]:
     """Shards of at most PARQUET_ROWS_PER_SHARD rows; image bytes embedded (HF ``Image`` feature)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not rows:
         return []
+    images = images or ImageBytes(out)
     schema = _features().arrow_schema
+    compression = _parquet_compression(schema)
     folder = out / "parquet" / subset
     nshards = -(-len(rows) // PARQUET_ROWS_PER_SHARD)
     written = []
-    image_cache: dict[str, bytes] = {}
     for shard in range(nshards):
         chunk = rows[shard * PARQUET_ROWS_PER_SHARD:(shard + 1) * PARQUET_ROWS_PER_SHARD]
-        columns: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
-        for row in chunk:
-            for name in ROW_FIELDS:
-                value = row.get(name, [] if name in LIST_FIELDS else "")
-                if name == "image":
-                    if value not in image_cache:
-                        if len(image_cache) > 256:  # samples of one record are adjacent: a small cache suffices
-                            image_cache.clear()
-                        image_cache[value] = (out / value).read_bytes()
-                    value = {"bytes": image_cache[value], "path": value}
-                columns[name].append(value)
+        columns: dict[str, list[Any]] = {}
+        for name in ROW_FIELDS:
+            if name == "image":
+                columns[name] = [{"bytes": images(row["image"]), "path": row["image"]} for row in chunk]
+            else:
+                default: Any = [] if name in LIST_FIELDS else ""
+                columns[name] = [row.get(name, default) for row in chunk]
         table = pa.Table.from_pydict(columns, schema=schema)
         path = folder / f"{split}-{shard:05d}-of-{nshards:05d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, compression=compression)
         os.replace(tmp, path)
         written.append(str(path.relative_to(out)))
     return written
