@@ -124,7 +124,7 @@ def run_demo(out: str = "demo-out", vqa_rad: str | None = None) -> Path:
     with Step(console, timings, "4. evaluation: stage ablation"):
         results["eval"] = evaluate_ablation(out_dir, out_dir / "data", vqa, console)
     with Step(console, timings, "5. GMAI-VL-R1: synthesis, SFT, GRPO"):
-        from gmai.rl.pipeline import run_r1_demo
+        from gmai.rl.demo import run_r1_demo
 
         results["r1"] = run_r1_demo(out_dir / "train" / "stage3", out_dir / "data", out_dir / "r1")
     with Step(console, timings, "6. report"):

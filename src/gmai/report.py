@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gmai.train.trainer import DONE_FILE
 from gmai.eval.report import (comparison_table, example_gallery, markdown_table, plot_rule_scores,
                               save_gallery_images, scores_with_baselines, write_html_report)
 
@@ -27,6 +28,12 @@ def _data_section(out: Path) -> dict[str, Any]:
             f"phantoms, not patient data; the others are real images shipped inside pip packages. "
             f"Leakage check against VQA-RAD's images: {stats.get('leakage', {}).get('excluded', 0)} excluded. "
             f"Full counts and plots: data/README.md.")
+    vqa_stats = out / "data-vqa-rad" / "stats.json"
+    if vqa_stats.is_file():
+        vqa = json.loads(vqa_stats.read_text())
+        text += (f"\n\nVQA-RAD's own training split was converted separately ({vqa.get('samples', '?')} samples, "
+                 f"data-vqa-rad/) and used in Stage III, as the paper uses benchmark train splits. By the dataset's "
+                 f"design its train and test questions share images; the default corpus above is leakage-checked.")
     section = {"title": "1. Data engine (GMAI-VL-5.5M recipe on the default corpus)", "text": text,
                "table": (["subset", "samples"], rows)}
     plots = sorted((out / "data" / "plots").glob("*.png"))
@@ -39,17 +46,21 @@ def _training_section(out: Path) -> list[dict[str, Any]]:
     sections = []
     rows = []
     for run in ("train", "train-I+III"):
-        for done in sorted((out / run).glob("stage*/DONE*")):
+        for done in sorted((out / run).glob(f"stage*/{DONE_FILE}")):
             info = json.loads(done.read_text())
-            rows.append([f"{run}/{done.parent.name}", info.get("steps"), f"{info.get('first_loss', 0):.3f}",
-                         f"{info.get('last_loss', 0):.3f}", info.get("trainable_params", "-"), info.get("elapsed_s")])
+            params = info.get("params", {})
+            rows.append([f"{run}/{done.parent.name}", info.get("name", ""), info.get("steps"),
+                         f"{info.get('loss_first_avg', 0):.3f} -> {info.get('loss_last_avg', 0):.3f}",
+                         "yes" if info.get("loss_fell") else "NO",
+                         f"{params.get('trainable', {}).get('total', 0):,} / {params.get('all', {}).get('total', 0):,}", info.get("elapsed_s")])
     sections.append({"title": "2. Three-stage training (tiny preset, CPU)",
                      "text": "Stage 0 is a short text-only warm-up of the randomly initialised tiny LM on the corpus "
                              "text: it is NOT part of the paper, whose LM starts pretrained. Stages I-III follow "
                              "the paper's freeze plan (projector; projector + vision; everything). 'train-I+III' is "
                              "Stage III started from Stage I, for the ablation.",
-                     "table": (["stage", "steps", "first loss", "last loss", "trainable params", "seconds"], rows)})
-    for png in sorted((out / "train").glob("*.png")):
+                     "table": (["run/stage", "name", "steps", "loss (first -> last tenth of steps)", "loss fell",
+                                "trainable / all params", "seconds"], rows)})
+    for png in sorted((out / "train").glob("*.png")) + sorted((out / "train" / "plots").glob("*.png")):
         sections.append({"title": f"training curves: {png.stem}", "image": str(png)})
     return sections
 
@@ -89,7 +100,7 @@ def _r1_section(out: Path) -> list[dict[str, Any]]:
     if not summary_md.is_file():
         return []
     sections = [{"title": "6. GMAI-VL-R1: rejection sampling, SFT, GRPO", "markdown": summary_md.read_text()}]
-    for png in sorted((out / "r1").rglob("*.png")):
+    for png in sorted((out / "r1").glob("*/*-metrics.png")):
         sections.append({"title": f"R1: {png.parent.name}/{png.stem}", "image": str(png)})
     return sections
 
