@@ -1,10 +1,5 @@
 """gmai.train: recipe dataclasses, data mixture, packing, the three-stage trainer.
 
-OpenMP's default busy-wait makes multi-threaded CPU training collapse (10x+ slower) as soon as another
-process competes for the cores; passive waiting costs nothing when the machine is idle. It only takes
-effect if set before torch starts its thread pool, hence here, before any torch import.
+(OMP_WAIT_POLICY=PASSIVE, which multi-threaded CPU training needs on a shared machine, is set in
+``gmai/__init__.py`` so it applies to every entry point.)
 """
-
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
