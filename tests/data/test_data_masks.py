@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmai.data.masks import (MaskError, check_mask_shape, check_normalised_box, location_phrase, mask_facts,
-                             normalise_box)
+from gmai.data.masks import (MaskError, check_mask_shape, check_normalised_box, facts_for_label, location_phrase,
+                             mask_facts, normalise_box)
 from gmai.data.records import Box
 
 
@@ -59,3 +59,24 @@ def test_normalise_box_checks_bounds():
     assert normalise_box("n", -0.3, 0, 100.2, 80, width=100, height=80).x2 == 1.0  # rounding forgiven
     with pytest.raises(MaskError, match="outside"):
         check_normalised_box(Box("n", 0.5, 0.5, 1.2, 0.9))
+
+
+def test_facts_match_pixel_coordinate_statistics():
+    """Area, centroid and box equal the plain statistics of the foreground pixels' coordinates."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        height, width = (int(v) for v in rng.integers(5, 120, 2))
+        binary = np.zeros((height, width), bool)
+        for _ in range(int(rng.integers(1, 4))):
+            y, x = int(rng.integers(0, height)), int(rng.integers(0, width))
+            binary[y:y + int(rng.integers(1, 40)), x:x + int(rng.integers(1, 40))] = True
+        binary &= rng.random((height, width)) > 0.2
+        ys, xs = np.nonzero(binary)
+        facts = facts_for_label(binary, "x")
+        if ys.size == 0:
+            assert facts is None
+            continue
+        assert facts.area_fraction == ys.size / (height * width)
+        assert facts.centroid == ((float(xs.mean()) + 0.5) / width, (float(ys.mean()) + 0.5) / height)
+        assert (facts.box.x1, facts.box.y1, facts.box.x2, facts.box.y2) == (
+            xs.min() / width, ys.min() / height, (xs.max() + 1) / width, (ys.max() + 1) / height)

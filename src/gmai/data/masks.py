@@ -67,17 +67,19 @@ def facts_for_label(binary: np.ndarray, label: str) -> MaskFacts | None:
     if rows.size == 0:
         return None
     # Work inside the bounding box (the same pixels, a fraction of the array for a small organ).
-    top, left = int(rows[0]), int(cols[0])
-    crop = binary[top:rows[-1] + 1, left:cols[-1] + 1]
-    ys, xs = np.nonzero(crop)
-    ys, xs = ys + top, xs + left
+    top, bottom, left, right = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    crop = binary[top:bottom + 1, left:right + 1]
+    # Area and centroid from per-row/per-column pixel counts: exact integer sums, so the same numbers
+    # as the mean of every pixel's coordinates, without listing the pixels (~3x cheaper on an organ).
+    per_row, per_col = np.count_nonzero(crop, axis=1), np.count_nonzero(crop, axis=0)
+    area = int(per_row.sum())
     height, width = binary.shape
-    cx = (float(xs.mean()) + 0.5) / width
-    cy = (float(ys.mean()) + 0.5) / height
+    cx = (int(per_col @ np.arange(left, right + 1)) / area + 0.5) / width
+    cy = (int(per_row @ np.arange(top, bottom + 1)) / area + 0.5) / height
     return MaskFacts(
         label=label,
-        box=box_from_pixels(label, ys, xs, height, width),
-        area_fraction=float(ys.size) / float(height * width),
+        box=Box(label, left / width, top / height, (right + 1) / width, (bottom + 1) / height),
+        area_fraction=float(area) / float(height * width),
         centroid=(cx, cy),
         location=location_phrase(cx, cy),
         components=count_components(crop),
