@@ -128,9 +128,12 @@ def item_seed(seed: int, spec: SourceSpec, item: Any, index: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
+_ANNOTATION_ENCODER = json.JSONEncoder(sort_keys=True, default=repr)  # reused: json.dumps(..., options) makes one per call
+
+
 def annotation_key(record: Record) -> str:
     data = {k: getattr(record, k) for k in ("task", "labels", "boxes", "mask_facts", "qa", "report", "conversations")}
-    return hashlib.sha1(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+    return hashlib.sha1(_ANNOTATION_ENCODER.encode(data).encode()).hexdigest()
 
 
 def _is_synthetic(record: Record) -> bool:

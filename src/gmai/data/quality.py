@@ -20,6 +20,7 @@ for large corpora and their results do not depend on the order hashes were added
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +91,7 @@ def check_boxes(record: Record, cfg: QualityConfig) -> str | None:
     boxes = list(record.boxes) + [f.box for f in record.mask_facts]
     for box in boxes:
         coords = (box.x1, box.y1, box.x2, box.y2)
-        if not all(np.isfinite(coords)) or min(coords) < -tol or max(coords) > 1 + tol:
+        if not all(math.isfinite(v) for v in coords) or min(coords) < -tol or max(coords) > 1 + tol:
             return f"box {[round(v, 4) for v in coords]} for {box.label!r} lies outside the image"
         if box.x2 <= box.x1 or box.y2 <= box.y1:
             return f"box {[round(v, 4) for v in coords]} for {box.label!r} is empty"

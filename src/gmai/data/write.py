@@ -44,9 +44,12 @@ PARQUET_ROWS_PER_SHARD = 2000
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so a killed run never leaves half a file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
+    try:
+        tmp.write_bytes(data)
+    except FileNotFoundError:  # the folder is made only when missing: one image per call, most folders exist
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
@@ -76,8 +79,12 @@ def jsonl_path(out: Path, subset: str, split: str) -> Path:
     return out / f"{subset}.jsonl" if split == "train" else out / "heldout" / split / f"{subset}.jsonl"
 
 
+# One encoder for every row: json.dumps with any option builds a new encoder per call (same bytes either way).
+_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines = [_ROW_ENCODER.encode(row) for row in rows]
     write_atomic(path, ("\n".join(lines) + "\n").encode() if lines else b"")
     return len(lines)
 
