@@ -15,6 +15,7 @@ How it stays parallel, resumable and byte-identical whatever the worker count:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -24,7 +25,8 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -300,6 +302,29 @@ def _committed(out: Path, index: int) -> bool:
 
 def run_build(config: BuildConfig, *, progress: bool = True, stop_after_chunks: int | None = None,
               log: Callable[[str], None] = print) -> BuildResult:
+    with _frozen_heap():
+        return _run_build(config, progress, stop_after_chunks, log)
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Exclude the objects alive before the build (imported libraries: ~10^5) from garbage collection.
+
+    A full collection would otherwise rescan all of them every few hundred records (~60 ms each time),
+    and forked workers would copy the pages the scan touches. Left alone if the caller froze already.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _run_build(config: BuildConfig, progress: bool, stop_after_chunks: int | None,
+               log: Callable[[str], None]) -> BuildResult:
     start = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
     leakage = None
