@@ -130,7 +130,8 @@ def item_seed(seed: int, spec: SourceSpec, item: Any, index: int) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
-_ANNOTATION_ENCODER = json.JSONEncoder(sort_keys=True, default=repr)  # reused: json.dumps(..., options) makes one per call
+# Reused: json.dumps with options builds a new encoder on every call (the bytes are the same).
+_ANNOTATION_ENCODER = json.JSONEncoder(sort_keys=True, default=repr)
 
 
 def annotation_key(record: Record) -> str:

@@ -140,7 +140,8 @@ def _leaf_paths(name: str, kind: Any) -> list[str]:
     import pyarrow as pa
 
     if pa.types.is_struct(kind):
-        return [p for i in range(kind.num_fields) for p in _leaf_paths(f"{name}.{kind.field(i).name}", kind.field(i).type)]
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        return [p for f in fields for p in _leaf_paths(f"{name}.{f.name}", f.type)]
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return _leaf_paths(f"{name}.list.element", kind.value_type)
     return [name]
