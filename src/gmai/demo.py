@@ -24,7 +24,7 @@ from typing import Any
 
 from rich.console import Console
 
-DEFAULT_VQA_RAD = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "vqa-rad"
+DEFAULT_VQA_RAD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "vqa-rad"  # ../shared beside the repo
 ABLATION = (("I", "train", 1), ("I+II", "train", 2), ("I+III", "train-I+III", 3), ("I+II+III", "train", 3))
 
 
