@@ -29,12 +29,12 @@ ABLATION = (("I", "train", 1), ("I+II", "train", 2), ("I+III", "train-I+III", 3)
 
 
 def _find_vqa_rad(given: str | None) -> Path | None:
-    for candidate in ([Path(given)] if given else []) + [DEFAULT_VQA_RAD, Path.cwd().parent / "shared/data/vqa-rad"]:
-        if (candidate / "testset.json").is_file():
-            return candidate.resolve()
+    """An explicit path must hold the VQA-RAD JSON layout; without one, use ../shared/data/vqa-rad if present."""
     if given:
-        raise FileNotFoundError(f"--vqa-rad {given}: no testset.json there (expected the VQA-RAD JSON layout)")
-    return None
+        if not (Path(given) / "testset.json").is_file():
+            raise FileNotFoundError(f"--vqa-rad {given}: no testset.json there (expected the VQA-RAD JSON layout)")
+        return Path(given).resolve()
+    return DEFAULT_VQA_RAD.resolve() if (DEFAULT_VQA_RAD / "testset.json").is_file() else None
 
 
 class Step:
