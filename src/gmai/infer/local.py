@@ -85,9 +85,6 @@ class LocalBackend:
             completions.append(Completion(cut.strip(), finish, int(prompt_tokens), int(used)))
         return completions
 
-    def _generate_batch(self, requests: list[ChatRequest], config: GenerationConfig) -> list[str]:
-        return [c.text for c in self._complete_batch(requests, config)]
-
     def complete(self, requests: list[ChatRequest], config: GenerationConfig | None = None,
                  batch_size: int = 16) -> list[list[Completion]]:
         """Like :meth:`generate`, with finish reasons and token counts: ``num_return_sequences``
@@ -158,13 +155,8 @@ class LocalBackend:
     def generate(self, requests: list[ChatRequest], config: GenerationConfig | None = None,
                  batch_size: int = 16) -> list[str] | list[list[str]]:
         config = config or GenerationConfig()
-        if config.seed is not None:
-            self._torch.manual_seed(config.seed)
-        flat: list[str] = []
-        for start in range(0, len(requests), max(1, batch_size)):
-            flat.extend(self._generate_batch(requests[start:start + batch_size], config))
-        n = config.num_return_sequences
-        return flat if n == 1 else [flat[i:i + n] for i in range(0, len(flat), n)]
+        groups = [[c.text for c in group] for group in self.complete(requests, config, batch_size)]
+        return [g[0] for g in groups] if config.num_return_sequences == 1 else groups
 
 
 def _stop_aware(pieces: Iterator[str], stop: list[str], halt: threading.Event) -> Generator[str, None, bool]:
