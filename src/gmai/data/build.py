@@ -8,9 +8,10 @@ How it stays parallel, resumable and byte-identical whatever the worker count:
    -> text generation with a seed derived from the item's identity -> PNG written under a
    content-addressed name. Each chunk's result is committed atomically to ``OUT/.build/parts``.
 3. A rerun with the same plan skips committed chunks (resume after a kill loses and duplicates
-   nothing). When all chunks exist, one sequential pass in item order does what depends on
-   order (exact/near dedup, ids) and writes the outputs. Nothing written depends on the worker
-   count, chunk completion order or the clock.
+   nothing). One sequential pass in item order does what depends on order (exact/near dedup, ids)
+   and writes the outputs; it streams: chunk i is assembled as soon as chunks 0..i are committed,
+   while the workers go on with later chunks, into ``OUT/.build/assembly``, moved into place at the
+   end. Nothing written depends on the worker count, chunk completion order or the clock.
 """
 
 from __future__ import annotations
@@ -339,8 +340,11 @@ def _run_build(config: BuildConfig, progress: bool, stop_after_chunks: int | Non
     reused = len(chunks) - len(todo)
     if reused:
         log(f"resuming: {reused} of {len(chunks)} chunks already committed")
-    _run_chunks(config, leakage, chunks, todo, progress, stop_after_chunks)
-    stats = assemble(config, len(chunks), list_failures, leakage)
+    assembler = _Assembler(config, len(chunks), list_failures)
+    for index in sorted(set(range(len(chunks))) - set(todo)):
+        assembler.committed(index)
+    _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
+    stats = assembler.finish(leakage)
     if not config.keep_journal:
         shutil.rmtree(config.out / JOURNAL, ignore_errors=True)
     return BuildResult(config.out, stats, len(chunks), reused, time.perf_counter() - start)
@@ -358,7 +362,7 @@ def _mp_context() -> Any:
 
 
 def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[list[tuple[int, Any]]],
-                todo: list[int], show: bool, stop_after: int | None) -> None:
+                todo: list[int], assembler: _Assembler, show: bool, stop_after: int | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(), TextColumn("items"),
@@ -371,6 +375,7 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
             _init_worker(config, leakage)
             for index in todo:
                 process_chunk(index, chunks[index])
+                assembler.committed(index)
                 bar.advance(task, len(chunks[index]))
                 done += 1
                 if stop_after is not None and done >= stop_after:
@@ -381,6 +386,7 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
             futures = [pool.submit(process_chunk, index, chunks[index]) for index in todo]
             for future in as_completed(futures):
                 index, _ = future.result()
+                assembler.committed(index)  # assembles what is next in line while the workers go on
                 bar.advance(task, len(chunks[index]))
                 done += 1
                 if stop_after is not None and done >= stop_after:
@@ -390,67 +396,130 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
 
 
 # ------------------------------------------------------------------------------------------------
-# Assembly (sequential, in item order)
+# Assembly (sequential, in item order, streamed while workers run)
 
 
-@dataclass
-class _Assembly:
-    rows: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
-    rejects: list[dict[str, str]] = field(default_factory=list)
-    kept: list[dict[str, Any]] = field(default_factory=list)
-    records_loaded: int = 0
-    generation: Counter = field(default_factory=Counter)
-    templates: Counter = field(default_factory=Counter)
-    ids: Counter = field(default_factory=Counter)
+class _Assembler:
+    """Turns committed parts into the outputs, chunk by chunk in item order.
 
+    Chunk i is assembled (dedup, ids, JSONL lines, Parquet row groups) as soon as chunks 0..i are all
+    committed, so with several workers the main process does it while later chunks are still being
+    processed, and only the last chunk and the closing writes remain after the workers finish.
+    Everything goes to ``OUT/.build/assembly`` first and is moved into place by ``finish``, so a build
+    killed midway leaves no half-written outputs; a rerun assembles again from chunk 0 (from the parts:
+    nothing is recomputed). What is written depends only on the parts and their order.
+    """
 
-def assemble(config: BuildConfig, nchunks: int, list_failures: list[dict[str, str]],
-             leakage: LeakageIndex | None) -> dict[str, Any]:
-    out = config.out
-    state = _Assembly(rejects=list(list_failures))
-    dedup = Deduper(config.quality.near_dup_distance)
-    for index in range(nchunks):
-        part = pickle.loads(_part_path(out, index).read_bytes())
-        state.generation.update(part["generation"])
+    def __init__(self, config: BuildConfig, nchunks: int, list_failures: list[dict[str, str]]) -> None:
+        self.config, self.nchunks = config, nchunks
+        self.staging = config.out / JOURNAL / "assembly"
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.mkdir(parents=True)
+        self.dedup = Deduper(config.quality.near_dup_distance)
+        self.images = W.ImageBytes(config.out)  # shared: each PNG is read once for all subsets it is in
+        self.jsonl: dict[tuple[str, str], Any] = {}  # (subset, split) -> open staging file
+        self.parquet: dict[tuple[str, str], W.ParquetShards] = {}
+        self.rejects: list[dict[str, str]] = list(list_failures)
+        self.kept: list[dict[str, Any]] = []  # kept records' entries, without their samples
+        self.kept_images: set[str] = set()
+        self.records_loaded = 0
+        self.generation: Counter = Counter()
+        self.templates: Counter = Counter()
+        self.ids: Counter = Counter()
+        self.samples: Counter = Counter()  # (subset, split, format, generator) -> rows
+        self.done: set[int] = set()
+        self.next = 0
+        for subset in SUBSETS:  # the training JSONL files exist even when empty
+            self._writers(subset, "train")
+
+    # ---------------------------------------------------------------- streaming
+    def committed(self, index: int) -> None:
+        """Chunk ``index`` is committed: assemble every chunk that is now next in line."""
+        self.done.add(index)
+        while self.next in self.done:
+            self._feed(self.next)
+            self.next += 1
+
+    def _feed(self, index: int) -> None:
+        part = pickle.loads(_part_path(self.config.out, index).read_bytes())
+        self.generation.update(part["generation"])
         for kind, entry in part["entries"]:
             if kind == "reject":
-                state.rejects.append(entry)
-                state.records_loaded += entry["stage"] != "read"  # a record that failed a later check
+                self.rejects.append(entry)
+                self.records_loaded += entry["stage"] != "read"  # a record that failed a later check
                 continue
-            state.records_loaded += 1
-            _add_record(state, dedup, entry)
-    for stale in ("heldout", "parquet", "plots"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    for subset in SUBSETS:
-        state.rows.setdefault((subset, "train"), [])
-    stats = _statistics(config, state, leakage)
-    # When the build may use more than one core, the chart (~1 s of matplotlib) and the Parquet shards (the
-    # largest serial step: every image is embedded) are written by forked side processes beside the JSONL.
-    side = config.workers > 1 and _mp_context().get_start_method() == "fork"
-    plotter = _side_process(W.write_plots, out, stats) if side and config.plots else None
-    parquet = _side_process(_write_all_parquet, out, state.rows) if side else None
-    if parquet is None:
-        _write_all_parquet(out, state.rows)
-    for (subset, split), rows in sorted(state.rows.items()):
-        W.write_jsonl(W.jsonl_path(out, subset, split), rows)
-    W.write_jsonl(out / "rejects.jsonl", state.rejects)
-    _remove_unreferenced_images(out, {e["image"] for e in state.kept})  # parquet reads only the referenced ones
-    if parquet is not None:
-        _join(parquet, out / "parquet")
-    if plotter is not None:
-        _join(plotter, out / "plots")
-        plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
-    else:
-        plots = W.write_plots(out, stats) if config.plots else []
-    W.write_card(out, stats, plots)
-    W.write_atomic(out / "stats.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
-    return stats
+            self.records_loaded += 1
+            self._add_record(entry)
+        for shards in self.parquet.values():
+            shards.end_chunk()
 
+    def _writers(self, subset: str, split: str) -> tuple[Any, W.ParquetShards]:
+        key = (subset, split)
+        if key not in self.jsonl:
+            path = self.staging / W.jsonl_path(Path(), subset, split)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.jsonl[key] = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+            self.parquet[key] = W.ParquetShards(self.staging / "parquet" / subset, split, self.images)
+        return self.jsonl[key], self.parquet[key]
 
-def _write_all_parquet(out: Path, rows_by_subset: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
-    images = W.ImageBytes(out)  # shared: each PNG is read once for all the subsets its samples are in
-    for (subset, split), rows in sorted(rows_by_subset.items()):
-        W.write_parquet(out, subset, split, rows, images)
+    def _add_record(self, entry: dict[str, Any]) -> None:
+        reason = self.dedup.check(entry["md5"], entry["phash"], entry["source"], entry["annotation"], entry["ref"])
+        if reason:
+            self.rejects.append(Reject(entry["ref"], entry["source"], reason, "dedup").to_json())
+            return
+        samples = entry.pop("samples")
+        self.kept.append(entry)
+        self.kept_images.add(entry["image"])
+        prefix = (entry["dim"], entry["task"], entry["modality"], entry["source"])
+        split = entry["split"]
+        for sample in samples:
+            self.ids[prefix] += 1
+            row = {
+                "id": W.sample_id(*prefix, self.ids[prefix]), "image": entry["image"],
+                "conversations": sample["conversations"], "subset": sample["subset"], "split": split,
+                "source": entry["source"], "modality": entry["modality"], "department": entry["department"],
+                "organ": entry["organ"], "task": entry["task"], "labels": entry["labels"],
+                "format": sample["format"], "templates": sample["templates"],
+                "question_type": sample["question_type"], "answer_type": sample["answer_type"],
+                "answer": sample["answer"], "options": sample["options"], "generator": sample["generator"],
+                "ref": entry["ref"],
+            }
+            jsonl, parquet = self._writers(sample["subset"], split)
+            jsonl.write(W.ROW_ENCODER.encode(row) + "\n")
+            parquet.add(row)
+            self.samples[(sample["subset"], split, sample["format"], sample["generator"])] += 1
+            self.templates.update(sample["templates"])
+
+    # ---------------------------------------------------------------- closing
+    def finish(self, leakage: LeakageIndex | None) -> dict[str, Any]:
+        if self.next != self.nchunks:
+            raise RuntimeError(f"assembly stopped at chunk {self.next} of {self.nchunks}")
+        config, out = self.config, self.config.out
+        for key in sorted(self.jsonl):
+            self.jsonl[key].close()
+            self.parquet[key].close()
+        for stale in ("heldout", "parquet", "plots"):
+            shutil.rmtree(out / stale, ignore_errors=True)
+        for subset in SUBSETS:
+            os.replace(self.staging / W.jsonl_path(Path(), subset, "train"), W.jsonl_path(out, subset, "train"))
+        for folder in ("heldout", "parquet"):  # made only when they have rows
+            if (self.staging / folder).is_dir():
+                os.replace(self.staging / folder, out / folder)
+        stats = _statistics(config, self, leakage)
+        # With more than one core, the chart (~1 s of matplotlib) is drawn by a forked side process meanwhile.
+        side = config.workers > 1 and config.plots and _mp_context().get_start_method() == "fork"
+        plotter = _side_process(W.write_plots, out, stats) if side else None
+        W.write_jsonl(out / "rejects.jsonl", self.rejects)
+        _remove_unreferenced_images(out, self.kept_images)
+        if plotter is not None:
+            _join(plotter, out / "plots")
+            plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
+        else:
+            plots = W.write_plots(out, stats) if config.plots else []
+        W.write_card(out, stats, plots)
+        W.write_atomic(out / "stats.json", (json.dumps(stats, indent=1, sort_keys=True) + "\n").encode())
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return stats
 
 
 def _side_process(target: Callable[..., Any], *args: Any) -> Any:
@@ -463,28 +532,6 @@ def _join(process: Any, what: Path) -> None:
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"writing {what} failed (exit code {process.exitcode})")
-
-
-def _add_record(state: _Assembly, dedup: Deduper, entry: dict[str, Any]) -> None:
-    reason = dedup.check(entry["md5"], entry["phash"], entry["source"], entry["annotation"], entry["ref"])
-    if reason:
-        state.rejects.append(Reject(entry["ref"], entry["source"], reason, "dedup").to_json())
-        return
-    state.kept.append(entry)
-    for sample in entry["samples"]:
-        prefix = (entry["dim"], entry["task"], entry["modality"], entry["source"])
-        state.ids[prefix] += 1
-        row = {
-            "id": W.sample_id(*prefix, state.ids[prefix]), "image": entry["image"],
-            "conversations": sample["conversations"], "subset": sample["subset"], "split": entry["split"],
-            "source": entry["source"], "modality": entry["modality"], "department": entry["department"],
-            "organ": entry["organ"], "task": entry["task"], "labels": entry["labels"], "format": sample["format"],
-            "templates": sample["templates"], "question_type": sample["question_type"],
-            "answer_type": sample["answer_type"], "answer": sample["answer"], "options": sample["options"],
-            "generator": sample["generator"], "ref": entry["ref"],
-        }
-        state.rows.setdefault((sample["subset"], entry["split"]), []).append(row)
-        state.templates.update(sample["templates"])
 
 
 _OUR_IMAGE = re.compile(r"^([0-9a-f]{32}\.png|\..+\.\d+\.tmp)$")  # <md5>.png, or write_atomic debris
@@ -510,14 +557,19 @@ def _count(values: list[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
 
 
-def _statistics(config: BuildConfig, state: _Assembly, leakage: LeakageIndex | None) -> dict[str, Any]:
-    rows = [row for rows in state.rows.values() for row in rows]
+def _sum_by(counts: Counter, key: Callable[[tuple[str, ...]], str]) -> dict[str, int]:
+    total: Counter = Counter()
+    for k, n in counts.items():
+        total[key(k)] += n
+    return dict(sorted(total.items()))
+
+
+def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | None) -> dict[str, Any]:
     read_rejects = sum(1 for r in state.rejects if r["stage"] == "read")
     inputs = state.records_loaded + read_rejects
     by_subset_split: dict[str, dict[str, int]] = {}
-    for (subset, split), subset_rows in sorted(state.rows.items()):
-        if subset_rows:
-            by_subset_split.setdefault(subset, {})[split] = len(subset_rows)
+    for (subset, split), n in _sum_by(state.samples, lambda k: k[:2]).items():
+        by_subset_split.setdefault(subset, {})[split] = n
     kept = state.kept
     synthetic = sorted({e["source"] for e in kept if e["synthetic"]})
     leak_rejects = sum(1 for r in state.rejects if r["stage"] == "leakage")
@@ -526,11 +578,11 @@ def _statistics(config: BuildConfig, state: _Assembly, leakage: LeakageIndex | N
         "sources": [s.label() for s in config.sources],
         "inputs": inputs, "records_loaded": state.records_loaded, "records_kept": len(kept),
         "rejects": len(state.rejects), "accounting_ok": inputs == len(kept) + len(state.rejects),
-        "samples": len(rows),
-        "samples_by_subset": _count([r["subset"] for r in rows]),
+        "samples": sum(state.samples.values()),
+        "samples_by_subset": _sum_by(state.samples, lambda k: k[0]),
         "samples_by_subset_split": by_subset_split,
-        "samples_by_format": _count([r["format"] for r in rows]),
-        "samples_by_generator": _count([r["generator"] for r in rows]),
+        "samples_by_format": _sum_by(state.samples, lambda k: k[2]),
+        "samples_by_generator": _sum_by(state.samples, lambda k: k[3]),
         "records_by_split": _count([e["split"] for e in kept]),
         "records_by_modality": _count([e["modality"] for e in kept]),
         "records_by_department": _count([e["department"] or "(none)" for e in kept]),

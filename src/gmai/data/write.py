@@ -36,6 +36,7 @@ LIST_FIELDS = {"labels", "templates", "options"}
 TASK_CODES = {"classification": "cls", "segmentation": "seg", "detection": "det", "vqa": "vqa", "report": "rep",
               "perception": "per", "conversation": "conv"}
 PARQUET_ROWS_PER_SHARD = 2000
+PARQUET_ROW_GROUP_ROWS = 100  # rows buffered before a row group is written (at a chunk's end)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -80,11 +81,11 @@ def jsonl_path(out: Path, subset: str, split: str) -> Path:
 
 
 # One encoder for every row: json.dumps with any option builds a new encoder per call (same bytes either way).
-_ROW_ENCODER = json.JSONEncoder(ensure_ascii=False)
+ROW_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    lines = [_ROW_ENCODER.encode(row) for row in rows]
+    lines = [ROW_ENCODER.encode(row) for row in rows]
     write_atomic(path, ("\n".join(lines) + "\n").encode() if lines else b"")
     return len(lines)
 
@@ -153,37 +154,108 @@ def _parquet_compression(schema: Any) -> dict[str, str]:
     return {p: "none" if p == "image.bytes" else "snappy" for p in paths}
 
 
+class ParquetShards:
+    """The rows of one (subset, split) streamed into Parquet shards as they are assembled.
+
+    Shards hold at most PARQUET_ROWS_PER_SHARD rows; within a shard, buffered rows become a row group
+    when ``end_chunk`` finds at least PARQUET_ROW_GROUP_ROWS of them (and when a shard fills). Row groups
+    of ~100 rows are what ``datasets`` itself writes for image columns, and they let the build write
+    Parquet while workers are still busy instead of all at the end. The layout depends only on the row
+    sequence and where chunks end, never on timing, so the bytes do not depend on the worker count.
+
+    Shards are written as ``<folder>/<split>-<k>.parquet`` and only get their final
+    ``<split>-<k>-of-<n>.parquet`` names in ``close`` (n is known once the last row is in).
+    """
+
+    def __init__(self, folder: Path, split: str, images: ImageBytes) -> None:
+        self.folder, self.split, self.images = folder, split, images
+        self.columns: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
+        self.rows = 0  # all rows added so far
+        self.shard_rows = 0  # rows already written to the open shard
+        self.staged: list[Path] = []
+        self.writer: Any = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        for name, values in self.columns.items():
+            values.append(row[name])
+        self.rows += 1
+
+    def end_chunk(self) -> None:
+        if len(self.columns["id"]) >= PARQUET_ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        while self.columns["id"]:
+            take = min(len(self.columns["id"]), PARQUET_ROWS_PER_SHARD - self.shard_rows)
+            head = {name: values[:take] for name, values in self.columns.items()}
+            for values in self.columns.values():
+                del values[:take]
+            self._write_group(head)
+            if self.shard_rows == PARQUET_ROWS_PER_SHARD:
+                self.writer.close()
+                self.writer, self.shard_rows = None, 0
+
+    def _write_group(self, columns: dict[str, list[Any]]) -> None:
+        import pyarrow.parquet as pq
+
+        schema = _arrow_schema()
+        if self.writer is None:
+            path = self.folder / f".{self.split}-{len(self.staged):05d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.staged.append(path)
+            self.writer = pq.ParquetWriter(path, schema, compression=_parquet_compression(schema))
+        self.writer.write_table(_arrow_table(schema, columns, self.images), row_group_size=len(columns["id"]))
+        self.shard_rows += len(columns["id"])
+
+    def close(self) -> list[Path]:
+        """Write what is buffered, close, and give the shards their final names. Returns their paths."""
+        self.flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        final = [self.folder / f"{self.split}-{k:05d}-of-{len(self.staged):05d}.parquet" for k in range(len(self.staged))]
+        for staged, path in zip(self.staged, final):
+            os.replace(staged, path)
+        return final
+
+
+_SCHEMA: list[Any] = []
+
+
+def _arrow_schema() -> Any:
+    """The Arrow schema of the ``datasets`` features (built once per process: it is the same every time)."""
+    if not _SCHEMA:
+        _SCHEMA.append(_features().arrow_schema)
+    return _SCHEMA[0]
+
+
+def _arrow_table(schema: Any, columns: dict[str, list[Any]], images: ImageBytes) -> Any:
+    """Column lists -> Arrow table, one typed array per column (no per-row dicts, no type inference)."""
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        values = columns[field.name]
+        if field.name == "image":  # HF Image feature: struct<bytes, path>
+            kinds = list(field.type)
+            arrays.append(pa.StructArray.from_arrays(
+                [pa.array([images(v) for v in values], kinds[0].type), pa.array(values, kinds[1].type)],
+                fields=kinds))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def write_parquet(out: Path, subset: str, split: str, rows: list[dict[str, Any]],
                   images: ImageBytes | None = None) -> list[str]:
-    """Shards of at most PARQUET_ROWS_PER_SHARD rows; image bytes embedded (HF ``Image`` feature)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """All rows at once (one chunk): shards of at most PARQUET_ROWS_PER_SHARD rows, image bytes embedded."""
     if not rows:
         return []
-    images = images or ImageBytes(out)
-    schema = _features().arrow_schema
-    compression = _parquet_compression(schema)
-    folder = out / "parquet" / subset
-    nshards = -(-len(rows) // PARQUET_ROWS_PER_SHARD)
-    written = []
-    for shard in range(nshards):
-        chunk = rows[shard * PARQUET_ROWS_PER_SHARD:(shard + 1) * PARQUET_ROWS_PER_SHARD]
-        columns: dict[str, list[Any]] = {}
-        for name in ROW_FIELDS:
-            if name == "image":
-                columns[name] = [{"bytes": images(row["image"]), "path": row["image"]} for row in chunk]
-            else:
-                default: Any = [] if name in LIST_FIELDS else ""
-                columns[name] = [row.get(name, default) for row in chunk]
-        table = pa.Table.from_pydict(columns, schema=schema)
-        path = folder / f"{split}-{shard:05d}-of-{nshards:05d}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression=compression)
-        os.replace(tmp, path)
-        written.append(str(path.relative_to(out)))
-    return written
+    shards = ParquetShards(out / "parquet" / subset, split, images or ImageBytes(out))
+    for row in rows:
+        shards.add({name: row.get(name, [] if name in LIST_FIELDS else "") for name in ROW_FIELDS})
+    shards.end_chunk()
+    return [str(p.relative_to(out)) for p in shards.close()]
 
 
 # ------------------------------------------------------------------------------------------------
