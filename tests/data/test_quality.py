@@ -142,3 +142,11 @@ def test_blank_check_std_matches_numpy():
     for image in (rng.integers(0, 256, (50, 70), dtype=np.uint8), np.full((30, 30), 7, np.uint8),
                   rng.integers(100, 103, (64, 64, 3), dtype=np.uint8)):
         assert abs(_grey_std(image) - float(image.std())) < 1e-9
+
+
+def test_blank_check_confirms_a_blank_looking_sample_on_every_pixel():
+    """The strided sample only decides 'not blank'; a thin structure between sampled pixels is kept."""
+    lines = np.zeros((256, 256), np.uint8)
+    lines[:, 1::4] = 200  # columns the 4-pixel stride never samples
+    assert check_record(record(lines), CFG) is None
+    assert "blank image" in check_record(record(np.full((256, 256), 3, np.uint8)), CFG)

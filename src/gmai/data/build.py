@@ -109,6 +109,7 @@ _STATE: dict[str, Any] = {}
 
 def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
     _STATE["config"] = config
+    _STATE["out"] = str(config.out)
     _STATE["leakage"] = leakage
     _STATE["generator"] = None
 
@@ -191,8 +192,8 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
         return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
                                 " Q&A, report or conversation)", "generate").to_json()
     relpath = W.image_relpath(record.source, md5)
-    target = config.out / relpath
-    if not target.exists():
+    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
+    if not os.path.exists(target):
         W.write_atomic(target, W.encode_png(_for_output(image, config.max_side), config.png_compress_level))
     dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
     entry = {

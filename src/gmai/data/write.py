@@ -16,6 +16,7 @@ worker count or the wall clock, so two builds of the same inputs are byte-identi
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -43,14 +44,17 @@ PARQUET_ROW_GROUP_ROWS = 100  # rows buffered before a row group is written (at 
 # Files
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path | str, data: bytes) -> None:
     """Write via a temporary file and rename, so a killed run never leaves half a file behind."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    folder, name = os.path.split(os.fspath(path))  # plain strings: called once per image, pathlib costs show
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(data)
+        handle = open(tmp, "wb")  # noqa: SIM115
     except FileNotFoundError:  # the folder is made only when missing: one image per call, most folders exist
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        os.makedirs(folder, exist_ok=True)
+        handle = open(tmp, "wb")  # noqa: SIM115
+    with handle:
+        handle.write(data)
     os.replace(tmp, path)
 
 
@@ -63,6 +67,7 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=4096)  # a build has a handful of sources/modalities, named on every sample
 def slug(text: str) -> str:
     """Lower-case, safe for file names and the '#'-separated ids."""
     return re.sub(r"[^a-z0-9.+-]+", "-", text.strip().lower()).strip("-") or "unknown"
@@ -72,8 +77,13 @@ def image_relpath(source: str, md5: str) -> str:
     return f"images/{slug(source)}/{md5}.png"
 
 
+@functools.lru_cache(maxsize=4096)
+def _id_prefix(dim: str, task: str, modality: str, source: str) -> str:
+    return f"{dim}#{TASK_CODES.get(task, slug(task))}#{slug(modality)}#{slug(source)}#"
+
+
 def sample_id(dim: str, task: str, modality: str, source: str, n: int) -> str:
-    return f"{dim}#{TASK_CODES.get(task, slug(task))}#{slug(modality)}#{slug(source)}#{n}"
+    return f"{_id_prefix(dim, task, modality, source)}{n}"
 
 
 def jsonl_path(out: Path, subset: str, split: str) -> Path:

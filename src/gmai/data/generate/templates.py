@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gmai.data.generate import Sample
 from gmai.data.masks import location_phrase  # the same words as MaskFacts.location
@@ -216,6 +216,9 @@ class _Context:
     noun: str
     organ: str
     modality: str
+    regions: list[tuple[str, list[Box], str, float, int]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    perception: list[tuple[str, dict[str, object], str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         a_noun = with_article(self.noun)
@@ -250,6 +253,10 @@ class TemplateGenerator:
     def generate(self, record: Record, rng: random.Random) -> list[Sample]:
         ctx = _Context(noun=modality_noun(record.modality), organ=organ_text(record.organ),
                        modality=record.modality.strip() or "unknown")
+        # what several formats read, derived once per record (the formats never modify these lists)
+        ctx.regions = self._regions_of(record)
+        ctx.labels = self._labels(record)
+        ctx.perception = self._perception_facts(record, ctx)
         builders = [self._caption, self._report, self._regions, self._grounding, self._instruction,
                     self._vqa, self._perception, self._multi_turn, self._passthrough]
         samples: list[Sample] = []
@@ -308,8 +315,8 @@ class TemplateGenerator:
             return []
         used: list[str] = []
         prompt = self._turn(rng, ctx, "caption.prompt", used)
-        regions = self._regions_of(record)
-        labels = self._labels(record)
+        regions = ctx.regions
+        labels = ctx.labels
         if regions:
             facts = "; ".join(self._fact_phrase(label, loc, area, n) for label, _, loc, area, n in regions)
             answer = self._turn(rng, ctx, "caption.regions", used, facts=facts)
@@ -334,7 +341,7 @@ class TemplateGenerator:
 
     def _regions(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         samples = []
-        regions = self._regions_of(record)
+        regions = ctx.regions
         order = list(range(len(regions)))
         rng.shuffle(order)
         for index in order[: self.max_regions]:
@@ -350,7 +357,7 @@ class TemplateGenerator:
         return samples
 
     def _grounding(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
-        regions = self._regions_of(record)
+        regions = ctx.regions
         if not regions:
             return []
         label, boxes, location, _, _ = regions[rng.randrange(len(regions))]
@@ -362,7 +369,7 @@ class TemplateGenerator:
                        answer_type="open", answer=box_tag(boxes))]
 
     def _instruction(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
-        labels = self._labels(record)
+        labels = ctx.labels
         if record.task in ("vqa", "report", "conversation") or not labels:
             return []
         distractors = sorted({label_text(x) for x in record.label_set} - set(labels) - {""})
@@ -438,7 +445,7 @@ class TemplateGenerator:
             facts.append(("modality", {}, record.modality.strip()))
         if ctx.organ:
             facts.append(("organ", {}, ctx.organ))
-        for label, _, location, _, count in self._regions_of(record):
+        for label, _, location, _, count in ctx.regions:
             facts.append(("location", {"label": label, "location": location}, location))
             facts.append(("count", {"label": label, "n": count}, str(count)))
         return facts
@@ -446,7 +453,7 @@ class TemplateGenerator:
     def _perception(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         if record.task == "conversation":
             return []
-        facts = self._perception_facts(record, ctx)
+        facts = ctx.perception
         if not facts:
             return []
         kind, values, gold = facts[rng.randrange(len(facts))]
@@ -460,8 +467,8 @@ class TemplateGenerator:
             return []
         turns: list[tuple[str, str]] = []
         used: list[str] = []
-        facts = self._perception_facts(record, ctx)
-        labels = self._labels(record)
+        facts = ctx.perception
+        labels = ctx.labels
         # modality first, then the label, then one more perception fact (organ/location/count)
         chosen = [f for f in facts if f[0] == "modality"]
         others = [f for f in facts if f[0] != "modality"]
