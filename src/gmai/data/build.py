@@ -213,8 +213,12 @@ def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
         return [Reject(f"{spec.path} item {item!r}", spec.kind, f"adapter error: {type(error).__name__}: {error}")]
 
 
-def process_chunk(index: int, units: list[tuple[int, Any]]) -> tuple[int, int]:
-    """Process one chunk and commit its part file. Returns (chunk index, entries)."""
+def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
+    """Process one chunk and commit its part file. Returns (chunk index, entries, the part if ``keep``).
+
+    ``keep`` is for the single-process build: its assembler takes the part from memory instead of
+    reading back the file it was just written to (the same data; the file is still what a rerun resumes from).
+    """
     config: BuildConfig = _STATE["config"]
     entries: list[tuple[str, dict[str, Any]]] = []
     generator = _generator()
@@ -230,7 +234,7 @@ def process_chunk(index: int, units: list[tuple[int, Any]]) -> tuple[int, int]:
     generation.subtract(before)
     part = {"entries": entries, "generation": dict(+generation)}
     W.write_atomic(_part_path(config.out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
-    return index, len(entries)
+    return index, len(entries), part if keep else None
 
 
 def _part_path(out: Path, index: int) -> Path:
@@ -375,8 +379,8 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
         if config.workers <= 1:
             _init_worker(config, leakage)
             for index in todo:
-                process_chunk(index, chunks[index])
-                assembler.committed(index)
+                _, _, part = process_chunk(index, chunks[index], keep=True)
+                assembler.committed(index, part)
                 bar.advance(task, len(chunks[index]))
                 done += 1
                 if stop_after is not None and done >= stop_after:
@@ -386,7 +390,7 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
                                  initargs=(config, leakage)) as pool:
             futures = [pool.submit(process_chunk, index, chunks[index]) for index in todo]
             for future in as_completed(futures):
-                index, _ = future.result()
+                index, _, _ = future.result()
                 assembler.committed(index)  # assembles what is next in line while the workers go on
                 bar.advance(task, len(chunks[index]))
                 done += 1
@@ -429,20 +433,26 @@ class _Assembler:
         self.ids: Counter = Counter()
         self.samples: Counter = Counter()  # (subset, split, format, generator) -> rows
         self.done: set[int] = set()
+        self.in_memory: dict[int, dict[str, Any]] = {}
         self.next = 0
         for subset in SUBSETS:  # the training JSONL files exist even when empty
             self._writers(subset, "train")
 
     # ---------------------------------------------------------------- streaming
-    def committed(self, index: int) -> None:
-        """Chunk ``index`` is committed: assemble every chunk that is now next in line."""
+    def committed(self, index: int, part: dict[str, Any] | None = None) -> None:
+        """Chunk ``index`` is committed: assemble every chunk that is now next in line.
+
+        ``part`` (optional) is the chunk's part as it was just written, saving the read-back.
+        """
         self.done.add(index)
+        if part is not None:
+            self.in_memory[index] = part
         while self.next in self.done:
             self._feed(self.next)
             self.next += 1
 
     def _feed(self, index: int) -> None:
-        part = pickle.loads(_part_path(self.config.out, index).read_bytes())
+        part = self.in_memory.pop(index, None) or pickle.loads(_part_path(self.config.out, index).read_bytes())
         self.generation.update(part["generation"])
         for kind, entry in part["entries"]:
             if kind == "reject":
