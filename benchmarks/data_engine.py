@@ -15,7 +15,8 @@ the same PNG encoder settings, and writes exactly the slices the engine keeps.
 
 Wall and CPU time (this process + its joined workers) are both reported: on a shared, oversubscribed
 machine wall-clock 2-worker scaling says more about the neighbours than about the engine, so the
-load average is recorded before and after.
+load average is recorded before and after. After the timed runs, one more 1-worker engine run is timed
+stage by stage (CPU seconds, ``cpu_breakdown_1w``): what the engine does beyond the codec work.
 
 Targets: engine >= 0.8x the bare loop at 1 worker; engine at 2 workers >= 1.7x its 1-worker rate.
 """
@@ -144,6 +145,56 @@ def run_adapter_only(data: Path) -> tuple[float, int, float]:
     return time.perf_counter() - start, records, cpu_seconds() - cpu
 
 
+# Where the engine's time goes beyond the codec work (timed separately: the wrappers cost a little).
+_STAGES = {
+    "gmai.data.sources.nifti": ["load_nifti", "volume_to_uint8", "_label_areas", "_slice_facts"],
+    "gmai.data.build": ["check_record", "pixel_md5", "phash", "annotation_key"],
+    "gmai.data.write": ["encode_png", "write_atomic"],
+}
+
+
+def cpu_breakdown(data: Path, out: Path, level: int) -> dict[str, float]:
+    """CPU seconds per stage of one 1-worker engine run (nested stages are not subtracted from their callers)."""
+    import functools
+    import importlib
+
+    import gmai.data.build as build
+    import gmai.data.generate.templates as templates
+    import gmai.data.write as write
+
+    spent: dict[str, float] = {}
+    originals: list[tuple[object, str, object]] = []
+
+    def timed(owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - start
+
+        originals.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    for module_name, names in _STAGES.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            timed(module, name, name)
+    timed(templates.TemplateGenerator, "generate", "generate (templates)")
+    timed(build._Assembler, "_feed", "assembly: dedup, rows, JSONL, Parquet")
+    timed(write.ParquetShards, "_write_group", "assembly: of which Parquet row groups")
+    timed(build._Assembler, "finish", "assembly: closing (rejects, stats, card, moves)")
+    try:
+        _, _, total = run_engine(data, out, 1, level, plots=False)
+    finally:
+        for owner, name, original in reversed(originals):
+            setattr(owner, name, original)
+    return {"total": round(total, 3), **{k: round(v, 3) for k, v in sorted(spent.items(), key=lambda kv: -kv[1])}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--volumes", type=int, default=8)
@@ -179,10 +230,12 @@ def main() -> None:
                          "bare_s": round(bare[0], 3), "bare_rps": round(bare[1] / bare[0], 1),
                          "bare_cpu_s": round(bare[2], 2)})
         adapter = best([run_adapter_only(tmp / "data") for _ in range(args.repeats)])
+        breakdown = cpu_breakdown(tmp / "data", tmp / "breakdown", args.png_level)
     one, two = rows
     result = {
         "adapter_only_1w": {"seconds": round(adapter[0], 3), "records": adapter[1], "cpu_s": round(adapter[2], 2),
                             "cpu_share_of_engine_1w": round(adapter[2] / one["engine_cpu_s"], 3)},
+        "cpu_breakdown_1w": breakdown,
         "workload": f"{args.volumes} synthetic CT volumes {args.size}x{args.size}x{args.depth} (int16 .nii.gz), "
                     f"labelled slices -> template generation; PNG compress_level {args.png_level}; "
                     f"card chart {'drawn' if args.plots else 'off (fixed cost)'}",
@@ -207,6 +260,7 @@ def main() -> None:
               f"{row['engine_cpu_s']:>13.2f} {row['bare_s']:>8.2f} {row['bare_rps']:>11.1f} {row['bare_cpu_s']:>11.2f}")
     print(f"of which the nifti adapter alone (decode both volumes, slice, mask facts): {adapter[2]:.2f} CPU s "
           f"({100 * adapter[2] / one['engine_cpu_s']:.0f}% of the 1-worker engine's CPU time)")
+    print("1-worker engine CPU by stage (s): " + ", ".join(f"{k} {v:.3f}" for k, v in breakdown.items()))
     print(f"engine / bare at 1 worker: {result['engine_vs_bare_1w']:.2f} (target >= 0.8)")
     print(f"engine 2 workers / 1 worker: {result['engine_2w_speedup']:.2f} (target >= 1.7); "
           f"bare loop: {result['bare_2w_speedup']:.2f}")
