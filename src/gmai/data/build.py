@@ -108,6 +108,7 @@ _STATE: dict[str, Any] = {}
 
 
 def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
+    _STATE.pop("png", None)
     _STATE["config"] = config
     _STATE["out"] = str(config.out)
     _STATE["leakage"] = leakage
@@ -194,7 +195,10 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     relpath = W.image_relpath(record.source, md5)
     target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
     if not os.path.exists(target):
-        W.write_atomic(target, W.encode_png(_for_output(image, config.max_side), config.png_compress_level))
+        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
+        W.write_atomic(target, data)
+        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
+            written[relpath] = data
     dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
     entry = {
         "ref": record.ref, "source": record.source, "kind": spec.kind, "split": record.split, "task": record.task,
@@ -378,8 +382,11 @@ def _run_chunks(config: BuildConfig, leakage: LeakageIndex | None, chunks: list[
         done = 0
         if config.workers <= 1:
             _init_worker(config, leakage)
+            _STATE["png"] = {}
             for index in todo:
                 _, _, part = process_chunk(index, chunks[index], keep=True)
+                assembler.images.offer(_STATE["png"])  # the PNGs just written: no read-back for Parquet
+                _STATE["png"].clear()
                 assembler.committed(index, part)
                 bar.advance(task, len(chunks[index]))
                 done += 1

@@ -136,12 +136,20 @@ class ImageBytes:
         data = self.cache.get(relpath)
         if data is None:
             data = (self.out / relpath).read_bytes()
-            if self.size + len(data) > self.limit:
-                self.cache.clear()
-                self.size = 0
-            self.cache[relpath] = data
-            self.size += len(data)
+            self._keep(relpath, data)
         return data
+
+    def offer(self, files: dict[str, bytes]) -> None:
+        """Bytes of files this process has just written (the same bytes as on disk): saves reading them back."""
+        for relpath, data in files.items():
+            self._keep(relpath, data)
+
+    def _keep(self, relpath: str, data: bytes) -> None:
+        if self.size + len(data) > self.limit:
+            self.cache.clear()
+            self.size = 0
+        self.cache[relpath] = data
+        self.size += len(data)
 
 
 # PNG bytes are already deflated: Snappy over them saves <1% and costs about as much as writing the table.
