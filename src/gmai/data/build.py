@@ -350,10 +350,14 @@ def _run_build(config: BuildConfig, progress: bool, stop_after_chunks: int | Non
     if reused:
         log(f"resuming: {reused} of {len(chunks)} chunks already committed")
     assembler = _Assembler(config, len(chunks), list_failures)
-    for index in sorted(set(range(len(chunks))) - set(todo)):
-        assembler.committed(index)
-    _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
-    stats = assembler.finish(leakage)
+    try:
+        for index in sorted(set(range(len(chunks))) - set(todo)):
+            assembler.committed(index)
+        _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
+        stats = assembler.finish(leakage)
+    except BaseException:
+        assembler.abandon()  # the committed parts stay: a rerun resumes from them
+        raise
     if not config.keep_journal:
         shutil.rmtree(config.out / JOURNAL, ignore_errors=True)
     return BuildResult(config.out, stats, len(chunks), reused, time.perf_counter() - start)
@@ -509,6 +513,15 @@ class _Assembler:
             self.templates.update(sample["templates"])
 
     # ---------------------------------------------------------------- closing
+    def abandon(self) -> None:
+        """Close the staging files of a build that stopped midway (they are redone by the next run)."""
+        for handle in self.jsonl.values():
+            handle.close()
+        for shards in self.parquet.values():
+            if shards.writer is not None:
+                shards.writer.close()
+                shards.writer = None
+
     def finish(self, leakage: LeakageIndex | None) -> dict[str, Any]:
         if self.next != self.nchunks:
             raise RuntimeError(f"assembly stopped at chunk {self.next} of {self.nchunks}")
