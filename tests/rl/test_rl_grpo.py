@@ -101,6 +101,23 @@ def test_metrics_callback_writes_stable_fields(tmp_path):
     assert G.plot_metrics(tmp_path)[0].exists()
 
 
+def test_revisit_summary_compares_each_question_with_itself(tmp_path):
+    rows = []
+    for step, bonus in ((0, 0.0), (5, 0.5)):  # every question gains 0.5 on its second visit
+        for q in range(8):
+            rows.append({"step": step, "id": f"q{q}", "reward": 0.1 * q + bonus, "n": 4,
+                         "rewards": {"accuracy": bonus}, "all_equal": step == 0 and q < 4})
+    rows.append({"step": 9, "id": "once", "reward": 0.0, "n": 4, "rewards": {}, "all_equal": True})
+    (tmp_path / G.QUESTION_REWARDS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = G.revisit_summary(tmp_path)
+    assert (summary["questions"], summary["revisited"], summary["improved"], summary["worsened"]) == (9, 8, 8, 0)
+    assert summary["last_visit"] - summary["first_visit"] == pytest.approx(0.5)
+    assert summary["p_value"] < 0.01
+    assert (summary["zero_signal_first_visit"], summary["zero_signal_last_visit"]) == (0.5, 0.0)
+    assert G.revisit_summary(tmp_path, "reward/accuracy")["last_visit"] == pytest.approx(0.5)
+    assert G.revisit_summary(tmp_path / "missing")["revisited"] == 0
+
+
 def test_recipes_load_and_reject_typos(tmp_path):
     r = load_r1_recipe(ROOT / "recipes" / "r1-tiny.yaml", ["grpo.max_steps=3", "grpo.learning_rate=1e-3"])
     assert r.grpo.max_steps == 3 and r.grpo.learning_rate == 1e-3 and r.grpo.rewards["accuracy"] == 1.0
@@ -157,6 +174,13 @@ def test_grpo_cli_two_steps_writes_metrics_and_a_standard_checkpoint(setup, tmp_
             assert key in row and row[key] is not None, key
         assert 0.0 <= row["zero_signal_fraction"] <= 1.0
     assert (out / "grpo-metrics.png").stat().st_size > 0
+    # per-question rewards add up to the step's mean reward that TRL logged
+    per_question = [json.loads(line) for line in (out / G.QUESTION_REWARDS_FILE).read_text().splitlines()]
+    for row, step_row in zip(sorted({q["step"] for q in per_question}), rows):
+        batch = [q for q in per_question if q["step"] == row]
+        mean = sum(q["reward"] * q["n"] for q in batch) / sum(q["n"] for q in batch)
+        assert mean == pytest.approx(step_row["reward"], abs=1e-4)
+        assert all(q["n"] == 4 and set(q["rewards"]) >= {"format", "accuracy"} for q in batch)
     summary = json.loads((out / "grpo-summary.json").read_text())
     assert summary["vision"]["prompts_prefilled"] < summary["vision"]["prompts_requested"]
     from transformers import AutoModelForImageTextToText, AutoProcessor

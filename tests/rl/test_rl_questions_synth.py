@@ -54,6 +54,22 @@ def test_questions_from_data_engine_output(corpus, tmp_path):
     assert {r["answer"] for r in presence} <= {"yes", "no"}
 
 
+def test_sft_questions_are_disjoint_from_the_grpo_questions(corpus, tmp_path):
+    _add_labels(corpus)
+    together = Q.build_questions(corpus, tmp_path / "same", seed=3)
+    summary = Q.build_questions(corpus, tmp_path / "split", seed=3, sft_questions=5)
+    read = lambda name: [json.loads(line) for line in (tmp_path / "split" / name).read_text().splitlines()]  # noqa: E731
+    rl, pool, sft = read(Q.RL_FILE), read(Q.SFT_POOL_FILE), read(Q.SFT_FILE)
+    assert len(pool) == len(sft) == summary["sft_questions"] == 5
+    assert len(rl) == summary["questions"] == together["questions"] - 5
+    assert {r["id"] for r in pool} == {r["id"] for r in sft}
+    assert not {r["id"] for r in pool} & {r["id"] for r in rl}
+    same_pool = [json.loads(line)["id"] for line in (tmp_path / "same" / Q.SFT_POOL_FILE).read_text().splitlines()]
+    assert same_pool == [json.loads(line)["id"] for line in (tmp_path / "same" / Q.RL_FILE).read_text().splitlines()]
+    with pytest.raises(ValueError, match="leaves no GRPO questions"):
+        Q.build_questions(corpus, tmp_path / "bad", seed=3, sft_questions=together["questions"])
+
+
 def test_questions_bad_input_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no data-engine output"):
         Q.build_questions(tmp_path, tmp_path / "out")
@@ -126,3 +142,17 @@ def test_near_duplicate_detection():
     b = S.shingles("the lesion is round and bright in the left upper region .")
     c = S.shingles("a square dark area sits centrally with sharp edges")
     assert S.jaccard(a, b) > 0.8 > S.jaccard(a, c)
+
+
+def test_grounding_answers_are_not_open_text_questions(tmp_path):
+    (tmp_path / "images").mkdir()
+    from PIL import Image
+
+    Image.new("L", (32, 32), 128).save(tmp_path / "images" / "a.png")
+    rows = [{"image": "images/a.png", "modality": "X-ray", "split": "train", "source": "s", "answer_type": "open",
+             "answer": answer, "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                                 {"from": "gpt", "value": answer}]}
+            for question, answer in [("Find the mass.", "<box>[[0.1,0.2,0.3,0.4]]</box>"), ("Count the masses.", "1")]]
+    (tmp_path / "MM-Instruct.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    [facts] = Q.collect(tmp_path)
+    assert [qa["question"] for qa in facts.qa] == ["Count the masses."]

@@ -30,11 +30,13 @@ def _fail(err: Exception) -> None:
 @app.command("questions")
 def questions_command(
     input: str = typer.Argument(..., help="Data-engine output folder (MM-*.jsonl) or a benchmark folder (VQA-RAD)."),
-    out: str = typer.Option(..., "--out", help="Output folder: questions.jsonl, R1-SFT.jsonl, questions-heldout.jsonl."),
+    out: str = typer.Option(..., "--out", help="Output folder: questions.jsonl, questions-sft.jsonl, R1-SFT.jsonl, questions-heldout.jsonl."),
     split: str = typer.Option("train", help="Benchmark split to read (data-engine records carry their own)."),
     hold_out: Optional[List[str]] = typer.Option(None, "--hold-out",
                                                  help="FIELD=VALUE[,VALUE]: questions never used for training."),
     max_questions: int = typer.Option(0, help="Cap on training questions (0 = all)."),
+    sft_questions: int = typer.Option(0, help="Give SFT its own N questions (questions-sft.jsonl, R1-SFT.jsonl) "
+                                           "and GRPO the rest (questions.jsonl); 0 = both use the same."),
     n_options: int = typer.Option(4, help="Options per multiple-choice question."),
     kinds: str = typer.Option("choice,closed,open,box", help="Question kinds to build."),
     seed: int = typer.Option(0),
@@ -45,7 +47,7 @@ def questions_command(
     try:
         summary = build_questions(input, out, split=split, seed=seed, max_questions=max_questions, n_options=n_options,
                                   kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-                                  hold_out=_selectors(hold_out))
+                                  hold_out=_selectors(hold_out), sft_questions=sft_questions)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({k: summary[k] for k in ("images", "questions", "heldout", "by_type", "files")}, indent=2))
@@ -109,7 +111,7 @@ def train_command(
             q = r.questions
             build_questions(q.input, Path(out) / "questions", split=q.split, seed=q.seed,
                             max_questions=q.max_questions, n_options=q.n_options, kinds=tuple(q.kinds),
-                            hold_out=q.hold_out)
+                            hold_out=q.hold_out, sft_questions=q.sft_questions)
             questions = str(Path(out) / "questions" / RL_FILE)
         summary = train_grpo(start, questions, out, r.grpo)
     except (FileNotFoundError, ValueError) as err:

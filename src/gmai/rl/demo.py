@@ -20,18 +20,22 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from gmai.eval.stats import mcnemar_exact, trend, wilson_interval
 from gmai.rl.evaluate import evaluate_checkpoint
-from gmai.rl.grpo import R1GRPOConfig, train_grpo
+from gmai.rl.grpo import R1GRPOConfig, read_metrics, train_grpo
 from gmai.rl.pipeline import SFTSection, run_sft
-from gmai.rl.questions import HELDOUT_FILE, RL_FILE, build_questions, collect, load_questions, matches
+from gmai.rl.questions import HELDOUT_FILE, RL_FILE, SFT_POOL_FILE, build_questions, collect, load_questions, matches
 from gmai.rl.synth import SynthConfig, synthesise
 
 DEMO_KINDS = ("choice", "closed", "open")  # boxes need longer completions than the CPU demo affords
+R1_NAME = "GRPO (R1)"
+TREND_KEYS = ("reward", "reward/accuracy", "zero_signal_fraction")
 DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 
 
-def choose_heldout_modality(data_dir: str | Path, min_images: int = 5) -> str | None:
-    """The modality with the fewest training images (at least ``min_images``), so RL keeps the bulk."""
+def choose_heldout_modality(data_dir: str | Path, min_images: int = 40) -> str | None:
+    """The modality with the fewest training images but at least ``min_images`` (enough held-out questions
+    for a paired test to mean something), so RL keeps the bulk."""
     counts = Counter(f.modality for f in collect(data_dir) if f.modality and f.split == "train")
     candidates = sorted((n, m) for m, n in counts.items() if n >= min_images)
     if len(candidates) < 2:
@@ -61,14 +65,40 @@ def eval_splits(questions_dir: Path, hold_out: dict[str, list[str]], limit: int,
     return out
 
 
-def _table(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _baseline(results: dict[str, dict[str, Any]], split: str) -> str:
+    """The stronger Stage III variant on ``split``: R1 has to beat the best the Stage III model can do."""
+    stage3 = [name for name in results if name.startswith("Stage III")]
+    return max(stage3, key=lambda name: results[name][split]["accuracy"] or 0.0)
+
+
+def compare(results: dict[str, dict[str, Any]], sft_name: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per split: the baseline, every other model's paired McNemar test against it, and (given the SFT
+    row's name) GRPO against SFT: what the RL stage itself added."""
+    out: dict[str, dict[str, Any]] = {}
+    for split in next(iter(results.values())):
+        base = _baseline(results, split)
+        tests = {name: mcnemar_exact(results[base][split]["correct"], r[split]["correct"])
+                 for name, r in results.items() if not name.startswith("Stage III")}
+        out[split] = {"baseline": base, "tests": tests}
+        if sft_name in results and R1_NAME in results:
+            out[split]["grpo_vs_sft"] = mcnemar_exact(results[sft_name][split]["correct"],
+                                                      results[R1_NAME][split]["correct"])
+    return out
+
+
+def _table(results: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for model, splits in results.items():
         row: dict[str, Any] = {"model": model}
         for split, r in splits.items():
-            row[f"{split} acc"] = r["accuracy"]
+            hits = sum(r["correct"])
+            low, high = wilson_interval(hits, r["n"])
+            row[f"{split} acc [95% CI]"] = f"{r['accuracy']:.3f} [{low:.2f}, {high:.2f}]"
             row[f"{split} format-valid"] = r["format_valid"]
-            row[f"{split} n"] = r["n"]
+            test = comparisons[split]["tests"].get(model)
+            row[f"{split} vs Stage III"] = "baseline" if model == comparisons[split]["baseline"] else (
+                f"{test['difference']:+.3f} (+{test['b_only']}/-{test['a_only']}, p={test['p_value']:.2g})"
+                if test else "")
         rows.append(row)
     return rows
 
@@ -81,9 +111,44 @@ def _markdown(rows: list[dict[str, Any]], notes: list[str]) -> str:
     return "\n".join(["# GMAI-VL-R1 demo (tiny model, CPU)", "", *lines, "", *[f"- {n}" for n in notes], ""])
 
 
+def _verdicts(comparisons: dict[str, dict[str, Any]]) -> list[str]:
+    """Per split: does the final R1 model beat the Stage III baseline (p < 0.05, paired)? And GRPO vs SFT."""
+    lines = []
+    for split, c in comparisons.items():
+        test = c["tests"].get(R1_NAME)
+        if test is None:
+            continue
+        better = test["difference"] > 0 and test["p_value"] < 0.05
+        lines.append(f"{split}: GRPO (R1) {'beats' if better else 'does not significantly beat'} {c['baseline']} "
+                     f"({test['difference']:+.3f}, p={test['p_value']:.2g}, n={test['n']})")
+        if "grpo_vs_sft" in c:
+            g = c["grpo_vs_sft"]
+            lines.append(f"{split}: GRPO vs its SFT start {g['difference']:+.3f} (+{g['b_only']}/-{g['a_only']}, "
+                         f"p={g['p_value']:.2g}): what the RL stage itself added")
+    return lines
+
+
+def _revisit_note(key: str, r: dict[str, Any]) -> str:
+    if not r.get("revisited"):
+        return f"GRPO {key}: no question was sampled twice, so no per-question comparison"
+    return (f"GRPO {key}, the same {r['revisited']} questions at their first vs last visit: {r['first_visit']:.3f} -> "
+            f"{r['last_visit']:.3f} ({r['improved']} up, {r['worsened']} down, Wilcoxon p={r['p_value']:.2g}); "
+            f"groups without learning signal {r['zero_signal_first_visit']:.2f} -> {r['zero_signal_last_visit']:.2f}")
+
+
+def _trend_note(name: str, t: dict[str, Any]) -> str:
+    if t["slope"] is None:
+        return f"{name}: too few steps for a trend"
+    low, high = t["slope_ci"]
+    verdict = "rises" if t["rises"] else ("falls" if high < 0 else "no significant trend")
+    return (f"{name}: first third {t['first_third']:.3f} -> last third {t['last_third']:.3f}; slope {t['slope']:+.4f}"
+            f"/step [95% CI {low:+.4f}, {high:+.4f}]: {verdict}")
+
+
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
-                max_questions: int = 96, synth_k: int = 4, sft_epochs: float = 10.0, sft_lr: float = 3e-3,
-                grpo_steps: int = 16, grpo_lr: float = 2e-5, grpo_batch: int = 16, eval_limit: int = 32,
+                sft_questions: int = 96, grpo_questions: int = 64, synth_k: int = 4, sft_epochs: float = 6.0,
+                sft_lr: float = 3e-3,
+                grpo_epochs: float = 2.0, grpo_lr: float = 1e-4, grpo_batch: int = 16, eval_limit: int = 64,
                 max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
     """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
@@ -103,14 +168,18 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         modality = choose_heldout_modality(data_dir)
         hold_out = {"modality": [modality]} if modality else {}
     qdir = out / "questions"
-    qsum = build_questions(data_dir, qdir, seed=seed, max_questions=max_questions, kinds=DEMO_KINDS, hold_out=hold_out)
+    # SFT and GRPO get different questions: SFT memorises its few chains, and GRPO rewarded on those same
+    # questions would have nothing left to learn (its reward curve would only measure memorisation).
+    qsum = build_questions(data_dir, qdir, seed=seed, max_questions=sft_questions + grpo_questions, kinds=DEMO_KINDS,
+                           hold_out=hold_out, sft_questions=sft_questions)
     timings["questions_s"] = time.perf_counter() - t
-    say(f"r1: {qsum['questions']} RL questions, held out {hold_out or 'nothing'} ({qsum['heldout']} other questions)")
+    say(f"r1: {qsum['sft_questions']} SFT + {qsum['questions']} GRPO questions, held out {hold_out or 'nothing'} "
+        f"({qsum['heldout']} other questions)")
 
     t = time.perf_counter()
     synth_cfg = SynthConfig(k=synth_k, temperature=1.0, max_new_tokens=max_new_tokens, max_per_question=2,
                             batch_size=16, seed=seed, template_fallback=True)
-    synth = synthesise(qdir / RL_FILE, str(stage3_ckpt), out / "synth", synth_cfg, show_progress=console is not None)
+    synth = synthesise(qdir / SFT_POOL_FILE, str(stage3_ckpt), out / "synth", synth_cfg, show_progress=console is not None)
     timings["synth_s"] = time.perf_counter() - t
     say(f"r1: synthesis pass@{synth_k} {synth['by']['all']['all'][f'pass@{synth_k}']:.2f}, "
         f"{synth['teacher_rows']} teacher chains + {synth['template_rows']} template chains")
@@ -124,7 +193,9 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     t = time.perf_counter()
     # Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
     # tiny model that half-learnt the tags still gets a learning signal.
-    grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=grpo_steps, learning_rate=grpo_lr, num_generations=4,
+    # Epochs, not a step count: every GRPO question is sampled again, so each can be compared with itself.
+    grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=0, num_train_epochs=grpo_epochs,
+                            learning_rate=grpo_lr, num_generations=4,
                             per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.04,
                             answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
@@ -134,32 +205,38 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     splits = eval_splits(qdir, hold_out, eval_limit, seed)
     sft_label = "SFT on synthesised chains" if synth["template_rows"] == 0 else \
         ("SFT on template chains" if synth["teacher_rows"] == 0 else "SFT on teacher + template chains")
-    models = {"Stage III": stage3_ckpt, sft_label: sft_model, "GRPO (R1)": grpo["final"]}
+    models = {"Stage III": stage3_ckpt, sft_label: sft_model, R1_NAME: grpo["final"]}
     results = {name: evaluate_checkpoint(path, splits, max_new_tokens) for name, path in models.items()}
     # Stage III never saw the <think>/<answer> instruction: also score it on its own terms.
     results = {"Stage III (plain prompt)": evaluate_checkpoint(stage3_ckpt, splits, max_new_tokens,
                                                                reasoning_prompt=False), **results}
     timings["eval_s"] = time.perf_counter() - t
 
-    rows = _table(results)
-    first, last = grpo["first"], grpo["last"]
+    comparisons = compare(results, sft_label)
+    rows = _table(results, comparisons)
+    metrics = read_metrics(out / "grpo")
+    trends = {key: trend([m.get(key) for m in metrics]) for key in TREND_KEYS}
     notes = [
         "scoring: gmai@1 (gmai.eval.scoring) for every model; same R1 prompt (question, options, answer hint, "
         "format instruction) for every model, plus Stage III with the plain prompt (no format instruction)",
+        "vs Stage III: accuracy difference against the stronger Stage III row on that split, questions only this "
+        "model gets right / only Stage III gets right, exact McNemar p-value (paired: same questions)",
         f"SFT data: {synth['teacher_rows']} chains sampled from the Stage III teacher and accepted by rejection "
         f"sampling, {synth['template_rows']} TEMPLATE chains written from the label for questions the teacher "
         f"never solved (pass@{synth_k} = {synth['by']['all']['all'][f'pass@{synth_k}']:.2f})",
-        f"GRPO: {grpo['steps']} steps; reward {first.get('reward')} -> {last.get('reward')}; zero-signal fraction "
-        f"{first.get('zero_signal_fraction')} -> {last.get('zero_signal_fraction')} (first -> last step; noisy at "
-        f"{grpo_batch} completions per step, see grpo/metrics.jsonl and grpo/grpo-metrics.png)",
+        f"GRPO: {grpo['steps']} steps x {grpo_batch} completions (groups of 4), {grpo_epochs:g} epochs over "
+        f"{qsum['questions']} questions SFT never saw, lr {grpo_lr:g}; per-step curves in grpo/metrics.jsonl and "
+        "grpo/grpo-metrics.png, every question's rewards per visit in grpo/question_rewards.jsonl",
+        *[_trend_note(f"GRPO {key} per step", t) for key, t in trends.items()],
+        *[_revisit_note(key, r) for key, r in grpo["revisits"].items()],
         f"held out of RL: {hold_out or 'nothing (a single modality)'}",
-        "a tiny model trained for minutes on CPU: differences of a few questions are noise; whether GRPO beats "
-        "Stage III on the held-out split is measured here, not assumed",
+        *_verdicts(comparisons),
     ]
     summary = {"table": rows, "results": results, "notes": notes, "timings_s": {k: round(v, 1) for k, v in timings.items()},
                "questions": qsum, "synth": {k: synth[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")},
-               "synth_by": synth["by"], "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision")},
-               "models": {k: str(v) for k, v in models.items()}, "hold_out": hold_out}
+               "synth_by": synth["by"], "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision", "revisits")},
+               "models": {k: str(v) for k, v in models.items()}, "hold_out": hold_out,
+               "comparisons": comparisons, "trends": trends}
     (out / "r1-demo.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "r1-demo.md").write_text(_markdown(rows, notes))
     return summary

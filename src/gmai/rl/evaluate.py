@@ -26,7 +26,7 @@ def evaluate_questions(backend, questions: list[Question], max_new_tokens: int =
     from gmai.infer import ChatRequest, GenerationConfig
 
     if not questions:
-        return {"n": 0, "accuracy": None, "format_valid": None, "by_type": {}, "examples": []}
+        return {"n": 0, "accuracy": None, "format_valid": None, "by_type": {}, "correct": [], "ids": [], "examples": []}
     requests = []
     for q in questions:
         with Image.open(q.image) as im:
@@ -39,6 +39,7 @@ def evaluate_questions(backend, questions: list[Question], max_new_tokens: int =
         hits[q.answer_type] += ok
     return {"n": len(questions), "accuracy": sum(correct) / len(questions), "format_valid": sum(valid) / len(questions),
             "by_type": {t: {"n": totals[t], "accuracy": hits[t] / totals[t]} for t in sorted(totals)},
+            "correct": correct, "ids": [q.id for q in questions],  # per question, for paired comparisons
             "examples": [{"id": q.id, "reply": r, "gold": q.answer, "correct": c}
                          for q, r, c in list(zip(questions, replies, correct))[:3]]}
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
+QUESTION_REWARDS_FILE = "question_rewards.jsonl"
 
 
 @dataclass
@@ -67,7 +68,7 @@ class R1GRPOConfig:
     per_device_train_batch_size: int = 8  # completions per micro-batch (a multiple of num_generations)
     gradient_accumulation_steps: int = 1
     num_iterations: int = 1  # PPO epochs per generation batch (mu)
-    max_steps: int = 20
+    max_steps: int = 20  # <= 0: run num_train_epochs over the questions instead
     num_train_epochs: float = 1.0
     max_questions: int = 0  # 0 = all questions in the file
     answer_types: list[str] = field(default_factory=list)  # keep only these answer types ([] = all)
@@ -115,7 +116,8 @@ class R1GRPOConfig:
             weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
             per_device_train_batch_size=self.per_device_train_batch_size,
             gradient_accumulation_steps=self.gradient_accumulation_steps, num_iterations=self.num_iterations,
-            max_steps=self.max_steps, num_train_epochs=self.num_train_epochs, logging_steps=self.logging_steps,
+            max_steps=self.max_steps if self.max_steps > 0 else -1, num_train_epochs=self.num_train_epochs,
+            logging_steps=self.logging_steps,
             save_strategy="no", use_vllm=self.use_vllm, vllm_mode=self.vllm_mode,
             gradient_checkpointing=self.gradient_checkpointing, remove_unused_columns=False,
             reward_weights=list(self.rewards.values()), log_completions=False, dataloader_num_workers=0)
@@ -321,6 +323,86 @@ def read_metrics(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+class QuestionRewardLog:
+    """Every question's rewards each time GRPO samples it: ``OUT/question_rewards.jsonl``.
+
+    A step's mean reward mixes whichever questions the step drew, so with a few questions per step the
+    curve is mostly question-to-question noise. Over several epochs each question is sampled again, and
+    comparing a question with itself (first visit vs last, :func:`revisit_summary`) isolates what the
+    policy learnt. The wrapped functions are the recipe's, called exactly as TRL calls them.
+    """
+
+    def __init__(self, out: Path, funcs: list, weights: list[float], names: list[str]):
+        self.path = Path(out) / QUESTION_REWARDS_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("")
+        self.funcs, self.weights, self.names = funcs, weights, names
+        self.pending: dict[str, list] = {}
+
+    def wrapped(self) -> list:
+        return [self._wrap(fn, name) for fn, name in zip(self.funcs, self.names)]
+
+    def _wrap(self, fn, name: str):
+        def recorded(completions, **kwargs):
+            values = fn(completions, **kwargs)
+            self.pending[name] = values
+            if len(self.pending) == len(self.names):  # TRL calls every function once per batch, in order
+                self._write(kwargs, len(values))
+            return values
+
+        recorded.__name__ = name
+        return recorded
+
+    def _write(self, kwargs: dict[str, Any], n: int) -> None:
+        state = kwargs.get("trainer_state")
+        step = getattr(state, "global_step", None)
+        ids = list(kwargs.get("id") or [str(i) for i in range(n)])
+        totals = [sum(w * v for w, v in ((w, self.pending[k][i]) for w, k in zip(self.weights, self.names))
+                      if v is not None) for i in range(n)]  # None = not applicable, as TRL's nansum
+        groups: dict[str, list[int]] = {}
+        for i, qid in enumerate(ids):
+            groups.setdefault(qid, []).append(i)
+        with open(self.path, "a") as fh:
+            for qid, rows in groups.items():
+                per_fn = {k: _mean([self.pending[k][i] for i in rows]) for k in self.names}
+                fh.write(json.dumps({"step": step, "id": qid, "reward": _mean([totals[i] for i in rows]),
+                                     "rewards": per_fn, "all_equal": len({round(totals[i], 9) for i in rows}) == 1,
+                                     "n": len(rows)}) + "\n")
+        self.pending = {}
+
+
+def _mean(values: list) -> float | None:
+    present = [float(v) for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
+    """Questions GRPO sampled more than once: reward at the first visit vs the last (paired Wilcoxon
+    signed-rank test), and the share of their groups with no learning signal (all rewards equal)."""
+    from scipy.stats import wilcoxon
+
+    path = Path(out) / QUESTION_REWARDS_FILE
+    visits: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        row = json.loads(line)
+        visits.setdefault(row["id"], []).append(row)
+    again = [v for v in visits.values() if len(v) > 1]
+    if not again:
+        return {"questions": len(visits), "revisited": 0}
+
+    def value(row):
+        return row["reward"] if key == "reward" else (row["rewards"].get(key.removeprefix("reward/")) or 0.0)
+
+    first, last = [value(v[0]) for v in again], [value(v[-1]) for v in again]
+    diffs = [b - a for a, b in zip(first, last)]
+    p_value = float(wilcoxon(diffs).pvalue) if any(diffs) else 1.0
+    return {"questions": len(visits), "revisited": len(again), "key": key,
+            "first_visit": sum(first) / len(first), "last_visit": sum(last) / len(last),
+            "improved": sum(d > 0 for d in diffs), "worsened": sum(d < 0 for d in diffs), "p_value": p_value,
+            "zero_signal_first_visit": sum(v[0]["all_equal"] for v in again) / len(again),
+            "zero_signal_last_visit": sum(v[-1]["all_equal"] for v in again) / len(again)}
+
+
 def plot_metrics(out: str | Path) -> list[Path]:
     """PNG plots of the reward curves, zero-signal fraction, completion length and KL."""
     import matplotlib
@@ -412,7 +494,8 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
                          f"({config.per_device_train_batch_size} x {config.gradient_accumulation_steps}) must be a "
                          f"multiple of num_generations ({config.num_generations})")
     model, processor = load_checkpoint(model_path)  # from its folder: TRL rebuilds the reference model from it
-    funcs, _, names = get_rewards(config.rewards)
+    funcs, weights, names = get_rewards(config.rewards)
+    funcs = QuestionRewardLog(out, funcs, weights, names).wrapped()
     dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)
     callbacks = [MetricsCallback(out, names)] + list(extra_callbacks or [])
     cls = trainer_cls or R1GRPOTrainer
@@ -453,6 +536,7 @@ def train_grpo(model_path: str | Path, questions_path: str | Path, out: str | Pa
                "steps": len(rows), "train_seconds": round(seconds, 2), "reward_names": names,
                "config": asdict(config), "plots": [str(p) for p in plots],
                "vision": trainer.vision_stats() if isinstance(trainer, R1GRPOTrainer) else {},
-               "first": rows[0] if rows else {}, "last": rows[-1] if rows else {}}
+               "first": rows[0] if rows else {}, "last": rows[-1] if rows else {},
+               "revisits": {key: revisit_summary(out, key) for key in ("reward", "reward/accuracy")}}
     (out / "grpo-summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai.rl.grpo import R1GRPOConfig, train_grpo
-from gmai.rl.questions import RL_FILE, SFT_FILE, build_questions
+from gmai.rl.questions import RL_FILE, SFT_FILE, SFT_POOL_FILE, build_questions
 from gmai.rl.synth import SynthConfig, synthesise
 
 
@@ -30,6 +30,7 @@ class QuestionsSection:
     split: str = "train"
     hold_out: dict[str, list[str]] = field(default_factory=dict)  # e.g. {modality: [fundus]}: never trained on
     max_questions: int = 0
+    sft_questions: int = 0  # > 0: SFT gets its own N questions, GRPO the rest (never rewarded on memorised ones)
     n_options: int = 4
     kinds: list[str] = field(default_factory=lambda: ["choice", "closed", "open", "box"])
     seed: int = 0
@@ -197,11 +198,12 @@ def iterate(recipe: R1Recipe, out: str | Path, console=None) -> dict[str, Any]:
     out = Path(out)
     q = recipe.questions
     qsum = build_questions(q.input, out / "questions", split=q.split, seed=q.seed, max_questions=q.max_questions,
-                           n_options=q.n_options, kinds=tuple(q.kinds), hold_out=q.hold_out)
+                           n_options=q.n_options, kinds=tuple(q.kinds), hold_out=q.hold_out,
+                           sft_questions=q.sft_questions)
     teacher, rounds = recipe.model, []
     for r in range(recipe.iterate.rounds):
         rdir = out / f"round{r}"
-        report = synthesise(out / "questions" / RL_FILE, teacher, rdir / "synth", recipe.synth,
+        report = synthesise(out / "questions" / SFT_POOL_FILE, teacher, rdir / "synth", recipe.synth,
                             show_progress=console is not None)
         start = teacher
         if recipe.sft.enabled and report["sft_rows"]:

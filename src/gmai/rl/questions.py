@@ -43,8 +43,10 @@ ANSWER_HINTS = {
     "box": "Answer with the bounding box [x1,y1,x2,y2] in normalised coordinates.",
 }
 RL_FILE, SFT_FILE, HELDOUT_FILE = "questions.jsonl", "R1-SFT.jsonl", "questions-heldout.jsonl"
+SFT_POOL_FILE = "questions-sft.jsonl"  # RL-variant rows of the questions the SFT round is about (synthesis input)
 SUBSET_FILES = ("MM-Instruct.jsonl", "MM-Percept.jsonl", "MM-Caption.jsonl")
 LETTERS = "ABCDEFGH"
+_BOX_ANSWER = re.compile(r"<box>|\[\s*\[?\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+")
 
 
 @dataclass
@@ -201,7 +203,10 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
                 f.boxes = _boxes_of(row)
             qa = _single_turn_qa(row)
             kind = _field(row, "answer_type", "")
-            if qa and kind in ("closed", "open", "choice") and _field(row, "answer"):
+            # A grounding answer ("<box>[[...]]</box>") is no short text: the record's boxes give the box
+            # question instead, scored by IoU rather than by string match.
+            if qa and kind in ("closed", "open", "choice") and _field(row, "answer") and \
+                    not _BOX_ANSWER.search(str(_field(row, "answer"))):
                 f.qa.append({"question": qa[0], "answer": str(_field(row, "answer")), "answer_type": kind,
                              "options": list(_field(row, "options", []) or [])})
     _fill_label_sets(list(facts.values()))
@@ -412,10 +417,14 @@ def matches(q: Question, selectors: dict[str, list[str]]) -> bool:
 def build_questions(input_path: str | Path, out: str | Path, *, split: str = "train", seed: int = 0,
                     max_questions: int = 0, n_options: int = 4, kinds: tuple[str, ...] = ("choice", "closed", "open", "box"),
                     hold_out: dict[str, list[str]] | None = None, include_splits: tuple[str, ...] = ("train",),
-                    ) -> dict[str, Any]:
-    """Write ``OUT/questions.jsonl`` (RL variant), ``OUT/R1-SFT.jsonl`` (SFT variant, trainer format),
-    ``OUT/questions-heldout.jsonl`` (questions matching ``hold_out`` or from another split: never
-    used for training, only for evaluation) and return counts."""
+                    sft_questions: int = 0) -> dict[str, Any]:
+    """Write ``OUT/questions.jsonl`` (RL variant: the GRPO questions), ``OUT/questions-sft.jsonl`` (RL variant
+    of the questions the SFT round synthesises chains for) and ``OUT/R1-SFT.jsonl`` (their template SFT
+    variant, trainer format), ``OUT/questions-heldout.jsonl`` (questions matching ``hold_out`` or from another
+    split: never used for training, only for evaluation) and return counts.
+
+    ``sft_questions=N > 0`` gives SFT its own N questions and GRPO the rest (``max_questions`` caps the
+    total), so GRPO is rewarded on questions SFT never memorised; 0 = both use the same questions."""
     out = Path(out)
     rng = random.Random(seed)
     facts = collect(input_path, split)
@@ -427,18 +436,22 @@ def build_questions(input_path: str | Path, out: str | Path, *, split: str = "tr
     held = [q for q, t in zip(questions, is_train) if not t]
     if max_questions and len(train) > max_questions:
         train = rng.sample(train, max_questions)
-    rl_rows = [llava_row(q, q.answer, out, reasoning_prompt=True) for q in train]
-    sft_rows = [llava_row(q, q.reasoning, out, chain_source="template") for q in train]
-    held_rows = [llava_row(q, q.answer, out) for q in held]
-    write_jsonl(out / RL_FILE, rl_rows)
-    write_jsonl(out / SFT_FILE, sft_rows)
-    write_jsonl(out / HELDOUT_FILE, held_rows)
-    summary = {"images": len(facts), "questions": len(train), "heldout": len(held),
+    if sft_questions and sft_questions >= len(train):
+        raise ValueError(f"sft_questions={sft_questions} leaves no GRPO questions: only {len(train)} training "
+                         f"questions (raise max_questions or lower sft_questions)")
+    sft_pool, train = (train[:sft_questions], train[sft_questions:]) if sft_questions else (train, train)
+    write_jsonl(out / RL_FILE, [llava_row(q, q.answer, out, reasoning_prompt=True) for q in train])
+    write_jsonl(out / SFT_POOL_FILE, [llava_row(q, q.answer, out, reasoning_prompt=True) for q in sft_pool])
+    write_jsonl(out / SFT_FILE, [llava_row(q, q.reasoning, out, chain_source="template") for q in sft_pool])
+    write_jsonl(out / HELDOUT_FILE, [llava_row(q, q.answer, out) for q in held])
+    summary = {"images": len(facts), "questions": len(train), "sft_questions": len(sft_pool),
+               "sft_separate": bool(sft_questions), "heldout": len(held),
                "by_type": dict(Counter(q.answer_type for q in train)),
                "by_modality": dict(Counter(q.modality for q in train)),
                "by_source": dict(Counter(q.source for q in train)),
                "heldout_by_modality": dict(Counter(q.modality for q in held)),
-               "files": {"rl": str(out / RL_FILE), "sft": str(out / SFT_FILE), "heldout": str(out / HELDOUT_FILE)},
+               "files": {"rl": str(out / RL_FILE), "sft_pool": str(out / SFT_POOL_FILE), "sft": str(out / SFT_FILE),
+                         "heldout": str(out / HELDOUT_FILE)},
                "sft_chains": "template (written from the label, not by a model)"}
     (out / "questions-summary.json").write_text(json.dumps(summary, indent=2))
     return summary
