@@ -480,7 +480,7 @@ class _Assembler:
         if key not in self.jsonl:
             path = self.staging / W.jsonl_path(Path(), subset, split)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.jsonl[key] = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed in finish)
+            self.jsonl[key] = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115 (closed in finish)
             self.parquet[key] = W.ParquetShards(self.staging / "parquet" / subset, split, self.images)
         return self.jsonl[key], self.parquet[key]
 

@@ -231,7 +231,8 @@ class ParquetShards:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        final = [self.folder / f"{self.split}-{k:05d}-of-{len(self.staged):05d}.parquet" for k in range(len(self.staged))]
+        count = len(self.staged)
+        final = [self.folder / f"{self.split}-{k:05d}-of-{count:05d}.parquet" for k in range(count)]
         for staged, path in zip(self.staged, final):
             os.replace(staged, path)
         return final
