@@ -28,7 +28,7 @@ from gmai.rl.questions import HELDOUT_FILE, RL_FILE, SFT_POOL_FILE, build_questi
 from gmai.rl.synth import SynthConfig, synthesise
 
 DEMO_KINDS = ("choice", "closed", "open")  # boxes need longer completions than the CPU demo affords
-R1_NAME = "GRPO (R1)"
+R1_NAME, STAGE3_NAME = "GRPO (R1)", "Stage III (plain prompt)"
 TREND_KEYS = ("reward", "reward/accuracy", "zero_signal_fraction")
 DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 
@@ -146,9 +146,9 @@ def _trend_note(name: str, t: dict[str, Any]) -> str:
 
 
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
-                sft_questions: int = 96, grpo_questions: int = 64, synth_k: int = 4, sft_epochs: float = 6.0,
+                sft_questions: int = 96, grpo_questions: int = 32, synth_k: int = 4, sft_epochs: float = 6.0,
                 sft_lr: float = 3e-3,
-                grpo_epochs: float = 2.0, grpo_lr: float = 1e-4, grpo_batch: int = 16, eval_limit: int = 64,
+                grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_batch: int = 16, eval_limit: int = 128,
                 max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
     """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
@@ -194,9 +194,10 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     # Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
     # tiny model that half-learnt the tags still gets a learning signal.
     # Epochs, not a step count: every GRPO question is sampled again, so each can be compared with itself.
+    # beta 0 (no KL term, no reference model) as TRL's default and DAPO; SFT -> GRPO stays close anyway.
     grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=0, num_train_epochs=grpo_epochs,
                             learning_rate=grpo_lr, num_generations=4,
-                            per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.04,
+                            per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.0,
                             answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
     timings["grpo_s"] = time.perf_counter() - t
@@ -205,11 +206,11 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     splits = eval_splits(qdir, hold_out, eval_limit, seed)
     sft_label = "SFT on synthesised chains" if synth["template_rows"] == 0 else \
         ("SFT on template chains" if synth["teacher_rows"] == 0 else "SFT on teacher + template chains")
-    models = {"Stage III": stage3_ckpt, sft_label: sft_model, R1_NAME: grpo["final"]}
-    results = {name: evaluate_checkpoint(path, splits, max_new_tokens) for name, path in models.items()}
-    # Stage III never saw the <think>/<answer> instruction: also score it on its own terms.
-    results = {"Stage III (plain prompt)": evaluate_checkpoint(stage3_ckpt, splits, max_new_tokens,
-                                                               reasoning_prompt=False), **results}
+    # Stage III never saw the <think>/<answer> format (synthesis measured it: 0 format-valid chains), so it is
+    # scored on its own terms, with the plain prompt; SFT and GRPO get the R1 prompt.
+    models = {STAGE3_NAME: stage3_ckpt, sft_label: sft_model, R1_NAME: grpo["final"]}
+    results = {name: evaluate_checkpoint(path, splits, max_new_tokens, reasoning_prompt=name != STAGE3_NAME)
+               for name, path in models.items()}
     timings["eval_s"] = time.perf_counter() - t
 
     comparisons = compare(results, sft_label)
@@ -217,10 +218,12 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     metrics = read_metrics(out / "grpo")
     trends = {key: trend([m.get(key) for m in metrics]) for key in TREND_KEYS}
     notes = [
-        "scoring: gmai@1 (gmai.eval.scoring) for every model; same R1 prompt (question, options, answer hint, "
-        "format instruction) for every model, plus Stage III with the plain prompt (no format instruction)",
-        "vs Stage III: accuracy difference against the stronger Stage III row on that split, questions only this "
-        "model gets right / only Stage III gets right, exact McNemar p-value (paired: same questions)",
+        "scoring: gmai@1 (gmai.eval.scoring) for every model, greedy replies; SFT and GRPO get the R1 prompt "
+        "(question, options, answer hint, format instruction), Stage III the same without the format instruction: "
+        f"asked for the format it produced {synth['by']['all']['all']['format_rate']:.0%} format-valid chains in "
+        "synthesis",
+        "vs Stage III: accuracy difference, questions only this model gets right / only Stage III gets right, "
+        "exact McNemar p-value (paired: same questions); 95% Wilson intervals on accuracies",
         f"SFT data: {synth['teacher_rows']} chains sampled from the Stage III teacher and accepted by rejection "
         f"sampling, {synth['template_rows']} TEMPLATE chains written from the label for questions the teacher "
         f"never solved (pass@{synth_k} = {synth['by']['all']['all'][f'pass@{synth_k}']:.2f})",
