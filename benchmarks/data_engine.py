@@ -2,7 +2,7 @@
 next to the codec bound (a bare loop that only decodes the same volumes and re-encodes the same
 slices as PNG), for 1 and 2 workers, measured in the same run.
 
-    python benchmarks/data_engine.py [--volumes 8] [--size 192] [--depth 48] [--repeats 3] [--plots] [--out FILE]
+    python benchmarks/data_engine.py [--volumes 8] [--size 192] [--depth 48] [--repeats 5] [--plots] [--out FILE]
 
 The volumes are synthetic (CT-like int16 noise + two labelled ellipsoids), written to a temporary
 folder in the nnU-Net layout (imagesTr/labelsTr + dataset.json). The engine run is everything the
@@ -200,7 +200,7 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=8)
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--depth", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3, help="best of N runs per configuration")
+    parser.add_argument("--repeats", type=int, default=5, help="best of N rounds per configuration")
     parser.add_argument("--png-level", type=int, default=1, help="PNG compress_level, same for both sides")
     parser.add_argument("--plots", action="store_true", help="draw the card's chart too (a fixed ~1 s)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_engine.json")
@@ -215,16 +215,20 @@ def main() -> None:
         make_volumes(tmp / "data", args.volumes, args.size, args.depth)
         run_engine(tmp / "data", tmp / "warm", 1, args.png_level, args.plots)  # warm caches and lazy imports
         kept = kept_slices(tmp / "warm")
+        # Each round runs all four configurations (engine and bare, 1 and 2 workers) back to back, so a burst of
+        # load from the machine's neighbours hits every configuration of that round alike; the best wall time
+        # and the best CPU time of each configuration are then taken separately over the rounds (each is its
+        # least disturbed measurement). Rounds of one worker count only would leave the other exposed to a burst.
+        runs: dict[tuple[str, int], list[tuple[float, int, float]]] = {}
+        for _ in range(args.repeats):
+            for workers in (1, 2):
+                runs.setdefault(("engine", workers), []).append(
+                    run_engine(tmp / "data", tmp / f"engine{workers}", workers, args.png_level, args.plots))
+                runs.setdefault(("bare", workers), []).append(
+                    run_bare(kept, tmp / f"bare{workers}", workers, args.png_level))
         rows = []
         for workers in (1, 2):
-            # Engine and bare runs alternate, so a change in the machine's load hits both sides alike; the best
-            # wall time and the best CPU time are taken separately (each is the least disturbed measurement).
-            engine_runs, bare_runs = [], []
-            for _ in range(args.repeats):
-                engine_runs.append(run_engine(tmp / "data", tmp / f"engine{workers}", workers, args.png_level,
-                                              args.plots))
-                bare_runs.append(run_bare(kept, tmp / f"bare{workers}", workers, args.png_level))
-            engine, bare = best(engine_runs), best(bare_runs)
+            engine, bare = best(runs["engine", workers]), best(runs["bare", workers])
             rows.append({"workers": workers, "records": engine[1], "engine_s": round(engine[0], 3),
                          "engine_rps": round(engine[1] / engine[0], 1), "engine_cpu_s": round(engine[2], 2),
                          "bare_s": round(bare[0], 3), "bare_rps": round(bare[1] / bare[0], 1),
@@ -239,6 +243,7 @@ def main() -> None:
         "workload": f"{args.volumes} synthetic CT volumes {args.size}x{args.size}x{args.depth} (int16 .nii.gz), "
                     f"labelled slices -> template generation; PNG compress_level {args.png_level}; "
                     f"card chart {'drawn' if args.plots else 'off (fixed cost)'}",
+        "rounds": args.repeats,
         "rows": rows,
         "engine_vs_bare_1w": round(one["engine_rps"] / one["bare_rps"], 3),
         "engine_vs_bare_2w": round(two["engine_rps"] / two["bare_rps"], 3),
