@@ -164,6 +164,7 @@ def test_grpo_cli_two_steps_writes_metrics_and_a_standard_checkpoint(setup, tmp_
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "rl", "train", str(ROOT / "recipes" / "r1-tiny.yaml"), "grpo.max_steps=2", "grpo.max_completion_length=12",
+        "grpo.beta=0.04",  # the recipe's default is 0; keep the reference-model (KL) path covered
         "grpo.answer_types=[choice]", "--out", str(out), "--model", str(setup["ckpt"]),
         "--questions", str(setup["base"] / "q" / RL_FILE)])
     assert result.exit_code == 0, result.output

@@ -403,8 +403,31 @@ def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
             "zero_signal_last_visit": sum(v[-1]["all_equal"] for v in again) / len(again)}
 
 
+def reward_by_visit(out: str | Path) -> dict[str, list[tuple[float, float, int]]]:
+    """Per visit number (1st, 2nd, ... time GRPO sampled a question): (mean, 95% half-width, questions) of the
+    total reward and of each reward function, over the questions sampled that many times."""
+    path = Path(out) / QUESTION_REWARDS_FILE
+    visits: dict[str, list[dict[str, Any]]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        row = json.loads(line)
+        visits.setdefault(row["id"], []).append(row)
+    keys = ["reward"] + sorted({k for v in visits.values() for row in v for k in row["rewards"]})
+    table: dict[str, list[tuple[float, float, int]]] = {k: [] for k in keys}
+    for k in range(max((len(v) for v in visits.values()), default=0)):
+        rows = [v[k] for v in visits.values() if len(v) > k]
+        for key in keys:
+            values = [r["reward"] if key == "reward" else r["rewards"].get(key) for r in rows]
+            values = [float(x) for x in values if x is not None]
+            if values:
+                mean = sum(values) / len(values)
+                sd = math.sqrt(sum((x - mean) ** 2 for x in values) / max(1, len(values) - 1))
+                table[key].append((mean, 1.96 * sd / math.sqrt(len(values)), len(values)))
+    return table
+
+
 def plot_metrics(out: str | Path) -> list[Path]:
-    """PNG plots of the reward curves, zero-signal fraction, completion length and KL."""
+    """PNG plots of the reward curves (per step, with an 8-step moving average), the reward per visit of the
+    same questions, zero-signal fraction, completion length and KL."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -414,19 +437,35 @@ def plot_metrics(out: str | Path) -> list[Path]:
     if not rows:
         return []
     steps = [r["step"] for r in rows]
-    panels = [("rewards", [k for k in rows[0] if k.startswith("reward/")] + ["reward"]),
+    panels = [("rewards per step", [k for k in rows[0] if k.startswith("reward/")] + ["reward"]),
               ("zero_signal_fraction", ["zero_signal_fraction"]), ("completion_length", ["completion_length"]),
               ("kl", ["kl"])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    panels = [(t, ks) for t, ks in panels if any(r.get(k) is not None for r in rows for k in ks)]  # no KL at beta 0
+    by_visit = reward_by_visit(out)
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.4))
     for ax, (title, keys) in zip(axes, panels):
         for key in keys:
-            values = [r.get(key) for r in rows]
-            if any(v is not None for v in values):
-                ax.plot(steps, [math.nan if v is None else v for v in values], marker=".", label=key)
+            values = [math.nan if r.get(key) is None else r[key] for r in rows]
+            if all(math.isnan(v) for v in values):
+                continue
+            line, = ax.plot(steps, values, marker=".", alpha=0.45 if key == "reward" else 1.0, label=key)
+            if key == "reward" and len(values) >= 8:
+                ax.plot(steps[7:], [sum(values[i - 7:i + 1]) / 8 for i in range(7, len(values))],
+                        color=line.get_color(), linewidth=2, label="reward, 8-step mean")
         ax.set_title(title)
         ax.set_xlabel("step")
         if len(keys) > 1:
             ax.legend(fontsize=7)
+    ax = axes[-1]
+    for key, points in by_visit.items():
+        if points:
+            visit = list(range(1, len(points) + 1))
+            ax.errorbar(visit, [m for m, _, _ in points], yerr=[h for _, h, _ in points], marker="o", capsize=3,
+                        label=key)
+    ax.set_xticks(range(1, 1 + max((len(p) for p in by_visit.values()), default=1)))
+    ax.set_title("same questions, by visit (95% CI)")
+    ax.set_xlabel("visit")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(out) / "grpo-metrics.png"
     fig.savefig(path, dpi=110)
