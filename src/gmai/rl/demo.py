@@ -147,7 +147,7 @@ def _trend_note(name: str, t: dict[str, Any]) -> str:
 
 def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
                 sft_questions: int = 96, grpo_questions: int = 32, synth_k: int = 4, sft_epochs: float = 6.0,
-                sft_lr: float = 3e-3,
+                sft_lr: float = 1e-3,
                 grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_batch: int = 16, eval_limit: int = 128,
                 max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
