@@ -239,9 +239,11 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         f"held out of RL: {hold_out or 'nothing (a single modality)'}",
         *_verdicts(comparisons),
     ]
-    summary = {"table": rows, "results": results, "notes": notes, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-               "questions": qsum, "synth": {k: synth[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")},
-               "synth_by": synth["by"], "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision", "revisits")},
+    summary = {"table": rows, "results": results, "notes": notes,
+               "timings_s": {k: round(v, 1) for k, v in timings.items()}, "questions": qsum,
+               "synth": {k: synth[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")},
+               "synth_by": synth["by"],
+               "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision", "revisits")},
                "models": {k: str(v) for k, v in models.items()}, "hold_out": hold_out,
                "comparisons": comparisons, "trends": trends}
     (out / "r1-demo.json").write_text(json.dumps(summary, indent=2, default=str))
