@@ -4,8 +4,9 @@ Configurations (each in its own subprocess, so peak RSS is per configuration):
 
 - ``trl-defaults``: stock ``trl.GRPOTrainer`` with ``GRPOConfig`` defaults (8 generations, 512
   completion tokens, beta 0, dapo loss) and only the CPU-mandatory overrides (``use_cpu``, no bf16).
-- ``trl-stock@recipe``: stock ``GRPOTrainer`` with our recipe's settings (r1-tiny: 4 generations,
-  48 tokens, beta 0.04, 8 completions per step). The baseline for the optimisation.
+- ``trl-stock@recipe``: stock ``GRPOTrainer`` with ``R1GRPOConfig``'s defaults (4 generations, 48 tokens,
+  beta 0.04, 8 completions per step; r1-tiny.yaml now runs beta 0, which only removes the reference model's
+  pass from both sides). The baseline for the optimisation.
 - ``ours@recipe``: ``gmai.rl.grpo.R1GRPOTrainer`` (same settings) with the image + prompt prefilled
   once per group in generation (KV cache shared) and vision features shared in the log-prob passes.
 
