@@ -86,3 +86,10 @@ def test_end_to_end_on_a_tiny_checkpoint(tmp_path):
     assert result.exit_code == 0, result.output
     second = [json.loads(x)["prediction"] for x in (tmp_path / "out2" / "predictions.jsonl").read_text().splitlines()]
     assert first == second
+
+
+def test_markdown_sections_render_tables_and_escape_raw_html(tmp_path):
+    text = "| model | acc |\n|---|---|\n| R1 | 0.3 |\n\n- note <b>x</b>\n"
+    page = rep.write_html_report([{"title": "R1", "markdown": text}], tmp_path / "r.html").read_text()
+    assert "<table>" in page and "<td>R1</td>" in page and "<li>note &lt;b&gt;x&lt;/b&gt;</li>" in page
+    assert "<pre>" not in page

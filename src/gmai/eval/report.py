@@ -312,9 +312,16 @@ td:first-child,th:first-child{text-align:left}.gallery{display:flex;flex-wrap:wr
 .card.right{border-color:#3a3}.card.wrong{border-color:#c33}.verdict{font-weight:bold}img.plot{max-width:100%}"""
 
 
+def markdown_html(text: str) -> str:
+    """Markdown (CommonMark + tables) -> HTML, with any raw HTML in the text escaped, not passed through."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(text)
+
+
 def write_html_report(sections: Sequence[dict[str, Any]], out: str | Path, title: str = "gmai report") -> Path:
     """One self-contained HTML file. Each section: ``{"title", and any of "text" (plain paragraphs),
-    "markdown" (shown preformatted), "table": (headers, rows), "image": png path (embedded),
+    "markdown" (rendered, tables included; raw HTML in it is escaped), "table": (headers, rows), "image": png path (embedded),
     "gallery": example_gallery(...) output, "html": raw HTML}``."""
     body = [f"<h1>{html.escape(title)}</h1>"]
     for s in sections:
@@ -330,7 +337,7 @@ def write_html_report(sections: Sequence[dict[str, Any]], out: str | Path, title
         if s.get("gallery"):
             body.append(gallery_html(s["gallery"]))
         if s.get("markdown"):
-            body.append(f"<pre>{html.escape(s['markdown'])}</pre>")
+            body.append(markdown_html(s["markdown"]))
         if s.get("html"):
             body.append(s["html"])
     out = Path(out)
