@@ -133,6 +133,15 @@ def test_same_seed_same_bytes_other_seed_other_text(tmp_path):
     assert {k for k in a if k.startswith("images/")} == {k for k in c if k.startswith("images/")}
 
 
+def test_the_same_source_elsewhere_gets_the_same_texts(tmp_path):
+    def texts(source_path: str, out: Path) -> list:
+        cfg = BuildConfig(sources=[SourceSpec("fake", source_path, {"n": "30"})], out=out, plots=False)
+        run_build(cfg, progress=False, log=lambda _: None)
+        return [row["conversations"] for row in jsonl(out / "MM-Instruct.jsonl")]
+
+    assert texts("/data/fake", tmp_path / "a") == texts("/mnt/elsewhere/fake", tmp_path / "b")
+
+
 def test_one_and_two_workers_are_byte_identical(tmp_path):
     one = tree(run_build(config(tmp_path / "w1", n=60, plots=True), progress=False, log=lambda _: None).out)
     two = tree(run_build(config(tmp_path / "w2", n=60, workers=2, plots=True), progress=False, log=lambda _: None).out)

@@ -128,8 +128,10 @@ def _generator() -> Generator:
 
 
 def item_seed(seed: int, spec: SourceSpec, item: Any, index: int) -> int:
-    """A record's seed from what it *is* (source, item, position in the item), never from who ran it."""
-    key = f"{seed}|{spec.kind}|{spec.path}|{item!r}|{index}"
+    """A record's seed from what it *is* (source, item, position in the item), never from who ran it or where
+    the data lives: the source's folder name, not its absolute path, so a copy elsewhere (another checkout, CI)
+    gets the same texts."""
+    key = f"{seed}|{spec.kind}|{Path(spec.path).name}|{item!r}|{index}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
