@@ -465,7 +465,8 @@ def plot_metrics(out: str | Path) -> list[Path]:
     ax.set_xticks(range(1, 1 + max((len(p) for p in by_visit.values()), default=1)))
     ax.set_title("same questions, by visit (95% CI)")
     ax.set_xlabel("visit")
-    ax.legend(fontsize=7)
+    if any(by_visit.values()):
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(out) / "grpo-metrics.png"
     fig.savefig(path, dpi=110)
