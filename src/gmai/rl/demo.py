@@ -1,4 +1,5 @@
-"""The R1 part of ``make demo``: questions -> synthesis with the Stage III teacher -> SFT -> GRPO -> evaluation.
+"""The R1 part of ``make demo``: questions -> synthesis with the Stage III teacher -> SFT -> GRPO -> synthesis again
+with the R1 model as teacher (the loop's next round) -> evaluation.
 
 :func:`run_r1_demo` is what the main demo calls. It is sized for 2 CPU cores (a few minutes) and
 reports what it measured, including what a tiny model cannot show:
@@ -17,6 +18,7 @@ import json
 import random
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +138,15 @@ def _revisit_note(key: str, r: dict[str, Any]) -> str:
             f"groups without learning signal {r['zero_signal_first_visit']:.2f} -> {r['zero_signal_last_visit']:.2f}")
 
 
+def _round2_note(report: dict[str, Any], k: int) -> str:
+    """The next round's synthesis, with the R1 model as teacher (the paper's iterative loop)."""
+    total = report["by"]["all"]["all"]
+    return (f"synthesis again with the R1 model as teacher (the next round of the loop, not trained on here): "
+            f"pass@{k} {total[f'pass@{k}']:.2f}, format-valid {total['format_rate']:.0%} of {total['chains']} chains, "
+            f"acceptance rate {total['acceptance_rate']:.2f}, {report['teacher_rows']} model-written chains kept "
+            f"(synth-round2/R1-SFT.jsonl)")
+
+
 def _trend_note(name: str, t: dict[str, Any]) -> str:
     if t["slope"] is None:
         return f"{name}: too few steps for a trend"
@@ -205,6 +216,13 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
     timings["grpo_s"] = time.perf_counter() - t
 
+    # The paper's loop goes on: synthesise again with the improved model as teacher. Its chains have the format,
+    # so rejection sampling now has something to accept (no template fallback here: what is kept is model-written).
+    t = time.perf_counter()
+    round2 = synthesise(qdir / SFT_POOL_FILE, grpo["final"], out / "synth-round2",
+                        replace(synth_cfg, template_fallback=False), show_progress=console is not None)
+    timings["synth_round2_s"] = time.perf_counter() - t
+
     t = time.perf_counter()
     splits = eval_splits(qdir, hold_out, eval_limit, seed)
     sft_label = "SFT on synthesised chains" if synth["template_rows"] == 0 else \
@@ -230,6 +248,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         f"SFT data: {synth['teacher_rows']} chains sampled from the Stage III teacher and accepted by rejection "
         f"sampling, {synth['template_rows']} TEMPLATE chains written from the label for questions the teacher "
         f"never solved (pass@{synth_k} = {synth['by']['all']['all'][f'pass@{synth_k}']:.2f})",
+        _round2_note(round2, synth_k),
         f"GRPO: {grpo['steps']} steps x {grpo_batch} completions (groups of 4), {grpo_epochs:g} epochs over "
         f"{qsum['questions']} questions SFT never saw, lr {grpo_lr:g}, temperature {grpo_temperature:g}; per-step "
         "curves in grpo/metrics.jsonl and grpo/grpo-metrics.png, every question's rewards per visit in "
@@ -243,6 +262,8 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "questions": qsum,
                "synth": {k: synth[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")},
                "synth_by": synth["by"],
+               "synth_round2": {k: round2[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")}
+               | {"all": round2["by"]["all"]["all"]},
                "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision", "revisits")},
                "models": {k: str(v) for k, v in models.items()}, "hold_out": hold_out,
                "comparisons": comparisons, "trends": trends}
