@@ -191,7 +191,8 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     t = time.perf_counter()
     synth_cfg = SynthConfig(k=synth_k, temperature=1.0, max_new_tokens=max_new_tokens, max_per_question=2,
                             batch_size=16, seed=seed, template_fallback=True)
-    synth = synthesise(qdir / SFT_POOL_FILE, str(stage3_ckpt), out / "synth", synth_cfg, show_progress=console is not None)
+    synth = synthesise(qdir / SFT_POOL_FILE, str(stage3_ckpt), out / "synth", synth_cfg,
+                       show_progress=console is not None)
     timings["synth_s"] = time.perf_counter() - t
     say(f"r1: synthesis pass@{synth_k} {synth['by']['all']['all'][f'pass@{synth_k}']:.2f}, "
         f"{synth['teacher_rows']} teacher chains + {synth['template_rows']} template chains")
