@@ -520,9 +520,7 @@ class _Assembler:
         for handle in self.jsonl.values():
             handle.close()
         for shards in self.parquet.values():
-            if shards.writer is not None:
-                shards.writer.close()
-                shards.writer = None
+            shards.abandon()
 
     def finish(self, leakage: LeakageIndex | None) -> dict[str, Any]:
         if self.next != self.nchunks:

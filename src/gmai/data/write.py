@@ -188,7 +188,6 @@ class ParquetShards:
     def __init__(self, folder: Path, split: str, images: ImageBytes) -> None:
         self.folder, self.split, self.images = folder, split, images
         self.columns: dict[str, list[Any]] = {name: [] for name in ROW_FIELDS}
-        self.rows = 0  # all rows added so far
         self.shard_rows = 0  # rows already written to the open shard
         self.staged: list[Path] = []
         self.writer: Any = None
@@ -196,7 +195,6 @@ class ParquetShards:
     def add(self, row: dict[str, Any]) -> None:
         for name, values in self.columns.items():
             values.append(row[name])
-        self.rows += 1
 
     def end_chunk(self) -> None:
         if len(self.columns["id"]) >= PARQUET_ROW_GROUP_ROWS:
@@ -225,6 +223,12 @@ class ParquetShards:
         self.writer.write_table(_arrow_table(schema, columns, self.images), row_group_size=len(columns["id"]))
         self.shard_rows += len(columns["id"])
 
+    def abandon(self) -> None:
+        """Close the open shard of a build that stopped midway (its staged files are redone by the next run)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
     def close(self) -> list[Path]:
         """Write what is buffered, close, and give the shards their final names. Returns their paths."""
         self.flush()
@@ -238,14 +242,10 @@ class ParquetShards:
         return final
 
 
-_SCHEMA: list[Any] = []
-
-
+@functools.cache
 def _arrow_schema() -> Any:
     """The Arrow schema of the ``datasets`` features (built once per process: it is the same every time)."""
-    if not _SCHEMA:
-        _SCHEMA.append(_features().arrow_schema)
-    return _SCHEMA[0]
+    return _features().arrow_schema
 
 
 def _arrow_table(schema: Any, columns: dict[str, list[Any]], images: ImageBytes) -> Any:

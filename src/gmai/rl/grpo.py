@@ -376,16 +376,22 @@ def _mean(values: list) -> float | None:
     return sum(present) / len(present) if present else None
 
 
-def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
-    """Questions GRPO sampled more than once: reward at the first visit vs the last (paired Wilcoxon
-    signed-rank test), and the share of their groups with no learning signal (all rewards equal)."""
-    from scipy.stats import wilcoxon
-
+def question_visits(out: str | Path) -> dict[str, list[dict[str, Any]]]:
+    """``OUT/question_rewards.jsonl`` grouped by question id, visits in order ({} when there is no log)."""
     path = Path(out) / QUESTION_REWARDS_FILE
     visits: dict[str, list[dict[str, Any]]] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
         visits.setdefault(row["id"], []).append(row)
+    return visits
+
+
+def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
+    """Questions GRPO sampled more than once: reward at the first visit vs the last (paired Wilcoxon
+    signed-rank test), and the share of their groups with no learning signal (all rewards equal)."""
+    from scipy.stats import wilcoxon
+
+    visits = question_visits(out)
     again = [v for v in visits.values() if len(v) > 1]
     if not again:
         return {"questions": len(visits), "revisited": 0}
@@ -406,11 +412,7 @@ def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
 def reward_by_visit(out: str | Path) -> dict[str, list[tuple[float, float, int]]]:
     """Per visit number (1st, 2nd, ... time GRPO sampled a question): (mean, 95% half-width, questions) of the
     total reward and of each reward function, over the questions sampled that many times."""
-    path = Path(out) / QUESTION_REWARDS_FILE
-    visits: dict[str, list[dict[str, Any]]] = {}
-    for line in path.read_text().splitlines() if path.exists() else []:
-        row = json.loads(line)
-        visits.setdefault(row["id"], []).append(row)
+    visits = question_visits(out)
     keys = ["reward"] + sorted({k for v in visits.values() for row in v for k in row["rewards"]})
     table: dict[str, list[tuple[float, float, int]]] = {k: [] for k in keys}
     for k in range(max((len(v) for v in visits.values()), default=0)):

@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmai.rl.rewards import parse_box
+
 R1_INSTRUCTION = ("First think step by step inside <think> </think> tags, then give the final answer "
                   "inside <answer> </answer> tags.")
 ANSWER_HINTS = {
@@ -46,7 +48,6 @@ RL_FILE, SFT_FILE, HELDOUT_FILE = "questions.jsonl", "R1-SFT.jsonl", "questions-
 SFT_POOL_FILE = "questions-sft.jsonl"  # RL-variant rows of the questions the SFT round is about (synthesis input)
 SUBSET_FILES = ("MM-Instruct.jsonl", "MM-Percept.jsonl", "MM-Caption.jsonl")
 LETTERS = "ABCDEFGH"
-_BOX_ANSWER = re.compile(r"<box>|\[\s*\[?\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+")
 
 
 @dataclass
@@ -206,7 +207,7 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
             # A grounding answer ("<box>[[...]]</box>") is no short text: the record's boxes give the box
             # question instead, scored by IoU rather than by string match.
             if qa and kind in ("closed", "open", "choice") and _field(row, "answer") and \
-                    not _BOX_ANSWER.search(str(_field(row, "answer"))):
+                    parse_box(str(_field(row, "answer"))) is None:
                 f.qa.append({"question": qa[0], "answer": str(_field(row, "answer")), "answer_type": kind,
                              "options": list(_field(row, "options", []) or [])})
     _fill_label_sets(list(facts.values()))
