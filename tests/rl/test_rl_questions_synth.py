@@ -70,6 +70,18 @@ def test_sft_questions_are_disjoint_from_the_grpo_questions(corpus, tmp_path):
         Q.build_questions(corpus, tmp_path / "bad", seed=3, sft_questions=together["questions"])
 
 
+def test_grpo_questions_restricted_to_rl_kinds_sft_keeps_all(corpus, tmp_path):
+    Q.build_questions(corpus, tmp_path / "mc", seed=3, kinds=("choice", "closed", "open"), sft_questions=6,
+                      rl_kinds=("choice",), max_questions=12)
+    read = lambda name: [json.loads(line) for line in (tmp_path / "mc" / name).read_text().splitlines()]  # noqa: E731
+    rl, pool = read(Q.RL_FILE), read(Q.SFT_POOL_FILE)
+    assert len(pool) == 6 and 0 < len(rl) <= 6
+    assert {r["answer_type"] for r in rl} == {"choice"}
+    assert not {r["id"] for r in pool} & {r["id"] for r in rl}
+    with pytest.raises(ValueError, match="leaves no GRPO questions"):
+        Q.build_questions(corpus, tmp_path / "none", seed=3, kinds=("closed",), sft_questions=2, rl_kinds=("choice",))
+
+
 def test_questions_bad_input_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no data-engine output"):
         Q.build_questions(tmp_path, tmp_path / "out")
@@ -156,3 +168,15 @@ def test_grounding_answers_are_not_open_text_questions(tmp_path):
     (tmp_path / "MM-Instruct.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     [facts] = Q.collect(tmp_path)
     assert [qa["question"] for qa in facts.qa] == ["Count the masses."]
+
+
+def test_questions_cli_rl_kinds(corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+
+    result = CliRunner().invoke(app, ["rl", "questions", str(corpus), "--out", str(tmp_path), "--sft-questions", "4",
+                                      "--kinds", "choice,closed", "--rl-kinds", "choice", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    rl = [json.loads(line) for line in (tmp_path / Q.RL_FILE).read_text().splitlines()]
+    assert rl and {r["answer_type"] for r in rl} == {"choice"}

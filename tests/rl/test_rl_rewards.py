@@ -118,6 +118,17 @@ def test_accuracy_routes_by_type_and_composes_with_weights():
         R.accuracy_reward(["x"], answer=["x"], answer_type=["essay"])
 
 
+def test_strict_accuracy_needs_the_format():
+    right_no_tags, right_tagged = "C", "<think>the lesion is round</think><answer>C</answer>"
+    wrong_tagged, right_tags_twice = "<think>x</think><answer>A</answer>", "<answer>C</answer><answer>C</answer>"
+    completions = [right_no_tags, right_tagged, wrong_tagged, right_tags_twice, "yes"]
+    kw = dict(answer=["C"] * 4 + ["yes"], answer_type=["choice"] * 4 + ["closed"], options=[OPTS] * 4 + [[]])
+    assert R.accuracy_reward(completions, **kw) == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert R.accuracy_strict_reward(completions, **kw) == [0.0, 1.0, 0.0, 0.0, 0.0]
+    # no verdict (None: TRL skips the row) stays None rather than becoming a 0
+    assert R.accuracy_strict_reward(["A"], answer=[None], answer_type=["choice"], options=[OPTS]) == [None]
+
+
 def test_column_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="answer"):
         R.yes_no_reward(["yes", "no"], answer=["yes"])

@@ -27,6 +27,10 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
+
+
 @app.command("questions")
 def questions_command(
     input: str = typer.Argument(..., help="Data-engine output folder (MM-*.jsonl) or a benchmark folder (VQA-RAD)."),
@@ -39,6 +43,8 @@ def questions_command(
                                            "and GRPO the rest (questions.jsonl); 0 = both use the same."),
     n_options: int = typer.Option(4, help="Options per multiple-choice question."),
     kinds: str = typer.Option("choice,closed,open,box", help="Question kinds to build."),
+    rl_kinds: str = typer.Option("", help="Kinds for GRPO's questions only (e.g. 'choice', as GMAI-Reasoning10K); "
+                                          "SFT keeps every kind. Empty = the same as --kinds."),
     seed: int = typer.Option(0),
 ) -> None:
     """Verifiable questions (multiple choice, yes/no, short open, boxes): RL and SFT variants."""
@@ -46,8 +52,8 @@ def questions_command(
 
     try:
         summary = build_questions(input, out, split=split, seed=seed, max_questions=max_questions, n_options=n_options,
-                                  kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
-                                  hold_out=_selectors(hold_out), sft_questions=sft_questions)
+                                  kinds=_kinds(kinds), hold_out=_selectors(hold_out), sft_questions=sft_questions,
+                                  rl_kinds=_kinds(rl_kinds) or None)
     except (FileNotFoundError, ValueError) as err:
         _fail(err)
     typer.echo(json.dumps({k: summary[k] for k in ("images", "questions", "heldout", "by_type", "files")}, indent=2))
@@ -98,7 +104,7 @@ def train_command(
 
     from gmai.rl.grpo import train_grpo
     from gmai.rl.pipeline import load_r1_recipe
-    from gmai.rl.questions import RL_FILE, build_questions
+    from gmai.rl.questions import RL_FILE
 
     try:
         r = load_r1_recipe(recipe, overrides or [])
@@ -106,12 +112,7 @@ def train_command(
         if not start:
             raise ValueError("no model: pass --model or set `model` in the recipe")
         if not questions:
-            if not r.questions.input:
-                raise ValueError("no questions: pass --questions or set questions.input in the recipe")
-            q = r.questions
-            build_questions(q.input, Path(out) / "questions", split=q.split, seed=q.seed,
-                            max_questions=q.max_questions, n_options=q.n_options, kinds=tuple(q.kinds),
-                            hold_out=q.hold_out, sft_questions=q.sft_questions)
+            r.questions.build(Path(out) / "questions")
             questions = str(Path(out) / "questions" / RL_FILE)
         summary = train_grpo(start, questions, out, r.grpo)
     except (FileNotFoundError, ValueError) as err:

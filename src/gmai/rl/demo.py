@@ -160,6 +160,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
                 sft_questions: int = 96, grpo_questions: int = 32, synth_k: int = 4, sft_epochs: float = 6.0,
                 sft_lr: float = 1e-3,
                 grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_temperature: float = 0.7, grpo_batch: int = 16,
+                grpo_kinds: tuple[str, ...] | None = None, grpo_rewards: dict[str, float] | None = None,
                 eval_limit: int = 128,
                 max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     # SFT and GRPO get different questions: SFT memorises its few chains, and GRPO rewarded on those same
     # questions would have nothing left to learn (its reward curve would only measure memorisation).
     qsum = build_questions(data_dir, qdir, seed=seed, max_questions=sft_questions + grpo_questions, kinds=DEMO_KINDS,
-                           hold_out=hold_out, sft_questions=sft_questions)
+                           hold_out=hold_out, sft_questions=sft_questions, rl_kinds=grpo_kinds)
     timings["questions_s"] = time.perf_counter() - t
     say(f"r1: {qsum['sft_questions']} SFT + {qsum['questions']} GRPO questions, held out {hold_out or 'nothing'} "
         f"({qsum['heldout']} other questions)")
@@ -210,7 +211,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     # beta 0 (no KL term, no reference model) as TRL's default and DAPO. Temperature 0.7: at 1.0 the SFT model's
     # samples are only ~40% format-valid while its greedy replies are 100%, so GRPO would optimise a policy far
     # from the one evaluated.
-    grpo_cfg = R1GRPOConfig(rewards=dict(DEMO_REWARDS), max_steps=0, num_train_epochs=grpo_epochs,
+    grpo_cfg = R1GRPOConfig(rewards=dict(grpo_rewards or DEMO_REWARDS), max_steps=0, num_train_epochs=grpo_epochs,
                             learning_rate=grpo_lr, num_generations=4, temperature=grpo_temperature,
                             per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.0,
                             answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)

@@ -33,7 +33,17 @@ class QuestionsSection:
     sft_questions: int = 0  # > 0: SFT gets its own N questions, GRPO the rest (never rewarded on memorised ones)
     n_options: int = 4
     kinds: list[str] = field(default_factory=lambda: ["choice", "closed", "open", "box"])
+    rl_kinds: list[str] | None = None  # GRPO's questions only of these kinds (e.g. [choice]); SFT keeps all `kinds`
     seed: int = 0
+
+    def build(self, out: str | Path) -> dict[str, Any]:
+        """:func:`gmai.rl.questions.build_questions` with this section's settings, into ``out``."""
+        if not self.input:
+            raise ValueError("no questions: set questions.input (data-engine output or benchmark folder)")
+        return build_questions(self.input, out, split=self.split, seed=self.seed, max_questions=self.max_questions,
+                               n_options=self.n_options, kinds=tuple(self.kinds), hold_out=self.hold_out,
+                               sft_questions=self.sft_questions,
+                               rl_kinds=tuple(self.rl_kinds) if self.rl_kinds else None)
 
 
 @dataclass
@@ -196,10 +206,7 @@ def iterate(recipe: R1Recipe, out: str | Path, console=None) -> dict[str, Any]:
     if not recipe.questions.input:
         raise ValueError("recipe: `questions.input` (data-engine output or benchmark folder) is not set")
     out = Path(out)
-    q = recipe.questions
-    qsum = build_questions(q.input, out / "questions", split=q.split, seed=q.seed, max_questions=q.max_questions,
-                           n_options=q.n_options, kinds=tuple(q.kinds), hold_out=q.hold_out,
-                           sft_questions=q.sft_questions)
+    qsum = recipe.questions.build(out / "questions")
     teacher, rounds = recipe.model, []
     for r in range(recipe.iterate.rounds):
         rdir = out / f"round{r}"

@@ -415,17 +415,40 @@ def matches(q: Question, selectors: dict[str, list[str]]) -> bool:
     return any(str(getattr(q, key, "")).lower() in {v.lower() for v in values} for key, values in selectors.items())
 
 
+def _split_sft_rl(train: list[Question], rng: random.Random, max_questions: int, sft_questions: int,
+                  rl_kinds: tuple[str, ...] | None) -> tuple[list[Question], list[Question]]:
+    """(SFT pool, GRPO questions); the same list twice when ``sft_questions`` is 0."""
+    if rl_kinds is None:
+        if max_questions and len(train) > max_questions:
+            train = rng.sample(train, max_questions)
+        pool, rl = (train[:sft_questions], train[sft_questions:]) if sft_questions else (train, train)
+    else:
+        order = rng.sample(train, len(train))
+        pool = order[:sft_questions]
+        rl = [q for q in order[len(pool):] if q.answer_type in rl_kinds]
+        rl = rl[:max(max_questions - len(pool), 0)] if max_questions else rl
+        pool = pool if sft_questions else rl
+    if not rl:
+        raise ValueError(f"sft_questions={sft_questions} leaves no GRPO questions: {len(train)} training questions, "
+                         f"GRPO kinds {rl_kinds or 'all'} (raise max_questions, lower sft_questions or widen rl_kinds)")
+    return pool, rl
+
+
 def build_questions(input_path: str | Path, out: str | Path, *, split: str = "train", seed: int = 0,
                     max_questions: int = 0, n_options: int = 4, kinds: tuple[str, ...] = ("choice", "closed", "open", "box"),
                     hold_out: dict[str, list[str]] | None = None, include_splits: tuple[str, ...] = ("train",),
-                    sft_questions: int = 0) -> dict[str, Any]:
+                    sft_questions: int = 0, rl_kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Write ``OUT/questions.jsonl`` (RL variant: the GRPO questions), ``OUT/questions-sft.jsonl`` (RL variant
     of the questions the SFT round synthesises chains for) and ``OUT/R1-SFT.jsonl`` (their template SFT
     variant, trainer format), ``OUT/questions-heldout.jsonl`` (questions matching ``hold_out`` or from another
     split: never used for training, only for evaluation) and return counts.
 
     ``sft_questions=N > 0`` gives SFT its own N questions and GRPO the rest (``max_questions`` caps the
-    total), so GRPO is rewarded on questions SFT never memorised; 0 = both use the same questions."""
+    total), so GRPO is rewarded on questions SFT never memorised; 0 = both use the same questions.
+
+    ``rl_kinds`` restricts GRPO's questions to those answer types (e.g. ``("choice",)``: GMAI-Reasoning10K is all
+    single-answer multiple choice) while SFT keeps every kind. An open question that every sample gets wrong
+    gives GRPO's group-relative advantage nothing to learn from."""
     out = Path(out)
     rng = random.Random(seed)
     facts = collect(input_path, split)
@@ -435,12 +458,7 @@ def build_questions(input_path: str | Path, out: str | Path, *, split: str = "tr
     is_train = [q.split in include_splits and not matches(q, hold_out) for q in questions]
     train = [q for q, t in zip(questions, is_train) if t]
     held = [q for q, t in zip(questions, is_train) if not t]
-    if max_questions and len(train) > max_questions:
-        train = rng.sample(train, max_questions)
-    if sft_questions and sft_questions >= len(train):
-        raise ValueError(f"sft_questions={sft_questions} leaves no GRPO questions: only {len(train)} training "
-                         f"questions (raise max_questions or lower sft_questions)")
-    sft_pool, train = (train[:sft_questions], train[sft_questions:]) if sft_questions else (train, train)
+    sft_pool, train = _split_sft_rl(train, rng, max_questions, sft_questions, rl_kinds)
     write_jsonl(out / RL_FILE, [llava_row(q, q.answer, out, reasoning_prompt=True) for q in train])
     write_jsonl(out / SFT_POOL_FILE, [llava_row(q, q.answer, out, reasoning_prompt=True) for q in sft_pool])
     write_jsonl(out / SFT_FILE, [llava_row(q, q.reasoning, out, chain_source="template") for q in sft_pool])

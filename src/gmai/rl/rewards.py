@@ -369,10 +369,19 @@ def accuracy_reward(completions: Sequence[Any], answer_type: Sequence[str] | Non
 
 _BY_TYPE.update({"choice": choice_reward, "numeric": numeric_reward, "box": box_iou_reward})
 
+
+def accuracy_strict_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+    """:func:`accuracy_reward`, but 0 unless the reply is :func:`format_valid` (the answer must be inside a
+    well-formed ``<think>..</think><answer>..</answer>``). With the plain accuracy an answer without tags
+    still earns full credit, so a policy can buy accuracy by dropping the format."""
+    scores = accuracy_reward(completions, **kwargs)
+    return [s if s is None or format_valid(c) else 0.0 for s, c in zip(scores, completions)]
+
 REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
     "format_partial": format_partial_reward,
     "accuracy": accuracy_reward,
+    "accuracy_strict": accuracy_strict_reward,
     "choice": choice_reward,
     "yes_no": yes_no_reward,
     "open": open_reward,
