@@ -576,12 +576,15 @@ def _remove_unreferenced_images(out: Path, keep: set[str]) -> None:
     folder = out / "images"
     if not folder.is_dir():
         return
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and _OUR_IMAGE.match(path.name) and str(path.relative_to(out)) not in keep:
-            path.unlink()
-    for path in sorted(folder.rglob("*"), reverse=True):
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+    # os.walk with plain strings: one directory listing per folder, no Path object per image
+    for here, _, names in os.walk(folder, topdown=False):  # a folder's subfolders come before it
+        relative = os.path.relpath(here, out)
+        for name in names:
+            path = os.path.join(here, name)
+            if _OUR_IMAGE.match(name) and os.path.join(relative, name) not in keep and os.path.isfile(path):
+                os.unlink(path)
+        if here != str(folder) and not os.listdir(here):
+            os.rmdir(here)
 
 
 def _count(values: list[str]) -> dict[str, int]:

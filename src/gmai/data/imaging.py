@@ -55,9 +55,7 @@ def apply_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
     """Linear window (DICOM PS3.3 C.11.2.1.2 without the half-pixel offsets) to uint8."""
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width}")
-    low = center - width / 2.0
-    scaled = (values.astype(np.float64) - low) / width
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return _linear_to_uint8(values, center - width / 2.0, width)
 
 
 def normalize_percentile(
@@ -71,8 +69,36 @@ def normalize_percentile(
 def rescale_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     if hi <= lo:  # a constant image: keep it constant (quality control decides if it is blank)
         return np.zeros(values.shape, dtype=np.uint8)
-    scaled = (values.astype(np.float64) - lo) / (hi - lo)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return _linear_to_uint8(values, lo, hi - lo)
+
+
+_BLOCK = 1 << 15  # float64 values per block: 256 KiB, stays in a core's cache
+
+
+def _linear_to_uint8(values: np.ndarray, low: float, width: float) -> np.ndarray:
+    """``uint8(clip((values - low) / width, 0, 1) * 255 + 0.5)`` computed in float64.
+
+    A whole CT volume (~10^6-10^7 voxels) is done block by block in one reused float64 buffer:
+    the same operations in the same order on the same values (so the same bytes) as the
+    whole-array expression, without its five full-size float64 temporaries (~2x less CPU time).
+    """
+    layout = "C" if values.flags.c_contiguous else "F" if values.flags.f_contiguous else ""
+    if values.size <= _BLOCK or not layout or values.dtype.kind not in "iuf":
+        scaled = (values.astype(np.float64) - low) / width
+        return (np.clip(scaled, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    out = np.empty(values.shape, np.uint8, order=layout)  # the layout astype would give
+    flat_in, flat_out = values.reshape(-1, order=layout), out.reshape(-1, order=layout)  # views
+    buffer = np.empty(_BLOCK, np.float64)
+    for start in range(0, flat_in.size, _BLOCK):
+        part = flat_in[start:start + _BLOCK]
+        scaled = buffer[:part.size]
+        np.subtract(part, low, out=scaled, dtype=np.float64)  # the input converted to float64 first, as astype
+        np.divide(scaled, width, out=scaled)
+        np.clip(scaled, 0.0, 1.0, out=scaled)
+        np.multiply(scaled, 255.0, out=scaled)
+        np.add(scaled, 0.5, out=scaled)
+        flat_out[start:start + part.size] = scaled  # float64 -> uint8 by truncation, as astype(np.uint8)
+    return out
 
 
 def to_uint8(values: np.ndarray) -> np.ndarray:
