@@ -48,13 +48,18 @@ def write_atomic(path: Path | str, data: bytes) -> None:
     """Write via a temporary file and rename, so a killed run never leaves half a file behind."""
     folder, name = os.path.split(os.fspath(path))  # plain strings: called once per image, pathlib costs show
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        handle = open(tmp, "wb")  # noqa: SIM115
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    try:  # a bare descriptor: open()'s file and buffer objects cost more than the write of a whole PNG
+        fd = os.open(tmp, flags, 0o666)
     except FileNotFoundError:  # the folder is made only when missing: one image per call, most folders exist
         os.makedirs(folder, exist_ok=True)
-        handle = open(tmp, "wb")  # noqa: SIM115
-    with handle:
-        handle.write(data)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        view = memoryview(data)
+        while view:  # os.write may write less than asked
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
