@@ -16,6 +16,7 @@ How it stays parallel, resumable and byte-identical whatever the worker count:
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import json
@@ -131,8 +132,13 @@ def item_seed(seed: int, spec: SourceSpec, item: Any, index: int) -> int:
     """A record's seed from what it *is* (source, item, position in the item), never from who ran it or where
     the data lives: the source's folder name, not its absolute path, so a copy elsewhere (another checkout, CI)
     gets the same texts."""
-    key = f"{seed}|{spec.kind}|{Path(spec.path).name}|{item!r}|{index}"
+    key = f"{seed}|{spec.kind}|{_folder_name(spec.path)}|{item!r}|{index}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+@functools.lru_cache(maxsize=256)  # one per source: a Path per record showed in profiles
+def _folder_name(path: str) -> str:
+    return Path(path).name
 
 
 # Reused: json.dumps with options builds a new encoder on every call (the bytes are the same).
