@@ -24,14 +24,13 @@ from typing import Any
 
 from gmai.eval.stats import mcnemar_exact, trend, wilson_interval
 from gmai.rl.evaluate import evaluate_checkpoint
-from gmai.rl.grpo import R1GRPOConfig, read_metrics, train_grpo
+from gmai.rl.grpo import R1GRPOConfig, accuracy_keys, read_metrics, train_grpo
 from gmai.rl.pipeline import SFTSection, run_sft
 from gmai.rl.questions import HELDOUT_FILE, RL_FILE, SFT_POOL_FILE, build_questions, collect, load_questions, matches
 from gmai.rl.synth import SynthConfig, synthesise
 
 DEMO_KINDS = ("choice", "closed", "open")  # boxes need longer completions than the CPU demo affords
 R1_NAME, STAGE3_NAME = "GRPO (R1)", "Stage III (plain prompt)"
-TREND_KEYS = ("reward", "reward/accuracy", "zero_signal_fraction")
 DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 
 
@@ -161,6 +160,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
                 sft_lr: float = 1e-3,
                 grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_temperature: float = 0.7, grpo_batch: int = 16,
                 grpo_kinds: tuple[str, ...] | None = None, grpo_rewards: dict[str, float] | None = None,
+                grpo_overrides: dict[str, Any] | None = None,
                 eval_limit: int = 128,
                 max_new_tokens: int = 64,
                 seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
@@ -215,6 +215,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
                             learning_rate=grpo_lr, num_generations=4, temperature=grpo_temperature,
                             per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.0,
                             answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
+    grpo_cfg = replace(grpo_cfg, **(grpo_overrides or {}))
     grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
     timings["grpo_s"] = time.perf_counter() - t
 
@@ -239,7 +240,8 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
     comparisons = compare(results, sft_label)
     rows = _table(results, comparisons)
     metrics = read_metrics(out / "grpo")
-    trends = {key: trend([m.get(key) for m in metrics]) for key in TREND_KEYS}
+    trend_keys = ("reward", *accuracy_keys(list(grpo_cfg.rewards)), "zero_signal_fraction")
+    trends = {key: trend([m.get(key) for m in metrics]) for key in trend_keys}
     notes = [
         "scoring: gmai@1 (gmai.eval.scoring) for every model, greedy replies; SFT and GRPO get the R1 prompt "
         "(question, options, answer hint, format instruction), Stage III the same without the format instruction: "

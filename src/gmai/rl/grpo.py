@@ -57,6 +57,7 @@ class R1GRPOConfig:
     epsilon_high: float | None = None  # DAPO's asymmetric upper clip (None = epsilon)
     loss_type: str = "grpo"  # grpo | dapo | dr_grpo | bnpo (TRL)
     scale_rewards: str = "group"  # group | batch | none (TRL)
+    mask_truncated_completions: bool = False  # DAPO: completions cut at max_completion_length get no loss
     max_completion_length: int = 48
     temperature: float = 1.0
     top_p: float = 1.0
@@ -111,6 +112,7 @@ class R1GRPOConfig:
             num_generations=self.num_generations, beta=self.beta, epsilon=self.epsilon,
             epsilon_high=self.epsilon_high if self.epsilon_high is not None else self.epsilon,
             loss_type=self.loss_type, scale_rewards=self.scale_rewards,
+            mask_truncated_completions=self.mask_truncated_completions,
             max_completion_length=self.max_completion_length, temperature=self.temperature, top_p=self.top_p,
             learning_rate=self.learning_rate, lr_scheduler_type=self.lr_scheduler_type, warmup_steps=self.warmup_steps,
             weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
@@ -386,6 +388,11 @@ def question_visits(out: str | Path) -> dict[str, list[dict[str, Any]]]:
     return visits
 
 
+def accuracy_keys(reward_names: list[str]) -> list[str]:
+    """Metric keys of the accuracy-type rewards (``accuracy``, ``accuracy_strict``, ...) in a run."""
+    return [f"reward/{name}" for name in reward_names if name.startswith("accuracy")]
+
+
 def revisit_summary(out: str | Path, key: str = "reward") -> dict[str, Any]:
     """Questions GRPO sampled more than once: reward at the first visit vs the last (paired Wilcoxon
     signed-rank test), and the share of their groups with no learning signal (all rewards equal)."""
@@ -579,6 +586,6 @@ def train_grpo(model_path: str | Path, questions_path: str | Path, out: str | Pa
                "config": asdict(config), "plots": [str(p) for p in plots],
                "vision": trainer.vision_stats() if isinstance(trainer, R1GRPOTrainer) else {},
                "first": rows[0] if rows else {}, "last": rows[-1] if rows else {},
-               "revisits": {key: revisit_summary(out, key) for key in ("reward", "reward/accuracy")}}
+               "revisits": {key: revisit_summary(out, key) for key in ("reward", *accuracy_keys(names))}}
     (out / "grpo-summary.json").write_text(json.dumps(summary, indent=2))
     return summary

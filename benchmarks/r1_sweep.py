@@ -1,0 +1,134 @@
+"""How robust is the R1 demo's GRPO result? The same Stage III model and corpus, several GRPO settings.
+
+    python benchmarks/r1_sweep.py --demo-out demo-out [--runs default,choice,...] [--work runs/r1-sweep]
+    python benchmarks/r1_sweep.py --summarise-only --work runs/r1-sweep
+
+Each configuration is one :func:`gmai.rl.demo.run_r1_demo` (questions -> synthesis -> SFT -> GRPO -> evaluation,
+~4-6 minutes on 2 cores) from ``DEMO_OUT/train/stage3`` on ``DEMO_OUT/data``; a run folder that already holds
+``r1-demo.json`` is summarised, not rerun. The table gives, per configuration, what GRPO added over its own SFT
+start (accuracy difference and exact McNemar p on the in-distribution and held-out splits), the R1 model's
+format-valid rate, and the per-step trends of the reward and of the zero-signal fraction (slope with a 95% CI).
+Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``).
+
+Configurations differ from ``default`` (the ``make demo`` setting) only in what their kwargs name:
+GRPO's question kinds, question count, epochs, batch, rewards (``accuracy_strict``: no accuracy credit without
+the format), temperature and TRL loss type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STRICT = {"format": 0.25, "format_partial": 0.25, "accuracy_strict": 1.0}
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "choice": {"grpo_kinds": ["choice"]},
+    # these four ran two at a time, one torch thread each (numerics differ slightly from 2 threads)
+    "choice-16q-10ep": {"grpo_kinds": ["choice"], "grpo_questions": 16, "grpo_epochs": 10, "torch_threads": 1},
+    "choice-32q-8ep": {"grpo_kinds": ["choice"], "grpo_questions": 32, "grpo_epochs": 8, "torch_threads": 1},
+    "choice-16q-10ep-strict": {"grpo_kinds": ["choice"], "grpo_questions": 16, "grpo_epochs": 10,
+                               "grpo_rewards": STRICT, "torch_threads": 1},
+    "all-16q-10ep-strict": {"grpo_questions": 16, "grpo_epochs": 10, "grpo_rewards": STRICT, "torch_threads": 1},
+    "choice-10ep-batch64-strict-dapo": {"grpo_kinds": ["choice"], "grpo_epochs": 10, "grpo_batch": 64,
+                                        "grpo_rewards": {"format": 0.5, "accuracy_strict": 1.0},
+                                        "grpo_overrides": {"loss_type": "dapo"}},
+}
+
+
+def run(name: str, demo_out: Path, work: Path, threads: int) -> Path:
+    from gmai.rl.demo import run_r1_demo
+
+    out = work / name
+    if not (out / "r1-demo.json").exists():
+        kwargs = dict(CONFIGS[name])
+        if "grpo_kinds" in kwargs:
+            kwargs["grpo_kinds"] = tuple(kwargs["grpo_kinds"])
+        kwargs.setdefault("torch_threads", threads)
+        run_r1_demo(demo_out / "train" / "stage3", demo_out / "data", out, **kwargs)
+    return out
+
+
+def summarise(name: str, out: Path) -> dict[str, Any]:
+    demo = json.loads((out / "r1-demo.json").read_text())
+    row: dict[str, Any] = {"config": name, "kwargs": CONFIGS.get(name, {})}
+    for split, comparison in demo["comparisons"].items():
+        short = "held-out" if split.startswith("held-out") else "in-dist"
+        vs_sft = comparison["grpo_vs_sft"]
+        row[f"{short}: GRPO - SFT"] = vs_sft["difference"]
+        row[f"{short}: p"] = vs_sft["p_value"]
+        row[f"{short}: GRPO format-valid"] = demo["results"]["GRPO (R1)"][split]["format_valid"]
+    for key in ("reward", "zero_signal_fraction"):
+        t = demo["trends"].get(key) or {}
+        row[f"{key} slope/step"] = t.get("slope")
+        row[f"{key} 95% CI"] = t.get("slope_ci")
+    return row
+
+
+def _fmt(value: Any, column: str) -> str:
+    if isinstance(value, float) and column.endswith(": p"):
+        return f"{value:.2g}"
+    if isinstance(value, float):
+        return f"{value:.3f}" if "format-valid" in column else f"{value:+.4f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{v:+.4f}" for v in value) + "]"
+    return "-" if value is None else str(value)
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """Counts over configurations: where GRPO beat / lost to its SFT start (p < 0.05), and where the per-step
+    zero-signal fraction fell / rose (95% CI of the slope entirely below / above 0)."""
+    n, out = len(rows), []
+    for split in ("in-dist", "held-out"):
+        better = sum(r[f"{split}: GRPO - SFT"] > 0 and r[f"{split}: p"] < 0.05 for r in rows)
+        worse = sum(r[f"{split}: GRPO - SFT"] < 0 and r[f"{split}: p"] < 0.05 for r in rows)
+        out.append(f"- {split}: GRPO beats its SFT start (p < 0.05) in {better} of {n} configurations, "
+                   f"loses to it in {worse}")
+    for key in ("reward", "zero_signal_fraction"):
+        cis = [r[f"{key} 95% CI"] for r in rows if r.get(f"{key} 95% CI")]
+        falls, rises = sum(ci[1] < 0 for ci in cis), sum(ci[0] > 0 for ci in cis)
+        out.append(f"- {key} per step: falls in {falls}, rises in {rises}, no significant trend in "
+                   f"{len(cis) - falls - rises} of {len(cis)} configurations")
+    return out
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    cols = [c for c in rows[0] if c != "kwargs"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in rows]
+    lines += ["", *verdicts(rows)]
+    lines += ["", "kwargs of `gmai.rl.demo.run_r1_demo` per configuration (`default` = `make demo`):", ""]
+    lines += [f"- `{r['config']}`: `{json.dumps(r['kwargs'])}`" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--demo-out", type=Path, default=ROOT / "demo-out", help="a finished `make demo` output")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "r1-sweep")
+    parser.add_argument("--runs", default=",".join(CONFIGS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "r1_sweep")
+    args = parser.parse_args()
+    rows = []
+    for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
+        if name not in CONFIGS:
+            raise SystemExit(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}")
+        out = args.work / name if args.summarise_only else run(name, args.demo_out, args.work, args.threads)
+        if (out / "r1-demo.json").exists():
+            rows.append(summarise(name, out))
+    if not rows:
+        raise SystemExit(f"no finished runs under {args.work}")
+    text = markdown(rows)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    args.out.with_suffix(".md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
