@@ -260,6 +260,7 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         *[_trend_note(f"GRPO {key} per step", t) for key, t in trends.items()],
         *[_revisit_note(key, r) for key, r in grpo["revisits"].items()],
         f"held out of RL: {hold_out or 'nothing (a single modality)'}",
+        "how this GRPO result varies with GRPO's settings on the same model and data: benchmarks/r1_sweep.py",
         *_verdicts(comparisons),
     ]
     summary = {"table": rows, "results": results, "notes": notes,
