@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from gmai.data import imaging, quality
+from gmai.data import imaging
 from gmai.data import write as W
 from gmai.data.build import _remove_unreferenced_images
 from gmai.data.sources.nifti import _label_areas, _planes_as_rows
@@ -103,42 +103,3 @@ def test_remove_unreferenced_images(tmp_path: Path):
         assert (tmp_path / relpath).exists() == stays, relpath
     assert not (tmp_path / "images" / "src-b").exists() and not (tmp_path / "images" / "empty").exists()
     assert (tmp_path / "images").is_dir()  # the folder itself stays
-
-
-def _phash_with_pillow_resize(image: np.ndarray) -> int:
-    """phash as it was computed before the numpy Lanczos: every step through Pillow."""
-    from PIL import Image
-
-    im = Image.fromarray(image)
-    im = im if im.mode == "L" else im.convert("L")
-    factor = min(im.size) // 64
-    im = im.reduce(factor) if factor > 1 else im
-    pixels = np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    low = quality._DCT_LOW @ pixels @ quality._DCT_LOW.T
-    ordered = np.sort(low, axis=None)
-    return int.from_bytes(np.packbits((low > (ordered[31] + ordered[32]) / 2).ravel()).tobytes(), "big")
-
-
-def test_numpy_lanczos_equals_pillow_resize():
-    from PIL import Image
-
-    assert quality._lanczos_checked()
-    rng = np.random.default_rng(4)
-    sizes = [(16, 16), (31, 32), (32, 31), (32, 32), (33, 200), (64, 64), (127, 96), (128, 300), (250, 17)]
-    for height, width in sizes:
-        for image in (rng.integers(0, 256, (height, width), dtype=np.uint8),  # noise: every weight matters
-                      (rng.random((height, width)) < 0.5).astype(np.uint8) * 255):  # hard edges: clamping
-            expected = np.asarray(Image.fromarray(image).resize((32, 32), Image.Resampling.LANCZOS))
-            got = quality._lanczos_to_32(image)
-            assert got.dtype == np.float64 and np.array_equal(got, expected), (height, width)
-
-
-def test_phash_equals_pillow_path_on_grey_and_colour_images():
-    rng = np.random.default_rng(5)
-    for trial in range(60):
-        height, width = (int(v) for v in rng.integers(16, 400, 2))
-        shape = (height, width, 3) if trial % 3 == 0 else (height, width)
-        image = rng.integers(0, 256, shape, dtype=np.uint8)
-        if trial % 3 == 1:  # smooth: the DCT's low frequencies carry signal, not only noise
-            image = np.sort(image, axis=1)
-        assert quality.phash(image) == _phash_with_pillow_resize(image), shape

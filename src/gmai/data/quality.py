@@ -19,7 +19,6 @@ for large corpora and their results do not depend on the order hashes were added
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 from collections.abc import Iterable
@@ -129,8 +128,7 @@ def phash(image: np.ndarray) -> int:
     (up to float rounding ties; the tests compare the two).
 
     Same steps (greyscale, Lanczos to 32x32, DCT, 8x8 low block > its median) without the two
-    full 32x32 DCTs and the bool-array-to-string round trip; the Lanczos resize is Pillow's, done in
-    numpy with weights computed once per size (:func:`_lanczos_to_32`: the same pixels).
+    full 32x32 DCTs and the bool-array-to-string round trip.
     """
     from PIL import Image
 
@@ -140,96 +138,12 @@ def phash(image: np.ndarray) -> int:
     factor = min(im.size) // 64
     if factor > 1:  # box-reduce to 64-127 px first: phash only looks at 32x32, and Lanczos from 192 px costs 2x
         im = im.reduce(factor)
-    if _lanczos_checked():
-        pixels = _lanczos_to_32(np.asarray(im))
-    else:
-        pixels = np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
+    pixels = np.asarray(im.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
     low = _DCT_LOW @ pixels @ _DCT_LOW.T
     ordered = np.sort(low, axis=None)
     median = (ordered[31] + ordered[32]) / 2  # np.median of the 64 values, without its generic machinery
     bits = (low > median).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-# Pillow's Lanczos resize of 8-bit images, in numpy. Pillow computes the filter weights (two sin() calls per tap,
-# ~2/3 of its resize time at this size) on every call; here they are computed once per (input, output) size, by
-# the same double-precision steps in the same order (math.sin is the same C library sin), and rounded to the
-# same 22-bit fixed-point integers. Each pass sums integer pixel * integer weight products below 2^36, exact in
-# float64 whatever the summation order, so a matrix product gives Pillow's integer sums, and Pillow's rounding
-# (add 2^21, shift right by 22, clamp to 0-255) is applied to them. Same integers in, same pixels out.
-_FIXED_BITS = 22  # Pillow's PRECISION_BITS for 8-bit resampling: 32 - 8 - 2
-
-
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x = x * math.pi
-    return math.sin(x) / x
-
-
-def _lanczos(x: float) -> float:
-    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
-
-
-@functools.lru_cache(maxsize=256)
-def _lanczos_weights(in_size: int, out_size: int) -> np.ndarray:
-    """(in_size, out_size) matrix of Pillow's fixed-point Lanczos weights for one axis (whole-image box)."""
-    scale = float(in_size) / out_size
-    filterscale = max(scale, 1.0)
-    support = 3.0 * filterscale
-    inverse = 1.0 / filterscale
-    matrix = np.zeros((in_size, out_size), np.float64)
-    for out in range(out_size):
-        center = 0.0 + (out + 0.5) * scale
-        first = max(int(center - support + 0.5), 0)  # int(): truncation toward zero, as C's cast
-        count = min(int(center + support + 0.5), in_size) - first
-        weights = [_lanczos((x + first - center + 0.5) * inverse) for x in range(count)]
-        total = 0.0
-        for weight in weights:  # summed left to right, as Pillow does (not math.fsum / np.sum)
-            total += weight
-        for x, weight in enumerate(weights):
-            weight = weight / total if total != 0.0 else weight
-            scaled = weight * (1 << _FIXED_BITS)
-            matrix[first + x, out] = int(scaled - 0.5) if weight < 0 else int(scaled + 0.5)
-    matrix.setflags(write=False)
-    return matrix
-
-
-def _fixed_to_uint8(sums: np.ndarray) -> np.ndarray:
-    """Pillow's clip8 of exact integer sums held in float64 (the result stays float64: 0.0-255.0)."""
-    sums += 1 << (_FIXED_BITS - 1)
-    sums *= 1.0 / (1 << _FIXED_BITS)  # a power of two: exact, and floor() then equals the right shift
-    np.floor(sums, out=sums)
-    return np.clip(sums, 0.0, 255.0, out=sums)
-
-
-def _lanczos_to_32(pixels: np.ndarray) -> np.ndarray:
-    """A 2-D uint8 array resized to 32x32 as ``Image.resize((32, 32), LANCZOS)`` does, as float64 values."""
-    height, width = pixels.shape
-    values = pixels.astype(np.float64)
-    if width != 32:  # horizontal pass first, then vertical, each rounded to 8 bits, as Pillow
-        values = _fixed_to_uint8(values @ _lanczos_weights(width, 32))
-    if height != 32:
-        values = _fixed_to_uint8(_lanczos_weights(height, 32).T @ values)
-    return values
-
-
-@functools.cache
-def _lanczos_checked() -> bool:
-    """Whether :func:`_lanczos_to_32` gives Pillow's pixels here (checked once per process; Pillow is used if not).
-
-    The arithmetic above follows Pillow's resampler; this guards against a Pillow release that changes it.
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for height, width in ((64, 64), (127, 90), (32, 77), (45, 32), (100, 127)):
-        sample = rng.integers(0, 256, (height, width), dtype=np.uint8)
-        sample[: height // 2, : width // 3] = (rng.random((height // 2, width // 3)) < 0.5) * 255  # hard edges
-        expected = np.asarray(Image.fromarray(sample).resize((32, 32), Image.Resampling.LANCZOS))
-        if not np.array_equal(_lanczos_to_32(sample), expected):
-            return False
-    return True
 
 
 def hamming(a: int, b: int) -> int:
