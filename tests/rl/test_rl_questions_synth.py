@@ -180,3 +180,13 @@ def test_questions_cli_rl_kinds(corpus, tmp_path):
     assert result.exit_code == 0, result.output
     rl = [json.loads(line) for line in (tmp_path / Q.RL_FILE).read_text().splitlines()]
     assert rl and {r["answer_type"] for r in rl} == {"choice"}
+
+
+def test_recipe_questions_section_builds_with_rl_kinds(corpus, tmp_path):
+    from gmai.rl.pipeline import QuestionsSection
+
+    summary = QuestionsSection(input=str(corpus), kinds=["choice", "closed"], rl_kinds=["choice"], sft_questions=4,
+                               seed=2).build(tmp_path)
+    assert set(summary["by_type"]) == {"choice"} and summary["sft_questions"] == 4
+    with pytest.raises(ValueError, match="questions.input"):
+        QuestionsSection().build(tmp_path / "none")
