@@ -28,7 +28,11 @@ def test_streamed_shards_hold_the_rows_of_a_one_shot_write(tmp_path, monkeypatch
     monkeypatch.setattr(W, "PARQUET_ROWS_PER_SHARD", 10)
     monkeypatch.setattr(W, "PARQUET_ROW_GROUP_ROWS", 4)
     rows = _rows(tmp_path, 23)
-    whole = W.write_parquet(tmp_path, "MM-Caption", "train", rows)
+    one_shot = W.ParquetShards(tmp_path / "parquet" / "MM-Caption", "train", W.ImageBytes(tmp_path))
+    for row in rows:  # every row in one chunk
+        one_shot.add(row)
+    one_shot.end_chunk()
+    whole = [str(p.relative_to(tmp_path)) for p in one_shot.close()]
     assert whole == [f"parquet/MM-Caption/train-0000{k}-of-00003.parquet" for k in range(3)]
     expected = [pq.read_table(tmp_path / p) for p in whole]
     assert [pq.ParquetFile(tmp_path / p).num_row_groups for p in whole] == [1, 1, 1]  # one-shot: a group a shard

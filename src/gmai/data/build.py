@@ -445,7 +445,6 @@ class _Assembler:
         self.parquet: dict[tuple[str, str], W.ParquetShards] = {}
         self.rejects: list[dict[str, str]] = list(list_failures)
         self.kept: list[dict[str, Any]] = []  # kept records' entries, without their samples
-        self.kept_images: set[str] = set()
         self.records_loaded = 0
         self.generation: Counter = Counter()
         self.templates: Counter = Counter()
@@ -499,7 +498,6 @@ class _Assembler:
             return
         samples = entry.pop("samples")
         self.kept.append(entry)
-        self.kept_images.add(entry["image"])
         prefix = (entry["dim"], entry["task"], entry["modality"], entry["source"])
         split = entry["split"]
         for sample in samples:
@@ -548,7 +546,7 @@ class _Assembler:
         side = config.workers > 1 and config.plots and _mp_context().get_start_method() == "fork"
         plotter = _side_process(W.write_plots, out, stats) if side else None
         W.write_jsonl(out / "rejects.jsonl", self.rejects)
-        _remove_unreferenced_images(out, self.kept_images)
+        _remove_unreferenced_images(out, {e["image"] for e in self.kept})
         if plotter is not None:
             _join(plotter, out / "plots")
             plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))

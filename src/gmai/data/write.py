@@ -286,18 +286,6 @@ def _binary_array(values: list[bytes], kind: Any) -> Any:
     return pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
 
 
-def write_parquet(out: Path, subset: str, split: str, rows: list[dict[str, Any]],
-                  images: ImageBytes | None = None) -> list[str]:
-    """All rows at once (one chunk): shards of at most PARQUET_ROWS_PER_SHARD rows, image bytes embedded."""
-    if not rows:
-        return []
-    shards = ParquetShards(out / "parquet" / subset, split, images or ImageBytes(out))
-    for row in rows:
-        shards.add({name: row.get(name, [] if name in LIST_FIELDS else "") for name in ROW_FIELDS})
-    shards.end_chunk()
-    return [str(p.relative_to(out)) for p in shards.close()]
-
-
 # ------------------------------------------------------------------------------------------------
 # Statistics, card, plots
 

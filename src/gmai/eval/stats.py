@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     """95% Wilson score interval of ``successes / n`` (``(0, 1)`` when ``n == 0``)."""
     from scipy.stats import binomtest

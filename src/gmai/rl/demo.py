@@ -253,8 +253,9 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         f"sampling, {synth['template_rows']} TEMPLATE chains written from the label for questions the teacher "
         f"never solved (pass@{synth_k} = {synth['by']['all']['all'][f'pass@{synth_k}']:.2f})",
         _round2_note(round2, synth_k),
-        f"GRPO: {grpo['steps']} steps x {grpo_batch} completions (groups of 4), {grpo_epochs:g} epochs over "
-        f"{qsum['questions']} questions SFT never saw, lr {grpo_lr:g}, temperature {grpo_temperature:g}; per-step "
+        f"GRPO: {grpo['steps']} steps x {grpo_cfg.per_device_train_batch_size} completions (groups of "
+        f"{grpo_cfg.num_generations}), {grpo_cfg.num_train_epochs:g} epochs over {qsum['questions']} questions SFT "
+        f"never saw, lr {grpo_cfg.learning_rate:g}, temperature {grpo_cfg.temperature:g}; per-step "
         "curves in grpo/metrics.jsonl and grpo/grpo-metrics.png, every question's rewards per visit in "
         "grpo/question_rewards.jsonl",
         *[_trend_note(f"GRPO {key} per step", t) for key, t in trends.items()],

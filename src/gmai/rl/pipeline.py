@@ -203,8 +203,6 @@ def iterate(recipe: R1Recipe, out: str | Path, console=None) -> dict[str, Any]:
     chains, GRPO from the SFT model; the GRPO model is the next round's teacher."""
     if not recipe.model:
         raise ValueError("recipe: `model` (the starting checkpoint, e.g. the Stage III model) is not set")
-    if not recipe.questions.input:
-        raise ValueError("recipe: `questions.input` (data-engine output or benchmark folder) is not set")
     out = Path(out)
     qsum = recipe.questions.build(out / "questions")
     teacher, rounds = recipe.model, []

@@ -377,6 +377,7 @@ def accuracy_strict_reward(completions: Sequence[Any], **kwargs: Any) -> list[fl
     scores = accuracy_reward(completions, **kwargs)
     return [s if s is None or format_valid(c) else 0.0 for s, c in zip(scores, completions)]
 
+
 REWARDS: dict[str, RewardFn] = {
     "format": format_reward,
     "format_partial": format_partial_reward,

@@ -266,34 +266,15 @@ def _label_areas(labels: np.ndarray, axis: int) -> _LabelAreas:
         counts = np.stack([np.bincount(_plane(inverse, axis, i).ravel(), minlength=len(ids)) for i in range(slices)])
         return _LabelAreas([int(v) for v in ids], counts)
     counts = np.zeros((slices, highest + 1), np.int64)
-    if highest <= 16:  # few ids (the usual case): one vectorised comparison per id over the whole volume
+    if highest <= 16:  # few ids (the usual case): one vectorised count per id over the whole volume
         for k in range(1, highest + 1):
-            equal = labels == k  # same memory layout as labels
-            planes = _planes_as_rows(equal, axis)
-            if planes is not None:  # each slice one contiguous block: count_nonzero's fast path, no int64 copy
-                counts[:, k] = [np.count_nonzero(plane) for plane in planes]
-            else:
-                counts[:, k] = np.add.reduce(equal.view(np.uint8), axis=others, dtype=np.int64)
+            counts[:, k] = np.add.reduce((labels == k).view(np.uint8), axis=others, dtype=np.int64)
     else:  # many ids (whole-body atlases): one bincount per slice
         small = labels.astype(np.int64) if labels.dtype == np.uint64 else labels  # bincount refuses uint64
         for i in range(slices):
             counts[i] = np.bincount(_plane(small, axis, i).ravel(), minlength=highest + 1)
     counts[:, 0] = np.prod([labels.shape[i] for i in others]) - counts[:, 1:].sum(axis=1)
     return _LabelAreas(list(range(highest + 1)), counts)
-
-
-def _planes_as_rows(volume: np.ndarray, axis: int) -> np.ndarray | None:
-    """A (slices, pixels) view whose rows are the slices, when every slice is one contiguous block of memory.
-
-    That holds for axial slices (axis 2) of a Fortran-ordered volume, the layout nibabel returns, and for
-    axis 0 of a C-ordered one. The order of pixels within a row differs from the slice's, which a count ignores.
-    """
-    slices = volume.shape[axis]
-    if axis == volume.ndim - 1 and volume.flags.f_contiguous:
-        return volume.reshape(-1, slices, order="F").T
-    if axis == 0 and volume.flags.c_contiguous:
-        return volume.reshape(slices, -1)
-    return None
 
 
 def _plane(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
