@@ -33,13 +33,34 @@ class LocalBackend:
             model = model.to(device=device, dtype=torch.bfloat16)
         return cls(model.to(device), processor, name=Path(path).name)
 
-    def _encode(self, requests: list[ChatRequest]):
+    def _encode(self, requests: list[ChatRequest], to_device: bool = True):
         texts = [self.processor.apply_chat_template(r.to_messages(), add_generation_prompt=True, tokenize=False)
                  for r in requests]
         images = [im.convert("RGB") for r in requests for im in r.images]
         kwargs = {"images": images} if images else {}
         enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
-        return {k: v.to(self.device) for k, v in enc.items()}
+        return {k: v.to(self.device) for k, v in enc.items()} if to_device else dict(enc)
+
+    def prepare(self, request: ChatRequest, config: GenerationConfig):
+        """One request rendered, tokenized, image-processed and checked against the context window
+        (raises PromptTooLongError), for ``complete(..., prepared=...)``. A server runs this off the
+        model's thread, so a bad or long request fails alone, before it joins a batch."""
+        enc = self._encode([request], to_device=False)
+        self._check_fits(enc, config)
+        return enc
+
+    def _collate(self, encodings: list[dict]) -> dict:
+        """Prepared single-request encodings -> one batch, left-padded as the processor pads."""
+        width = max(e["input_ids"].shape[1] for e in encodings)
+        batch = {}
+        for key in dict.fromkeys(k for e in encodings for k in e):  # some requests carry no images
+            parts = [e[key] for e in encodings if key in e]
+            if key in ("input_ids", "attention_mask") or (parts[0].dim() == 2 and len(parts) == len(encodings) and all(
+                    p.shape[1] == e["input_ids"].shape[1] for p, e in zip(parts, encodings))):
+                fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
+                parts = [self._torch.nn.functional.pad(p, (width - p.shape[1], 0), value=fill) for p in parts]
+            batch[key] = self._torch.cat(parts)  # per-image tensors (pixel_values): concatenated in order
+        return {k: v.to(self.device) for k, v in batch.items()}
 
     def _generate_kwargs(self, config: GenerationConfig) -> dict:
         sample = config.temperature > 0
@@ -67,11 +88,26 @@ class LocalBackend:
         eos = self.tokenizer.eos_token_id if eos is None else eos
         return set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
 
-    def _complete_batch(self, requests: list[ChatRequest], config: GenerationConfig) -> list[Completion]:
-        enc = self._encode(requests)
+    def _row_stopper(self, should_stop: list[Callable[[], bool]], n: int):
+        """Stops each request's rows at the next token once its ``should_stop()`` is true."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        torch = self._torch
+
+        class _Rows(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                flags = [bool(stop()) for stop in should_stop for _ in range(n)]
+                return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([_Rows()])
+
+    def _complete_batch(self, requests: list[ChatRequest], config: GenerationConfig, prepared=None,
+                        should_stop=None) -> list[Completion]:
+        enc = self._collate(prepared) if prepared else self._encode(requests)
         self._check_fits(enc, config)
+        extra = {"stopping_criteria": self._row_stopper(should_stop, config.num_return_sequences)} if should_stop else {}
         with self._torch.inference_mode():
-            out = self.model.generate(**enc, **self._generate_kwargs(config))
+            out = self.model.generate(**enc, **self._generate_kwargs(config), **extra)
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         prompt_lengths = enc["attention_mask"].sum(dim=1).repeat_interleave(config.num_return_sequences).tolist()
@@ -86,15 +122,20 @@ class LocalBackend:
         return completions
 
     def complete(self, requests: list[ChatRequest], config: GenerationConfig | None = None,
-                 batch_size: int = 16) -> list[list[Completion]]:
+                 batch_size: int = 16, prepared: list | None = None,
+                 should_stop: list[Callable[[], bool]] | None = None) -> list[list[Completion]]:
         """Like :meth:`generate`, with finish reasons and token counts: ``num_return_sequences``
-        completions per request (the server's path)."""
+        completions per request (the server's path). ``prepared``: :meth:`prepare`'s output per
+        request; ``should_stop``: one callable per request, whose rows stop at the next token
+        once it returns true (an abandoned request)."""
         config = config or GenerationConfig()
         if config.seed is not None:
             self._torch.manual_seed(config.seed)
         flat: list[Completion] = []
         for start in range(0, len(requests), max(1, batch_size)):
-            flat.extend(self._complete_batch(requests[start:start + batch_size], config))
+            chunk = slice(start, start + batch_size)
+            flat.extend(self._complete_batch(requests[chunk], config, prepared[chunk] if prepared else None,
+                                             should_stop[chunk] if should_stop else None))
         n = config.num_return_sequences
         return [flat[i:i + n] for i in range(0, len(flat), n)]
 
