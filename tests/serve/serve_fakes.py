@@ -7,15 +7,23 @@ import threading
 import time
 import zlib
 
-from gmai.infer.types import Completion, GenerationConfig, truncate_at_stop
+from gmai.infer.types import Completion, GenerationConfig, PromptTooLongError, truncate_at_stop
 
 
 class FakeBackend:
-    """Echoes the last user text; records batch sizes. Stands in for a model in fast tests."""
+    """Echoes the last user text; records batch sizes. Stands in for a model in fast tests.
 
-    def __init__(self, delay: float = 0.0, fail_on: str | None = None):
-        self.delay, self.fail_on = delay, fail_on
+    Like LocalBackend, input errors surface in ``prepare`` (render + tokenize): ``fail_on`` text
+    raises there and in ``complete``; a prompt over ``context_chars`` is too long. ``token_s``
+    makes ``complete`` spend that long per token (``max_new_tokens`` of them), honouring
+    ``should_stop`` at each token as LocalBackend does; ``tokens_generated`` counts them."""
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None, token_s: float = 0.0,
+                 context_chars: int = 10**9):
+        self.delay, self.fail_on, self.token_s, self.context_chars = delay, fail_on, token_s, context_chars
         self.batches: list[int] = []
+        self.prepared = 0
+        self.tokens_generated = 0
         self.lock = threading.Lock()
 
     def _reply(self, request) -> str:
@@ -24,15 +32,38 @@ class FakeBackend:
         text = request.messages[-1]["content"] if request.messages else request.prompt
         return f"echo {text} images={len(request.images)}"
 
-    def complete(self, requests, config: GenerationConfig, batch_size: int = 16):
+    def prepare(self, request, config: GenerationConfig):
+        with self.lock:
+            self.prepared += 1
+        self._reply(request)
+        if len(str(request.messages)) > self.context_chars:
+            raise PromptTooLongError("prompt exceeds the fake context")
+        return {"request": request}
+
+    def complete(self, requests, config: GenerationConfig, batch_size: int = 16, prepared=None, should_stop=None):
         with self.lock:
             self.batches.append(len(requests))
         time.sleep(self.delay)
+        if self.token_s:
+            self._spend_tokens(len(requests), config.max_new_tokens, should_stop)
         out = []
         for r in requests:
             text = truncate_at_stop(self._reply(r), config.stop)
             out.append([Completion(text, "stop", 10, len(text.split())) for _ in range(config.num_return_sequences)])
         return out
+
+    def _spend_tokens(self, rows: int, tokens: int, should_stop) -> None:
+        live = set(range(rows))
+        for _ in range(tokens):
+            if should_stop:
+                live = {i for i in live if not should_stop[i]()}
+            if not live:
+                return
+            end = time.process_time() + self.token_s  # CPU time, as a model's forward pass
+            while time.process_time() < end:
+                pass
+            with self.lock:
+                self.tokens_generated += len(live)
 
     def stream(self, request, config: GenerationConfig, should_stop=None):
         text = self._reply(request)
@@ -41,6 +72,12 @@ class FakeBackend:
                 break
             yield text[i:i + 3]
         return Completion("", "stop", 10, len(text.split()))
+
+
+class NoPrepareBackend(FakeBackend):
+    """A backend that cannot check a request alone (like a remote OpenAI-compatible one)."""
+
+    prepare = None
 
 
 def huge_png(width: int, height: int) -> bytes:

@@ -7,7 +7,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serve_fakes import FakeBackend
+from serve_fakes import FakeBackend, NoPrepareBackend
 
 from gmai.serve.api import ServeConfig, create_app
 
@@ -89,7 +89,7 @@ def test_streaming_sse_chunks(client):
     ({"max_tokens": 65}, "max_tokens"), ({"n": 5}, "n"), ({"stream": True, "n": 2}, "n"),
     ({"temperature": 3}, "temperature"), ({"messages": []}, "messages"), ({"stop": ["a"] * 5}, "stop"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0]"),
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0].type"),
     ({"tools": [{"type": "function"}]}, "tools"),
 ])
 def test_invalid_parameters_are_400_naming_the_param(client, overrides, param):
@@ -180,8 +180,9 @@ def test_serve_refuses_a_public_host_without_a_key(tmp_path, monkeypatch):
 
 
 def test_a_failing_generation_is_a_500_in_openai_shape_and_the_server_stays_up():
+    # A backend that cannot check requests before generating (a remote one): its failure is the server's.
     config = ServeConfig(model_name="fake", batch_wait_ms=1)
-    with TestClient(create_app(FakeBackend(fail_on="poison"), config), raise_server_exceptions=False) as c:
+    with TestClient(create_app(NoPrepareBackend(fail_on="poison"), config), raise_server_exceptions=False) as c:
         error = _assert_openai_error(c.post("/v1/chat/completions", json=_body(
             messages=[{"role": "user", "content": "poison"}])), 500)
         assert error["type"] == "server_error" and "poison" not in error["message"]  # no content echoed

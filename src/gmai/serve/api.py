@@ -1,15 +1,22 @@
-"""The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions`` (streaming or not), ``/health``.
+"""The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions`` (streaming or not), ``/health``,
+``/metrics``.
 
 Serve any local checkpoint that :func:`gmai.infer.load_backend` loads (gmai checkpoints and other
 Hugging Face image-text-to-text folders)::
 
     app = create_app(backend, ServeConfig(model_name="tiny", api_key="secret"))
 
-Every request is bounded: body size and read time, number of images, pixels per image (checked
-from the header, before decoding), prompt length, ``max_tokens``, ``n``, time in the server, and
-the number of requests in flight. Every refusal is a 4xx in OpenAI's error shape (503 when the
-server is full, 504 when a request runs past its time) and the server stays up. Logs carry the
-method, path, status and timing, never message or image content.
+Every request is bounded, cheapest check first: connection count per client address and the time
+to send the request head (:mod:`gmai.serve.connections`), body size and read time, body structure
+(a byte-level count of JSON objects), then strict types and bounds on every field (as OpenAI's API:
+``max_tokens: "5"`` is refused), message and content-part counts, prompt characters, image count
+and pixels (from the header, before decoding), then the exact prompt tokens (rendered and
+tokenized off the model's thread). Large bodies are validated, and images decoded, in worker
+processes with a time and memory budget (:mod:`gmai.serve.workers`); text-only requests never wait
+on them. Every refusal is a 4xx in OpenAI's error shape (503 when the server is full, 504 when a
+request runs past its time), never echoes request content, and fails that request alone. A
+request whose client disconnects stops generating at the next token. Logs carry the method,
+path, status and timing, never message or image content.
 """
 
 from __future__ import annotations
@@ -25,17 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request  # module level: FastAPI resolves route annotations here
 
 from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTooLongError
 from gmai.serve.batching import DynamicBatcher, QueueFullError
-from gmai.serve.errors import APIError, bad_request, error_body
-from gmai.serve.images import ImageLimits, load_image_url
+from gmai.serve.errors import APIError, bad_request, error_body, overloaded
+from gmai.serve.images import ImageLimits, decode_images
+from gmai.serve.workers import WorkerPool
 
 log = logging.getLogger("gmai.serve")
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "audio", "prediction")
+# Hard caps of the request schema (a ServeConfig may set lower ones). OpenAI's API states no
+# message-count limit; these bound the work one request can ask for.
+MAX_MESSAGES = 1024
+MAX_CONTENT_PARTS = 256
+MAX_STOP_CHARS = 256
+SEED_RANGE = (-(2 ** 63), 2 ** 63 - 1)  # int64, what torch.manual_seed and OpenAI accept
+# Sampling at a temperature this close to 0 is greedy decoding (logits / 1e-320 overflow to inf).
+MIN_SAMPLING_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -44,11 +61,21 @@ class ServeConfig:
     api_key: str | None = None  # None: no auth (only allowed on a loopback host, see cli)
     allowed_root: Path | None = None  # local image paths are refused unless set
     max_body_bytes: int = 20 * 1024 * 1024
-    body_timeout_s: float = 30.0  # a client must finish sending its body within this
+    body_timeout_s: float = 30.0  # a client must finish sending its body within this (after the head)
+    head_timeout_s: float = 10.0  # ... and its request line + headers within this
+    keep_alive_timeout_s: float = 5.0  # idle time between requests on one connection
+    max_connections_per_address: int = 128  # beyond: the address's oldest idle connection is closed
+    max_connections: int = 900
+    max_messages: int = 256
+    max_content_parts: int = 64  # per message
     max_images: int = 8
     max_image_pixels: int = 25_000_000
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_side: int = 1344  # decoded images are shrunk to this longest side (0: keep full size)
+    decode_workers: int = 2  # processes decoding images (and validating bodies over inline_parse_bytes)
+    decode_timeout_s: float = 20.0  # per request, all its images
+    decode_memory_mb: int = 1024  # per decoding worker, beyond its size after imports
+    inline_parse_bytes: int = 256 * 1024  # bodies up to this are validated on the event loop (< ~5 ms)
     max_prompt_chars: int = 65_536
     default_max_tokens: int = 256
     max_tokens_limit: int = 1024
@@ -66,39 +93,102 @@ class ServeConfig:
                            max_image_bytes=self.max_image_bytes, allowed_root=self.allowed_root,
                            max_side=self.max_image_side)
 
+    def max_json_objects(self) -> int:
+        """A bound on ``{`` bytes in a valid body: messages and parts, braces inside the prompt's
+        text, and slack for small extra fields. Images (base64) hold none."""
+        return self.max_messages * (self.max_content_parts + 3) + self.max_prompt_chars + 4096
+
 
 # ---------------------------------------------------------------------------------- request schema
-class ImageURL(BaseModel):
+# strict=True: no coercion ("5" is not 5, true is not 1, 2.0 is not an int), as OpenAI's API.
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class ImageURL(_Strict):
     url: str
     detail: str | None = None
 
 
-class ContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class ContentPart(_Strict):
     type: str
     text: str | None = None
     image_url: ImageURL | str | None = None
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class Message(_Strict):
     role: str
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None = Field(None, union_mode="left_to_right")
+    name: str | None = None
 
 
-class ChatCompletionBody(BaseModel):
-    model_config = ConfigDict(extra="allow")  # other OpenAI fields: ignored unless in UNSUPPORTED
+class ChatCompletionBody(_Strict):
+    # other OpenAI fields are ignored unless listed in UNSUPPORTED
     model: str
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    temperature: float | None = Field(None, ge=0.0, le=2.0, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0.0, le=1.0, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0, allow_inf_nan=False)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    user: str | None = Field(None, max_length=256)
+
+
+# ---------------------------------------------------------------------------------- parsing (cheap first)
+def parse_body(raw: bytes, config: ServeConfig) -> ChatCompletionBody:
+    """Bytes -> a validated body, or an APIError (400) that names the field and never the value.
+
+    Runs in a worker process for large bodies. The structure bound is a byte count (~1 ms per MB),
+    so a body of a million empty messages is refused before it is parsed."""
+    if raw.count(b"{") > config.max_json_objects():
+        raise bad_request(f"request body has too many JSON objects (more than {config.max_json_objects()}): "
+                          f"at most {config.max_messages} messages of {config.max_content_parts} content parts",
+                          "messages", "too_many_messages")
+    try:
+        body = ChatCompletionBody.model_validate_json(raw)
+    except ValidationError as err:
+        raise _validation_error(err) from None
+    if len(body.messages) > config.max_messages:
+        raise bad_request(f"{len(body.messages)} messages exceed this server's limit of {config.max_messages}",
+                          "messages", "too_many_messages")
+    for i, message in enumerate(body.messages):
+        if isinstance(message.content, list) and len(message.content) > config.max_content_parts:
+            raise bad_request(f"{len(message.content)} content parts exceed this server's limit of "
+                              f"{config.max_content_parts} per message", f"messages[{i}].content",
+                              "too_many_content_parts")
+    return body
+
+
+def _validation_error(err: ValidationError) -> APIError:
+    first = (err.errors(include_url=False, include_input=False) or [{}])[0]
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        reason = str((first.get("ctx") or {}).get("error", "malformed"))
+        if "surrogate" in reason or "hex escape" in reason:
+            return bad_request("request body is not valid Unicode text: a \\u escape in the range "
+                               "\\ud800-\\udfff must be half of a surrogate pair, and a lone one encodes "
+                               f"no character ({reason})", None, "invalid_unicode")
+        return bad_request(f"request body is not valid JSON ({reason})", None, "invalid_json")
+    if kind == "model_type":
+        return bad_request("request body must be a JSON object", None, "invalid_json")
+    loc = [str(x) for x in first.get("loc", ())]
+    # Union members add their type names to the location (e.g. messages.0.content.str): drop them.
+    loc = [x for x in loc if x not in ("str", "list[ContentPart]", "ImageURL", "list[str]", "int", "float")]
+    param = ".".join(loc) or None
+    ctx = first.get("ctx") or {}
+    bounds = ", ".join(f"{k} {v}" for k, v in ctx.items() if k in ("ge", "gt", "le", "lt", "min_length",
+                                                                   "max_length"))
+    message = f"invalid request: {param + ': ' if param else ''}{first.get('msg', 'validation failed')}"
+    return bad_request(message + (f" ({bounds})" if bounds else ""), param, "invalid_type"
+                       if kind.endswith("_type") else "invalid_value")
 
 
 # ---------------------------------------------------------------------------------- request -> model input
@@ -107,11 +197,15 @@ def unenforced_params(body: ChatCompletionBody) -> list[str]:
 
     ``response_format`` json_object/json_schema: accepted so JSON-asking clients (the data engine's
     LLM generator) work, but decoding is not constrained: the caller must validate the JSON (the
-    generator's verifier does)."""
+    generator's verifier does). Non-zero penalties and logprobs are accepted and not applied."""
+    out = []
     fmt = (body.model_extra or {}).get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        return ["response_format"]
-    return []
+        out.append("response_format")
+    out += [name for name in ("frequency_penalty", "presence_penalty") if getattr(body, name)]
+    if body.logprobs:
+        out.append("logprobs")
+    return out
 
 
 def generation_config(body: ChatCompletionBody, config: ServeConfig) -> GenerationConfig:
@@ -130,35 +224,43 @@ def generation_config(body: ChatCompletionBody, config: ServeConfig) -> Generati
     stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stop) > config.max_stop:
         raise bad_request(f"at most {config.max_stop} stop sequences", "stop")
-    return GenerationConfig(max_new_tokens=max_tokens, temperature=body.temperature or 0.0,
+    if any(len(s) > MAX_STOP_CHARS for s in stop):
+        raise bad_request(f"stop sequences are limited to {MAX_STOP_CHARS} characters", "stop")
+    temperature = body.temperature or 0.0
+    if temperature < MIN_SAMPLING_TEMPERATURE:
+        temperature = 0.0  # greedy: the limit of sampling as temperature -> 0
+    return GenerationConfig(max_new_tokens=max_tokens, temperature=temperature,
                             top_p=body.top_p if body.top_p is not None else 1.0, stop=[s for s in stop if s],
                             num_return_sequences=body.n, seed=body.seed)
 
 
-def _count_images(messages: list[Message]) -> int:
-    return sum(1 for m in messages if isinstance(m.content, list) for p in m.content if p.type == "image_url")
+@dataclass
+class ChatPlan:
+    """A request's turns (text only) and the images it names, checked but not yet decoded."""
+
+    turns: list[dict[str, str]]
+    image_refs: list[tuple[str, str]]  # (url, param)
 
 
-def build_chat_request(messages: list[Message], config: ServeConfig) -> ChatRequest:
-    """OpenAI messages -> a ChatRequest. Limits are checked before any image is decoded.
-
-    Images keep their order and attach to the first user turn (the ChatRequest convention of
-    gmai.infer); text parts of a message are joined."""
-    images_in_request = _count_images(messages)
-    if images_in_request > config.max_images:
-        raise bad_request(f"{images_in_request} images in one request; this server accepts at most "
+def plan_chat(messages: list[Message], config: ServeConfig) -> ChatPlan:
+    """OpenAI messages -> turns + image references. Every limit is checked here, before any image is
+    decoded or any prompt rendered. Images keep their order and attach to the first user turn (the
+    ChatRequest convention of gmai.infer); text parts of a message are joined."""
+    refs = [(i, j, p) for i, m in enumerate(messages) if isinstance(m.content, list)
+            for j, p in enumerate(m.content) if p.type == "image_url"]
+    if len(refs) > config.max_images:
+        raise bad_request(f"{len(refs)} images in one request; this server accepts at most "
                           f"{config.max_images}", "messages", "too_many_images")
     text_chars = sum(len(m.content) if isinstance(m.content, str) else
                      sum(len(p.text or "") for p in m.content or []) for m in messages)
     if text_chars > config.max_prompt_chars:
         raise bad_request(f"{text_chars} characters of text exceed this server's limit of "
                           f"{config.max_prompt_chars}", "messages", "context_length_exceeded")
-    limits, turns, images = config.image_limits(), [], []
+    turns, images = [], []
     for i, message in enumerate(messages):
         role = ROLES.get(message.role)
-        if role is None:
-            raise bad_request(f"role {message.role!r} is not supported (use system, user or assistant)",
-                              f"messages[{i}].role")
+        if role is None:  # the value is not echoed: it may be anything
+            raise bad_request("unsupported role (use system, developer, user or assistant)", f"messages[{i}].role")
         if isinstance(message.content, str) or message.content is None:
             turns.append({"role": role, "content": message.content or ""})
             continue
@@ -171,13 +273,16 @@ def build_chat_request(messages: list[Message], config: ServeConfig) -> ChatRequ
                 if role != "user":
                     raise bad_request("images are accepted in user messages only", param)
                 url = part.image_url.url if isinstance(part.image_url, ImageURL) else part.image_url
-                images.append(load_image_url(url, limits, f"{param}.image_url"))
+                if not isinstance(url, str) or not url:
+                    raise bad_request("image_url.url must be a non-empty string", f"{param}.image_url")
+                images.append((url, f"{param}.image_url"))
             else:
-                raise bad_request(f"content part type {part.type!r} is not supported (text, image_url)", param)
+                raise bad_request("unsupported content part type (use text or image_url)", f"{param}.type")
         turns.append({"role": role, "content": "\n".join(texts)})
     if not any(t["role"] == "user" for t in turns):
         raise bad_request("messages need at least one user message", "messages")
-    return ChatRequest(messages=turns, images=images)
+    return ChatPlan(turns, images)
+
 
 
 # ---------------------------------------------------------------------------------- responses
@@ -233,12 +338,20 @@ async def _stream_events(pieces, request_id: str, model: str, created: int, incl
     yield _sse("[DONE]")
 
 
+def _json_response(status: int, payload: dict, headers: dict[str, str] | None = None):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(payload, status_code=status, headers=headers)
+
+
 # ---------------------------------------------------------------------------------- ASGI guard
 class Guard:
-    """Pure ASGI middleware, outermost: API key (all routes but /health), body size and read time.
+    """Pure ASGI middleware, outermost: API key (all routes but /health), body size and read time,
+    access log.
 
     The body is read here, bounded, before FastAPI sees it, so an oversized or slow upload is
-    refused without buffering more than ``max_body_bytes``."""
+    refused without buffering more than ``max_body_bytes``. /health is open; the scope's
+    ``state["authorized"]`` tells it whether to add counters."""
 
     def __init__(self, app, config: ServeConfig):
         self.app, self.config = app, config
@@ -250,11 +363,29 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [0]
+
+        async def logged_send(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, logged_send)
+        finally:
+            log.info("%s %s %d %.1f ms", scope.get("method"), scope.get("path"), status[0] or 499,
+                     1000 * (time.perf_counter() - start))
+
+    async def _serve(self, scope, receive, send):
         reserved = [0]
         try:
             try:
                 headers = dict(scope.get("headers") or [])
-                self._check_key(scope, headers)
+                authorized = self._authorized(headers)
+                scope.setdefault("state", {})["authorized"] = authorized
+                if not authorized and scope.get("path") != "/health":
+                    raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                                   code="invalid_api_key")
                 body = await self._read_body(headers, receive, reserved)
             except APIError as err:
                 return await _send_error(send, err)
@@ -265,7 +396,7 @@ class Guard:
                 if not delivered:
                     delivered = True
                     return {"type": "http.request", "body": body, "more_body": False}
-                return await receive()  # after the body: wait for the disconnect (streaming uses it)
+                return await receive()  # after the body: wait for the disconnect (cancellation uses it)
 
             return await self.app(scope, replay, send)
         finally:
@@ -273,19 +404,16 @@ class Guard:
 
     def _reserve(self, nbytes: int, reserved: list[int]) -> None:
         if self.bodies_held + nbytes > self.body_budget:
-            raise APIError(503, "server is receiving too much data at once; retry shortly",
-                           type="server_overloaded", code="overloaded", headers={"Retry-After": "1"})
+            raise overloaded("server is receiving too much data at once; retry shortly")
         self.bodies_held += nbytes
         reserved[0] += nbytes
 
-    def _check_key(self, scope, headers) -> None:
-        if self.key is None or scope.get("path") == "/health":
-            return
+    def _authorized(self, headers) -> bool:
+        if self.key is None:
+            return True
         given = headers.get(b"authorization", b"")
         token = given[7:].strip() if given[:7].lower() == b"bearer " else b""
-        if not token or not hmac.compare_digest(token, self.key):
-            raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                           param=None, code="invalid_api_key")
+        return bool(token) and hmac.compare_digest(token, self.key)
 
     async def _read_body(self, headers, receive, reserved: list[int]) -> bytes:
         limit = self.config.max_body_bytes
@@ -322,71 +450,212 @@ async def _send_error(send, err: APIError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _until_disconnected(receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# ---------------------------------------------------------------------------------- the service
+class ChatService:
+    """One chat completion from body bytes to response: parse (inline, or in a worker for large
+    bodies), plan (limits), decode images (worker pool; text-only requests skip it), prepare
+    (render + tokenize, in a thread), then generate in the batcher. Owns the batcher and pools."""
+
+    def __init__(self, backend: Any, config: ServeConfig):
+        import anyio
+
+        self.backend, self.config = backend, config
+        self.batcher = DynamicBatcher(backend, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
+                                      max_queue=config.max_queue)
+        self.decoders = WorkerPool("image decoding", config.decode_workers, timeout_s=config.decode_timeout_s,
+                                   memory_mb=config.decode_memory_mb, max_waiting=config.max_queue,
+                                   preload=("gmai.serve.images", "gmai.data.imaging"))
+        self.parsers = WorkerPool("request validation", 1, timeout_s=config.body_timeout_s, memory_mb=0,
+                                  max_waiting=8, preload=("gmai.serve.api",))
+        # Rendering + tokenizing: text-only requests and image requests have their own threads.
+        self.text_prep, self.image_prep = anyio.CapacityLimiter(2), anyio.CapacityLimiter(2)
+        self.can_prepare = callable(getattr(backend, "prepare", None))
+        self.in_flight = 0
+
+    def start(self) -> None:
+        self.batcher.start()
+        for pool in (self.decoders, self.parsers):
+            pool.start()
+
+    def stop(self) -> None:
+        self.batcher.stop()
+        for pool in (self.decoders, self.parsers):
+            pool.shutdown()
+
+    def counters(self) -> dict:
+        return {"queue_depth": self.batcher.queue_depth, "in_flight": self.in_flight,
+                "generate_calls": self.batcher.batches_run, "requests_generated": self.batcher.requests_run,
+                "decoder_restarts": self.decoders.restarts}
+
+    async def parse(self, raw: bytes) -> ChatCompletionBody:
+        if len(raw) <= self.config.inline_parse_bytes:
+            return parse_body(raw, self.config)
+        return await self.parsers.run(parse_body, raw, self.config)
+
+    async def chat_request(self, body: ChatCompletionBody, gen_config: GenerationConfig):
+        """The model input and (when the backend can) its prepared encoding."""
+        import anyio
+
+        plan = plan_chat(body.messages, self.config)
+        images = []
+        if plan.image_refs:
+            images = await self.decoders.run(decode_images, plan.image_refs, self.config.image_limits())
+        chat = ChatRequest(messages=plan.turns, images=images)
+        if not self.can_prepare:
+            return chat, None
+        limiter = self.image_prep if images else self.text_prep
+        try:
+            return chat, await anyio.to_thread.run_sync(self.backend.prepare, chat, gen_config, limiter=limiter)
+        except PromptTooLongError as err:
+            raise bad_request(str(err), "messages", "context_length_exceeded") from None
+        except Exception as err:  # noqa: BLE001 - this request's input, alone, broke the processor
+            log.warning("prepare failed: %s", type(err).__name__)
+            raise bad_request(f"the model's processor could not encode this request ({type(err).__name__})",
+                              "messages", "unprocessable_input") from None
+
+    async def complete(self, raw: bytes, receive):
+        """Non-streaming and streaming completions. Non-streaming work is abandoned (its batch slot
+        freed, generation stopped at the next token) as soon as the client disconnects."""
+        body = await self.parse(raw)
+        if body.model != self.config.model_name:  # the requested name is not echoed: it may be huge
+            raise APIError(404, f"model not found; this server serves {self.config.model_name!r}",
+                           param="model", code="model_not_found")
+        gen_config = generation_config(body, self.config)
+        if self.in_flight >= self.config.max_queue:
+            raise overloaded()
+        self.in_flight += 1  # from decoding to the end of generation (streams: until queued)
+        try:
+            if body.stream:
+                return await self._stream(body, gen_config)
+            work = asyncio.ensure_future(self._complete(body, gen_config))
+            gone = asyncio.ensure_future(_until_disconnected(receive))
+            try:
+                await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+            if not work.done():
+                work.cancel()  # the batcher marks the job cancelled: skipped, or stopped at the next token
+                raise ClientGone()
+            return work.result()
+        finally:
+            self.in_flight -= 1
+
+    async def _complete(self, body: ChatCompletionBody, gen_config: GenerationConfig):
+        deadline = time.monotonic() + self.config.request_timeout_s
+        chat, prepared = await self.chat_request(body, gen_config)
+        remaining = max(0.001, deadline - time.monotonic())
+        completions = await self._submit(lambda: self.batcher.complete(chat, gen_config, remaining,
+                                                                       prepared=prepared))
+        request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        return _json_response(200, _completion_response(request_id, self.config.model_name, created, completions),
+                              self._unenforced_header(body))
+
+    async def _stream(self, body: ChatCompletionBody, gen_config: GenerationConfig):
+        from starlette.responses import StreamingResponse
+
+        deadline = time.monotonic() + self.config.request_timeout_s
+        chat, prepared = await self.chat_request(body, gen_config)
+        pieces = await self._submit(lambda: self.batcher.stream(chat, gen_config, deadline))
+        request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+        events = _stream_events(pieces, request_id, self.config.model_name, created, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
+                                          **self._unenforced_header(body)})
+
+    @staticmethod
+    def _unenforced_header(body: ChatCompletionBody) -> dict[str, str]:
+        unenforced = unenforced_params(body)
+        return {"X-Gmai-Unenforced": ",".join(unenforced)} if unenforced else {}
+
+    async def _submit(self, call):
+        try:
+            return await call()
+        except QueueFullError as err:
+            raise overloaded(str(err)) from None
+        except asyncio.TimeoutError:
+            raise APIError(504, f"request ran past the server's time limit of {self.config.request_timeout_s:g} s",
+                           type="timeout", code="timeout") from None
+        except PromptTooLongError as err:
+            raise bad_request(str(err), "messages", "context_length_exceeded") from None
+
+
 # ---------------------------------------------------------------------------------- the app
 def create_app(backend: Any, config: ServeConfig):
-    """A FastAPI app serving ``backend`` (anything with gmai.infer's ``complete`` and ``stream``)."""
-    import anyio
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
+    """An ASGI app serving ``backend`` (anything with gmai.infer's ``complete`` and ``stream``;
+    ``prepare`` is used when present). ``.fastapi`` is the inner FastAPI app, ``.service`` the
+    :class:`ChatService`."""
+    from fastapi import FastAPI
     from PIL import Image
-    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     # PIL's own decompression-bomb guard at our limit too (it errors at 2x, we check at 1x first).
     Image.MAX_IMAGE_PIXELS = config.max_image_pixels
-    batcher = DynamicBatcher(backend, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
-                             max_queue=config.max_queue)
-    decode_slots = anyio.CapacityLimiter(2)  # image decoding is CPU and memory heavy: two at a time
-    state = {"in_flight": 0}
+    service = ChatService(backend, config)
 
     @asynccontextmanager
     async def lifespan(app):
-        batcher.start()
+        service.start()
         yield
-        batcher.stop()
+        service.stop()
 
     app = FastAPI(title="gmai OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.state.batcher = batcher
+    app.state.batcher, app.state.service = service.batcher, service
+    _add_error_handlers(app)
+    _add_routes(app, service, config)
+    guarded = Guard(app, config)
+    guarded.fastapi, guarded.service = app, service  # tests and embedding code reach the batcher here
+    return guarded
+
+
+def _add_error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.responses import Response
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError):
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        return _json_response(err.status, err.body(), err.headers)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, err: ClientGone):
+        return Response(status_code=499)  # nobody reads it; logged as 499 (nginx's "client closed")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
-        errors = err.errors()
-        first = errors[0] if errors else {}
-        if first.get("type") == "json_invalid":
-            return JSONResponse(error_body("request body is not valid JSON", code="invalid_json"), status_code=400)
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
-        param = ".".join(loc) or None
-        # never echo the input back: it may be megabytes, or a patient's image
-        message = f"invalid request: {param + ': ' if param else ''}{first.get('msg', 'validation failed')}"
-        return JSONResponse(error_body(message, param=param), status_code=400)
+        return _json_response(400, error_body("invalid request", code="invalid_request"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
-        return JSONResponse(error_body(str(err.detail), code=code), status_code=err.status_code)
+        return _json_response(err.status_code, error_body(str(err.detail), code=code))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception):
         log.error("%s %s failed: %s", request.method, request.url.path, type(err).__name__)
-        return JSONResponse(error_body(f"internal server error ({type(err).__name__})", type="server_error"),
-                            status_code=500)
+        return _json_response(500, error_body(f"internal server error ({type(err).__name__})", type="server_error"))
 
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        log.info("%s %s %d %.1f ms", request.method, request.url.path, response.status_code,
-                 1000 * (time.perf_counter() - start))
-        return response
+
+def _add_routes(app, service: ChatService, config: ServeConfig) -> None:
+    def authorized(request: Request) -> bool:
+        return bool(getattr(request.state, "authorized", False))
 
     @app.get("/health")
-    async def health():
-        return {"status": "ok", "queue_depth": batcher.queue_depth, "in_flight": state["in_flight"],
-                "generate_calls": batcher.batches_run, "requests_generated": batcher.requests_run}
+    async def health(request: Request):
+        # Without the key: only "ok". Traffic counters are for key holders (/metrics too).
+        return {"status": "ok", **(service.counters() if authorized(request) else {})}
+
+    @app.get("/metrics")
+    async def metrics():
+        return service.counters()  # the Guard has checked the key
 
     def model_card() -> dict:
         return {"id": config.model_name, "object": "model", "created": config.created, "owned_by": "gmai"}
@@ -398,57 +667,30 @@ def create_app(backend: Any, config: ServeConfig):
     @app.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str):
         if model_id != config.model_name:
-            raise APIError(404, f"model {model_id!r} not found; this server serves {config.model_name!r}",
+            raise APIError(404, f"model not found; this server serves {config.model_name!r}",
                            param="model", code="model_not_found")
         return model_card()
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionBody):
-        if body.model != config.model_name:
-            raise APIError(404, f"model {body.model!r} not found; this server serves {config.model_name!r}",
-                           param="model", code="model_not_found")
-        gen_config = generation_config(body, config)
-        unenforced = unenforced_params(body)
-        extra_headers = {"X-Gmai-Unenforced": ",".join(unenforced)} if unenforced else {}
-        if state["in_flight"] >= config.max_queue:
-            raise APIError(503, "server is at capacity; retry shortly", type="server_overloaded",
-                           code="overloaded", headers={"Retry-After": "1"})
-        # Counted from decoding to the end of generation (streams: until queued; the batcher's
-        # bounded queue and the deadline bound them after that).
-        state["in_flight"] += 1
-        try:
-            deadline = time.monotonic() + config.request_timeout_s
-            chat = await anyio.to_thread.run_sync(build_chat_request, body.messages, config, limiter=decode_slots)
-            request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-            if body.stream:
-                pieces = await _submit(lambda: batcher.stream(chat, gen_config, deadline))
-                include_usage = bool((body.stream_options or {}).get("include_usage"))
-                events = _stream_events(pieces, request_id, config.model_name, created, include_usage)
-                return StreamingResponse(events, media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
-                                                  **extra_headers})
-            remaining = max(0.001, deadline - time.monotonic())
-            completions = await _submit(lambda: batcher.complete(chat, gen_config, remaining))
-            return JSONResponse(_completion_response(request_id, config.model_name, created, completions),
-                                headers=extra_headers)
-        finally:
-            state["in_flight"] -= 1
+    async def chat_completions(request: Request):
+        return await service.complete(await request.body(), request.receive)
 
-    async def _submit(call):
-        try:
-            return await call()
-        except QueueFullError as err:
-            raise APIError(503, str(err), type="server_overloaded", code="overloaded",
-                           headers={"Retry-After": "1"}) from None
-        except asyncio.TimeoutError:
-            raise APIError(504, f"request ran past the server's time limit of {config.request_timeout_s:g} s",
-                           type="timeout", code="timeout") from None
-        except PromptTooLongError as err:
-            raise bad_request(str(err), "messages", "context_length_exceeded") from None
 
-    guarded = Guard(app, config)
-    guarded.fastapi = app  # tests and embedding code reach app.state.batcher through this
-    return guarded
+# ---------------------------------------------------------------------------------- running it
+def uvicorn_config(app, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"):
+    """uvicorn settings with every connection-level limit: request-head deadline, per-address and
+    total connection bounds (gmai.serve.connections), keep-alive timeout, head size (h11's 16 KiB).
+    uvicorn's own concurrency cap is off: idle sockets must not count against working requests
+    (the in-flight bound is the app's ``max_queue``)."""
+    import uvicorn
+
+    from gmai.serve.connections import ConnectionLimits, guarded_protocol
+
+    limits = ConnectionLimits(head_timeout_s=config.head_timeout_s, per_address=config.max_connections_per_address,
+                              total=config.max_connections)
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          http=guarded_protocol(limits), timeout_keep_alive=config.keep_alive_timeout_s,
+                          h11_max_incomplete_event_size=16 * 1024, lifespan="on")
 
 
 def run_server(checkpoint: str, config: ServeConfig, host: str = "127.0.0.1", port: int = 8000,
@@ -469,6 +711,4 @@ def run_server(checkpoint: str, config: ServeConfig, host: str = "127.0.0.1", po
     app = create_app(backend, config)
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # uvicorn's own connection cap is a backstop behind the in-flight limit (it answers 503 too).
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                limit_concurrency=4 * config.max_queue + 16, timeout_keep_alive=5)
+    uvicorn.Server(uvicorn_config(app, config, host, port, log_level)).run()

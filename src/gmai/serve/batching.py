@@ -8,13 +8,19 @@ one sequence). With ``max_batch=1`` this is the plain one-request-at-a-time serv
 of ``benchmarks/serve_load.py``.
 
 Bounded: the queue refuses work beyond ``max_queue`` (the API answers 503), a request that
-timed out or whose client went away is skipped if it has not started, and a streaming
-generation stops at the next token once its client is gone.
+timed out or whose client went away is skipped if it has not started, and stops generating at the
+next token if it has (streaming, and batched requests on backends whose ``complete`` takes
+``should_stop``). A failing batch costs at most 3 model calls:
+with a backend that can ``prepare`` a request alone (no model call), the requests that fail it get
+their own error and the others run once more, together; otherwise each half runs once, and the
+members of a half that fails get its error. (The API refuses bad requests before they are queued,
+with the same ``prepare``, so a bad request normally costs its batch no model call at all.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import time
@@ -43,6 +49,7 @@ class _Job:
     stop: list[str] = field(default_factory=list)  # batched jobs: applied after generation
     deadline: float = float("inf")  # time.monotonic() after which nobody waits for the answer
     cancelled: threading.Event = field(default_factory=threading.Event)
+    prepared: Any = None  # the backend's prepare() output, when the API made one
 
     def abandoned(self) -> bool:
         return self.cancelled.is_set() or time.monotonic() > self.deadline
@@ -65,8 +72,10 @@ class DynamicBatcher:
         self._cond = threading.Condition()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="gmai-batcher", daemon=True)
-        self.batches_run = 0
+        self.batches_run = 0  # model calls (a failing batch's retries included)
         self.requests_run = 0
+        accepted = _parameters(getattr(backend, "complete", None))
+        self._takes_prepared, self._takes_should_stop = "prepared" in accepted, "should_stop" in accepted
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -92,12 +101,14 @@ class DynamicBatcher:
             self._pending.append(job)
             self._cond.notify()
 
-    async def complete(self, request: ChatRequest, config: GenerationConfig, timeout: float) -> list[Completion]:
+    async def complete(self, request: ChatRequest, config: GenerationConfig, timeout: float,
+                       prepared: Any = None) -> list[Completion]:
         """``num_return_sequences`` completions for one request. Raises QueueFullError,
-        asyncio.TimeoutError, or the backend's error for this request."""
+        asyncio.TimeoutError, or the backend's error for this request. Cancelling the caller
+        abandons the request (skipped if queued, stopped at the next token if running)."""
         loop = asyncio.get_running_loop()
         job = _Job(request, _without_stop(config), loop, loop.create_future(), stop=list(config.stop),
-                   deadline=time.monotonic() + timeout)
+                   deadline=time.monotonic() + timeout, prepared=prepared)
         self._enqueue(job)
         try:
             completions = await asyncio.wait_for(asyncio.shield(job.future), timeout)
@@ -169,21 +180,62 @@ class DynamicBatcher:
                 self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Job]) -> None:
+        error = self._call(batch)
+        if error is None:
+            return
+        if len(batch) == 1:
+            _resolve(batch[0], error=error)
+            return
+        log.warning("batch of %d failed (%s); isolating the failing request", len(batch), type(error).__name__)
+        if callable(getattr(self.backend, "prepare", None)):
+            self._retry_without_culprits(batch, error)
+        else:
+            self._retry_halves(batch)
+
+    def _retry_without_culprits(self, batch: list[_Job], error: Exception) -> None:
+        """Find the failing requests with ``prepare`` (no model call); the rest run once more together."""
+        survivors = []
+        for job in batch:
+            try:
+                self.backend.prepare(job.request, job.config)
+            except Exception as own:  # noqa: BLE001 - this request's own error
+                _resolve(job, error=own)
+            else:
+                survivors.append(job)
+        live = [job for job in survivors if not job.abandoned()]
+        if len(live) == len(batch):  # no culprit found: the batch fails as one
+            for job in batch:
+                _resolve(job, error=error)
+            return
+        retry_error = self._call(live) if live else None
+        for job in survivors if retry_error is not None else []:
+            _resolve(job, error=retry_error)
+
+    def _retry_halves(self, batch: list[_Job]) -> None:
+        middle = len(batch) // 2
+        for half in (batch[:middle], batch[middle:]):
+            live = [job for job in half if not job.abandoned()]
+            half_error = self._call(live) if live else None
+            for job in half if half_error is not None else []:
+                _resolve(job, error=half_error)
+
+    def _call(self, batch: list[_Job]) -> Exception | None:
+        """One model call; resolves every job on success, returns the error otherwise."""
         self.batches_run += 1
         self.requests_run += len(batch)
+        kwargs: dict[str, Any] = {}
+        if self._takes_prepared and all(j.prepared is not None for j in batch):
+            kwargs["prepared"] = [j.prepared for j in batch]
+        if self._takes_should_stop:
+            kwargs["should_stop"] = [j.abandoned for j in batch]
         try:
-            results = self.backend.complete([j.request for j in batch], batch[0].config, batch_size=len(batch))
-        except Exception as err:  # noqa: BLE001 - isolate the failing request below
-            if len(batch) == 1:
-                _resolve(batch[0], error=err)
-                return
-            log.warning("batch of %d failed (%s); retrying its requests one by one", len(batch),
-                        type(err).__name__)
-            for job in batch:
-                self._run_batch([job])
-            return
+            results = self.backend.complete([j.request for j in batch], batch[0].config, batch_size=len(batch),
+                                            **kwargs)
+        except Exception as err:  # noqa: BLE001 - the caller isolates the failing request
+            return err
         for job, completions in zip(batch, results):
             _resolve(job, result=completions)
+        return None
 
     def _run_stream(self, job: _Job) -> None:
         self.batches_run += 1
@@ -225,6 +277,13 @@ def _resolve(job: _Job, result: Any = None, error: BaseException | None = None) 
         job.loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the event loop has closed (shutdown): nobody is waiting
         pass
+
+
+def _parameters(fn: Any) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _without_stop(config: GenerationConfig) -> GenerationConfig:

@@ -16,6 +16,9 @@ class APIError(Exception):
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
 
+    def __reduce__(self):  # crosses process boundaries (decoding workers) intact
+        return _rebuild, (self.status, self.message, self.type, self.param, self.code, self.headers)
+
     def body(self) -> dict[str, Any]:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
 
@@ -27,3 +30,11 @@ def error_body(message: str, *, type: str = "invalid_request_error", param: str 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param=param, code=code)
+
+
+def _rebuild(status, message, type, param, code, headers) -> APIError:
+    return APIError(status, message, type=type, param=param, code=code, headers=headers)
+
+
+def overloaded(message: str = "server is at capacity; retry shortly") -> APIError:
+    return APIError(503, message, type="server_overloaded", code="overloaded", headers={"Retry-After": "1"})

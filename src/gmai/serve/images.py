@@ -180,3 +180,9 @@ def _local_image(url: str, limits: ImageLimits, param: str) -> Image.Image:
     if resolved.suffix.lower() == ".dcm" or _looks_like_dicom(head):
         return _dicom_path_to_image(resolved, limits, param)
     return _open_pil(io.BytesIO(resolved.read_bytes()), limits, param)
+
+
+def decode_images(refs: list[tuple[str, str]], limits: ImageLimits) -> list[Image.Image]:
+    """Every image of one request, in order: ``refs`` are (url, param) pairs. The server runs this
+    in a decoding worker process (gmai.serve.workers), with a time and memory budget."""
+    return [load_image_url(url, limits, param) for url, param in refs]
