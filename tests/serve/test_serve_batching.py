@@ -4,7 +4,7 @@ import asyncio
 import time
 
 import pytest
-from serve_fakes import FakeBackend
+from serve_fakes import FakeBackend, NoPrepareBackend
 
 from gmai.infer.types import ChatRequest, GenerationConfig
 from gmai.serve.batching import DynamicBatcher, QueueFullError
@@ -112,6 +112,38 @@ def test_a_failing_request_does_not_fail_its_batch():
     ok1, bad, ok2 = _run(_with_batcher(backend, go, max_batch=8, wait_ms=50))
     assert isinstance(bad, RuntimeError)
     assert ok1[0].text.startswith("echo ok1") and ok2[0].text.startswith("echo ok2")
+    # the batch, then the two good ones together (found by prepare, no model call): not one by one
+    assert backend.batches == [3, 2]
+
+
+def test_a_failing_batch_costs_at_most_3_model_calls_without_prepare():
+    backend = NoPrepareBackend(delay=0.02, fail_on="poison")
+    texts = [f"ok{i}" for i in range(15)] + ["poison"]
+
+    async def go(batcher):
+        return await asyncio.gather(*(batcher.complete(_req(t), GenerationConfig(), timeout=10) for t in texts),
+                                    return_exceptions=True)
+
+    results = _run(_with_batcher(backend, go, max_batch=16, wait_ms=200))
+    assert backend.batches == [16, 8, 8]  # not 17 calls
+    assert all(not isinstance(r, Exception) for r in results[:8])  # the clean half is answered
+    assert isinstance(results[-1], RuntimeError)
+
+
+def test_an_abandoned_request_stops_at_the_next_token_in_its_batch():
+    backend = FakeBackend(token_s=0.002)
+    config = GenerationConfig(max_new_tokens=400)
+
+    async def go(batcher):
+        keep = asyncio.ensure_future(batcher.complete(_req("keep"), config, timeout=30))
+        drop = asyncio.ensure_future(batcher.complete(_req("drop"), config, timeout=30))
+        await asyncio.sleep(0.2)
+        drop.cancel()  # the API does this when the client disconnects
+        return await keep
+
+    kept = _run(_with_batcher(backend, go, max_batch=4, wait_ms=50))
+    assert kept[0].text == "echo keep images=0" and backend.batches == [2]
+    assert backend.tokens_generated < 400 + 200  # the dropped row stopped well before its 400 tokens
 
 
 def test_stream_yields_pieces_then_the_completion():

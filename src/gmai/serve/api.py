@@ -387,8 +387,8 @@ class Guard:
                     raise APIError(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
                                    code="invalid_api_key")
                 body = await self._read_body(headers, receive, reserved)
-            except APIError as err:
-                return await _send_error(send, err)
+            except APIError as err:  # the body may be left unread: this connection cannot be reused
+                return await _send_error(send, err, close=True)
             delivered = False
 
             async def replay():
@@ -442,9 +442,10 @@ class Guard:
                 return b"".join(chunks)
 
 
-async def _send_error(send, err: APIError) -> None:
+async def _send_error(send, err: APIError, close: bool = False) -> None:
     body = json.dumps(err.body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(b"connection", b"close")] if close else []
     headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -18,11 +18,27 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def read_api_key(path: Path | None) -> str | None:
+    """The key from ``path`` (surrounding whitespace dropped), else env GMAI_API_KEY, else None."""
+    if path is None:
+        return os.environ.get("GMAI_API_KEY") or None
+    try:
+        key = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise typer.BadParameter(f"--api-key-file {path}: cannot read it ({type(err).__name__})") from None
+    if not key:
+        raise typer.BadParameter(f"--api-key-file {path} is empty")
+    return key
+
+
 def serve_command(
     checkpoint: str = typer.Argument(..., help="Local checkpoint folder (gmai or any HF image-text-to-text)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="Port."),
-    api_key: str = typer.Option("", help="Required bearer key (default: env GMAI_API_KEY)."),
+    api_key_file: Path = typer.Option(None, help="File holding the required bearer key (default: env "
+                                                 "GMAI_API_KEY). Never give the key itself on the command "
+                                                 "line: any local user can read it there."),
+    api_key: str = typer.Option("", hidden=True, help="Refused: see --api-key-file."),
     allowed_root: Path = typer.Option(None, help="Serve local image paths under this folder only "
                                                   "(default: local paths refused)."),
     model_name: str = typer.Option("", help="Model id clients send (default: the checkpoint folder name)."),
@@ -42,15 +58,26 @@ def serve_command(
                                               "for small models on a busy CPU."),
     insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                           help="Allow a non-loopback host without an API key."),
+    max_messages: int = typer.Option(256, help="Most messages in one request."),
+    max_connections_per_address: int = typer.Option(128, help="Open connections per client address (beyond: "
+                                                              "its oldest idle one is closed)."),
+    head_timeout: float = typer.Option(10.0, help="Seconds a client may take to send a request's headers."),
+    decode_workers: int = typer.Option(2, help="Processes decoding images (text-only requests never wait "
+                                               "on them)."),
+    decode_timeout: float = typer.Option(20.0, help="Seconds to decode one request's images."),
+    decode_memory_mb: int = typer.Option(1024, help="Memory budget of each decoding process, MiB."),
     log_level: str = typer.Option("info", help="Log level (logs never carry request content)."),
 ) -> None:
-    """Serve CHECKPOINT with an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health)."""
+    """Serve CHECKPOINT with an OpenAI-compatible API (/v1/models, /v1/chat/completions, /health, /metrics)."""
     from gmai.serve.api import ServeConfig, run_server
 
-    key = api_key or os.environ.get("GMAI_API_KEY") or None
+    if api_key:
+        raise typer.BadParameter("--api-key would put the key in the process list, where any local user can "
+                                 "read it: set GMAI_API_KEY or give --api-key-file FILE")
+    key = read_api_key(api_key_file)
     if key is None and not _is_loopback(host) and not insecure_no_auth:
-        raise typer.BadParameter(f"refusing to serve on {host} without an API key: give --api-key or "
-                                 f"GMAI_API_KEY (or --insecure-no-auth)")
+        raise typer.BadParameter(f"refusing to serve on {host} without an API key: set GMAI_API_KEY or give "
+                                 f"--api-key-file (or --insecure-no-auth)")
     if allowed_root is not None and not allowed_root.is_dir():
         raise typer.BadParameter(f"--allowed-root {allowed_root} is not a folder")
     config = ServeConfig(
@@ -60,7 +87,9 @@ def serve_command(
         max_image_side=max_image_side,
         max_tokens_limit=max_tokens_limit, default_max_tokens=min(default_max_tokens, max_tokens_limit),
         request_timeout_s=request_timeout, max_batch=1 if no_batching else max_batch, batch_wait_ms=batch_wait_ms,
-        max_queue=max_queue)
+        max_queue=max_queue, max_messages=max_messages, max_connections_per_address=max_connections_per_address,
+        head_timeout_s=head_timeout, decode_workers=decode_workers, decode_timeout_s=decode_timeout,
+        decode_memory_mb=decode_memory_mb)
     run_server(checkpoint, config, host=host, port=port, device=device or None, log_level=log_level,
                torch_threads=torch_threads)
 

@@ -2,6 +2,9 @@
 
     with ServerProcess("runs/tiny", api_key="k") as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="k")
+
+The key reaches the child through its environment (GMAI_API_KEY), never its command line, which
+any local user can read in /proc/PID/cmdline.
 """
 
 from __future__ import annotations
@@ -37,8 +40,6 @@ class ServerProcess:
         self.port = free_port()
         self.api_key = api_key
         self.command = [*gmai_executable(), command, str(checkpoint), "--port", str(self.port), *(args or [])]
-        if api_key:
-            self.command += ["--api-key", api_key]
         self.log_path = Path(log_path) if log_path else None
         self.startup_timeout, self.ready_path = startup_timeout, ready_path
         self.proc: subprocess.Popen | None = None
@@ -60,6 +61,8 @@ class ServerProcess:
 
         out = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+        if self.api_key:
+            env["GMAI_API_KEY"] = self.api_key
         self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
