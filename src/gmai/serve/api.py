@@ -30,7 +30,7 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request  # module level: FastAPI resolves route annotations here
@@ -118,7 +118,8 @@ class ContentPart(_Strict):
 
 class Message(_Strict):
     role: str
-    content: str | list[ContentPart] | None = Field(None, union_mode="left_to_right")
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = Field(
+        None, union_mode="left_to_right")
     name: str | None = None
 
 
@@ -180,6 +181,12 @@ def _validation_error(err: ValidationError) -> APIError:
     if kind == "model_type":
         return bad_request("request body must be a JSON object", None, "invalid_json")
     loc = [str(x) for x in first.get("loc", ())]
+    if kind == "too_long" and loc == ["messages"]:
+        return bad_request(f"too many messages: this server accepts at most {MAX_MESSAGES}", "messages",
+                           "too_many_messages")
+    if kind == "too_long" and loc[:1] == ["messages"] and "content" in loc:
+        return bad_request(f"too many content parts in one message: at most {MAX_CONTENT_PARTS}",
+                           ".".join(loc[:3]), "too_many_content_parts")
     # Union members add their type names to the location (e.g. messages.0.content.str): drop them.
     loc = [x for x in loc if x not in ("str", "list[ContentPart]", "ImageURL", "list[str]", "int", "float")]
     param = ".".join(loc) or None

@@ -1,0 +1,211 @@
+"""Work-level abuse on a real uvicorn server: abusive bodies refused cheaply without slowing valid
+requests, image decoding that cannot starve text (time and memory budget), abandoned non-streaming
+requests stopped (CPU seconds), and the key kept to key holders (/health, /metrics, argv)."""
+
+import base64
+import io
+import json
+import statistics
+import threading
+import time
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from live import live_server
+from serve_fakes import FakeBackend
+
+from gmai.serve.api import ServeConfig, create_app
+
+KEY = "abuse-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+URL = "/v1/chat/completions"
+
+
+def _config(**overrides) -> ServeConfig:
+    return ServeConfig(**{"model_name": "fake", "api_key": KEY, "batch_wait_ms": 1, **overrides})
+
+
+def _body(content="hi", **overrides) -> dict:
+    return {"model": "fake", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **overrides}
+
+
+def _latency(client: httpx.Client, url: str, body: dict) -> float:
+    start = time.monotonic()
+    r = client.post(url + URL, headers=AUTH, json=body)
+    assert r.status_code == 200, r.text
+    return time.monotonic() - start
+
+
+def _normal_latency(client, url, rounds=5) -> float:
+    return statistics.median(_latency(client, url, _body()) for _ in range(rounds))
+
+
+def _in_thread(fn, *args):
+    out = {}
+
+    def run():
+        start = time.monotonic()
+        out["result"] = fn(*args)
+        out["seconds"] = time.monotonic() - start
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, out
+
+
+# ---------------------------------------------------------------------------------- cheap checks first
+def _many_empty_messages(n: int) -> bytes:
+    return b'{"model": "fake", "messages": [' + b",".join([b'{"role": "user", "content": ""}'] * n) + b"]}"
+
+
+@pytest.mark.parametrize("messages", [580_000, 60_000])  # over the byte-level bound; under it (parsed in a worker)
+def test_an_abusive_body_is_refused_without_slowing_a_concurrent_valid_request(messages):
+    raw = _many_empty_messages(messages)
+    with live_server(FakeBackend(delay=0.2), _config()) as (url, port, _), httpx.Client(timeout=60) as client:
+        normal = _normal_latency(client, url)
+        post = lambda: client.post(url + URL, headers={**AUTH, "content-type": "application/json"}, content=raw)  # noqa: E731
+        abuse, result = _in_thread(post)
+        during = []
+        while abuse.is_alive() or not during:
+            during.append(_latency(client, url, _body()))
+        abuse.join()
+        assert result["result"].status_code == 400 and result["result"].json()["error"]["code"] == "too_many_messages"
+        assert result["seconds"] < 10
+        assert max(during) < 2 * normal, (during, normal)
+
+
+def test_the_structure_bound_refuses_a_million_messages_before_parsing_them():
+    from gmai.serve.api import parse_body
+    from gmai.serve.errors import APIError
+
+    raw = _many_empty_messages(580_000)
+    start = time.perf_counter()
+    with pytest.raises(APIError) as err:
+        parse_body(raw, ServeConfig())
+    assert err.value.code == "too_many_messages" and time.perf_counter() - start < 0.3
+
+
+def test_message_and_content_part_counts_are_bounded():
+    with TestClient(create_app(FakeBackend(), _config(max_messages=4, max_content_parts=3))) as c:
+        r = c.post(URL, headers=AUTH, json={**_body(), "messages": [{"role": "user", "content": "x"}] * 5})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_messages"
+        parts = [{"type": "text", "text": "x"}] * 4
+        r = c.post(URL, headers=AUTH, json=_body(parts))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_content_parts"
+        assert c.post(URL, headers=AUTH, json=_body(parts[:3])).status_code == 200
+
+
+# ---------------------------------------------------------------------------------- decoding
+def _png_url(width: int, height: int, pattern: str = "gradient") -> str:
+    import numpy as np
+    from PIL import Image
+
+    if pattern == "gradient":  # compresses to little, decodes (inflate + resize) slowly
+        row = (np.arange(width) % 251).astype(np.uint8)
+        pixels = np.broadcast_to(row[None, :, None], (height, width, 3))
+    else:
+        pixels = np.full((height, width, 3), 90, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _image_body(url: str, count: int) -> dict:
+    parts = [{"type": "image_url", "image_url": {"url": url}}] * count + [{"type": "text", "text": "what?"}]
+    return _body(parts)
+
+
+@pytest.mark.slow  # ~15 s on 2 busy cores
+def test_a_text_request_is_not_delayed_10x_by_image_requests():
+    heavy = _image_body(_png_url(3000, 3000), 4)  # ~0.5 s of decoding per image on one core
+    with live_server(FakeBackend(delay=0.1), _config()) as (url, port, _), httpx.Client(timeout=120) as client:
+        normal = _normal_latency(client, url)
+        images = [_in_thread(lambda: httpx.post(url + URL, headers=AUTH, json=heavy, timeout=120)) for _ in range(2)]
+        time.sleep(0.5)
+        during = [_latency(client, url, _body()) for _ in range(3)]
+        assert any(thread.is_alive() for thread, _ in images)  # measured while images were being decoded
+        for thread, _ in images:
+            thread.join()
+        assert [out["result"].status_code for _, out in images] == [200] * 2, [out["result"].text for _, out in images]
+        assert max(during) < 10 * normal, (during, normal)
+
+
+def test_decoding_over_its_memory_budget_is_400_and_the_server_carries_on():
+    with TestClient(create_app(FakeBackend(), _config(decode_workers=1, decode_memory_mb=40))) as c:
+        r = c.post(URL, headers=AUTH, json=_image_body(_png_url(4000, 4000, "flat"), 1))  # 48 MB of pixels
+        assert r.status_code == 400 and r.json()["error"]["code"] == "over_memory_budget", r.text
+        assert c.post(URL, headers=AUTH, json=_image_body(_png_url(64, 64), 1)).status_code == 200
+
+
+def test_decoding_past_its_time_is_400_and_the_pool_recovers():
+    with TestClient(create_app(FakeBackend(), _config(decode_workers=1, decode_timeout_s=0.3))) as c:
+        r = c.post(URL, headers=AUTH, json=_image_body(_png_url(4000, 4000), 8))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "over_time_budget", r.text
+        c.app.service.decoders.timeout_s = 30  # a fresh worker takes its import time on a busy machine
+        assert c.post(URL, headers=AUTH, json=_image_body(_png_url(64, 64), 1)).status_code == 200
+
+
+# ---------------------------------------------------------------------------------- cancellation
+def test_abandoned_non_streaming_requests_stop_generating_and_free_their_slots():
+    backend = FakeBackend(token_s=0.002)  # 2 ms of CPU per token per row: 1000 tokens x 4 rows = 8 CPU-s
+    config = _config(max_tokens_limit=1000, batch_wait_ms=100)
+    with live_server(backend, config) as (url, port, app):
+        cpu_start = time.process_time()
+
+        def abandon():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + URL, headers=AUTH, json=_body(max_tokens=1000), timeout=0.5)
+
+        clients = [threading.Thread(target=abandon) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        service = app.service
+        deadline = time.monotonic() + 5
+        while (service.in_flight or backend.tokens_generated == 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        cpu_used = time.process_time() - cpu_start
+        assert service.in_flight == 0 and service.batcher.queue_depth == 0  # slots freed
+        assert backend.tokens_generated < 0.3 * 4 * 1000, backend.tokens_generated
+        assert cpu_used < 4.0, cpu_used  # vs 8 CPU-s had they run to the end
+
+
+# ---------------------------------------------------------------------------------- secrets
+def test_health_says_only_ok_without_the_key_and_metrics_need_it():
+    with TestClient(create_app(FakeBackend(), _config())) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        assert c.get("/health", headers={"Authorization": "Bearer wrong"}).json() == {"status": "ok"}
+        assert "generate_calls" in c.get("/health", headers=AUTH).json()
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers=AUTH).json()["generate_calls"] == 0
+
+
+def test_the_key_never_goes_on_a_command_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+    from gmai.serve.cli import read_api_key
+    from gmai.serve.process import ServerProcess
+
+    server = ServerProcess(tmp_path, api_key="s3cret-key")
+    assert not any("s3cret-key" in part for part in server.command)  # it goes in the child's env
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--api-key", "s3cret-key"])
+    assert result.exit_code != 0 and "GMAI_API_KEY" in result.output
+    key_file = tmp_path / "key"
+    key_file.write_text("  file-key\n")
+    assert read_api_key(key_file) == "file-key"
+    monkeypatch.setenv("GMAI_API_KEY", "env-key")
+    assert read_api_key(None) == "env-key"
+    key_file.write_text("\n")
+    result = CliRunner().invoke(app, ["serve", str(tmp_path), "--api-key-file", str(key_file)])
+    assert result.exit_code != 0 and "empty" in result.output
+
+
+def test_json_dumps_of_errors_stays_small():
+    # a smoke check on the error path used by the Guard (413 for a huge declared body)
+    with TestClient(create_app(FakeBackend(), _config(max_body_bytes=1000))) as c:
+        r = c.post(URL, headers={**AUTH, "content-type": "application/json"}, content=json.dumps(_body("x" * 2000)))
+        assert r.status_code == 413 and len(r.content) < 300
