@@ -209,3 +209,37 @@ def test_json_dumps_of_errors_stays_small():
     with TestClient(create_app(FakeBackend(), _config(max_body_bytes=1000))) as c:
         r = c.post(URL, headers={**AUTH, "content-type": "application/json"}, content=json.dumps(_body("x" * 2000)))
         assert r.status_code == 413 and len(r.content) < 300
+
+
+@pytest.mark.slow
+def test_abandoned_requests_stop_generating_on_the_tiny_model(tiny_checkpoint):
+    """The same on a real (tiny, random-weight) LocalBackend: CPU seconds of 4 requests abandoned at
+    0.5 s against one request of the same length run to its end."""
+    from gmai.infer import load_backend
+
+    backend = load_backend(str(tiny_checkpoint), device="cpu")
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "describe the scan"}], "max_tokens": 900,
+            "temperature": 0}
+    with live_server(backend, _config(model_name="tiny", max_tokens_limit=900, batch_wait_ms=100)) as (url, _, app):
+        start = time.process_time()
+        full = httpx.post(url + URL, headers=AUTH, json=body, timeout=300).json()
+        full_cpu = time.process_time() - start
+        assert full["usage"]["completion_tokens"] > 800  # random weights: no early end token here
+
+        def abandon():
+            with pytest.raises(httpx.ReadTimeout):
+                httpx.post(url + URL, headers=AUTH, json=body, timeout=0.5)
+
+        start = time.process_time()
+        clients = [threading.Thread(target=abandon) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        deadline = time.monotonic() + 60
+        time.sleep(0.2)
+        while app.service.batcher.generating and time.monotonic() < deadline:
+            time.sleep(0.05)
+        abandoned_cpu = time.process_time() - start
+    print(f"one full 900-token request: {full_cpu:.2f} CPU-s; 4 abandoned at 0.5 s: {abandoned_cpu:.2f} CPU-s")
+    assert abandoned_cpu < 0.5 * full_cpu

@@ -215,3 +215,40 @@ def test_data_engine_llm_generator_runs_through_the_server(server):
     assert generator.stats["llm_requests"] == 2, dict(generator.stats)  # first try + one retry, both answered
     assert generator.stats["llm_http_failed"] == 0, dict(generator.stats)
     assert samples and generator.stats["llm_ok"] + generator.stats["llm_fallback_to_template"] == 1
+
+
+def test_no_process_of_the_server_has_the_key_on_its_command_line(server):
+    root = psutil.Process(server.pid)
+    processes = [root, *root.children(recursive=True)]  # the server and its decoding/validation workers
+    assert len(processes) >= 2
+    for process in processes:
+        assert KEY not in " ".join(process.cmdline())
+
+
+def test_bad_requests_in_a_batch_cost_it_at_most_3_model_calls(server):
+    import threading
+
+    def metrics():
+        return httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).json()
+
+    good = {"model": "tiny", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    bodies = [good, {**good, "messages": [{"role": "user", "content": "x " * 30_000}]},  # over the context
+              good, good, {**good, "seed": 2**64}, good]
+    raw = [None, None, None, None, b'{"model": "tiny", "messages": [{"role": "user", "content": "\\ud800"}]}', None]
+    before = metrics()["generate_calls"]
+    statuses = [0] * len(bodies)
+
+    def send(i):
+        headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+        content = raw[i] if raw[i] is not None else None
+        r = httpx.post(server.base_url + "/chat/completions", headers=headers, timeout=60,
+                       **({"content": content} if content else {"json": bodies[i]}))
+        statuses[i] = r.status_code
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200, 400, 200, 200, 400, 200]
+    assert metrics()["generate_calls"] - before <= 3

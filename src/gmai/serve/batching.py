@@ -74,6 +74,7 @@ class DynamicBatcher:
         self._thread = threading.Thread(target=self._run, name="gmai-batcher", daemon=True)
         self.batches_run = 0  # model calls (a failing batch's retries included)
         self.requests_run = 0
+        self.generating = 0  # requests in the model call running now
         accepted = _parameters(getattr(backend, "complete", None))
         self._takes_prepared, self._takes_should_stop = "prepared" in accepted, "should_stop" in accepted
 
@@ -223,6 +224,7 @@ class DynamicBatcher:
         """One model call; resolves every job on success, returns the error otherwise."""
         self.batches_run += 1
         self.requests_run += len(batch)
+        self.generating = len(batch)
         kwargs: dict[str, Any] = {}
         if self._takes_prepared and all(j.prepared is not None for j in batch):
             kwargs["prepared"] = [j.prepared for j in batch]
@@ -233,6 +235,8 @@ class DynamicBatcher:
                                             **kwargs)
         except Exception as err:  # noqa: BLE001 - the caller isolates the failing request
             return err
+        finally:
+            self.generating = 0
         for job, completions in zip(batch, results):
             _resolve(job, result=completions)
         return None
