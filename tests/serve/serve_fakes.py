@@ -15,7 +15,7 @@ class FakeBackend:
 
     Like LocalBackend, input errors surface in ``prepare`` (render + tokenize): ``fail_on`` text
     raises there and in ``complete``; a prompt over ``context_chars`` is too long. ``token_s``
-    makes ``complete`` spend that long per token (``max_new_tokens`` of them), honouring
+    makes ``complete`` spend that much CPU per token and row (``max_new_tokens`` of them), honouring
     ``should_stop`` at each token as LocalBackend does; ``tokens_generated`` counts them."""
 
     def __init__(self, delay: float = 0.0, fail_on: str | None = None, token_s: float = 0.0,
@@ -59,7 +59,7 @@ class FakeBackend:
                 live = {i for i in live if not should_stop[i]()}
             if not live:
                 return
-            end = time.process_time() + self.token_s  # CPU time, as a model's forward pass
+            end = time.process_time() + self.token_s * len(live)  # CPU time, as a model's forward pass
             while time.process_time() < end:
                 pass
             with self.lock:
