@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gmai.infer.types import ChatRequest, Completion, GenerationConfig, truncate_at_stop
+from gmai.serve.workers import release_free_memory
 
 log = logging.getLogger("gmai.serve")
 _END = object()
@@ -146,6 +147,12 @@ class DynamicBatcher:
     def _next_batch(self) -> list[_Job] | None:
         with self._cond:
             while True:
+                if not self._pending and not self._stopped:
+                    self._cond.release()  # idle: return the burst's freed memory (RSS falls after a peak)
+                    try:
+                        release_free_memory()
+                    finally:
+                        self._cond.acquire()
                 while not self._pending and not self._stopped:
                     self._cond.wait()
                 if self._stopped:

@@ -49,11 +49,12 @@ def _vm_size_bytes() -> int:
     return 0
 
 
-def _trim() -> None:
+def release_free_memory() -> None:
+    """Hand freed heap back to the system (glibc keeps it in its arenas otherwise, so RSS stays at its peak)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed arenas otherwise
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
 
@@ -65,7 +66,7 @@ def _run_task(fn: Callable, args: tuple) -> Any:
         raise APIError(400, "input needs more memory than this server's per-request budget",
                        code="over_memory_budget") from None
     finally:
-        _trim()
+        release_free_memory()
 
 
 class WorkerPool:
