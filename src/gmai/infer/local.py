@@ -140,7 +140,7 @@ class LocalBackend:
         return [flat[i:i + n] for i in range(0, len(flat), n)]
 
     def stream(self, request: ChatRequest, config: GenerationConfig | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Generator[str, None, Completion]:
+               should_stop: Callable[[], bool] | None = None, prepared=None) -> Generator[str, None, Completion]:
         """Yield the reply to one request as text pieces while it is generated.
 
         Stop strings are honoured across piece boundaries (text that could be the start of a stop
@@ -148,6 +148,7 @@ class LocalBackend:
         consumer stops iterating or ``should_stop()`` becomes true, so an abandoned stream does
         not keep the model busy. The generator's return value (``StopIteration.value``) is a
         :class:`Completion` with an empty ``text`` carrying the finish reason and token counts.
+        ``prepared``: :meth:`prepare`'s output for ``request`` (then nothing is tokenized here).
         """
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -156,7 +157,7 @@ class LocalBackend:
             raise ValueError("stream() generates one sequence; use complete() for num_return_sequences > 1")
         if config.seed is not None:
             self._torch.manual_seed(config.seed)
-        enc = self._encode([request])
+        enc = self._collate([prepared]) if prepared is not None else self._encode([request])
         self._check_fits(enc, config)
         halt = threading.Event()
         prompt_tokens, eos = enc["input_ids"].shape[1], self._eos_ids()

@@ -572,7 +572,7 @@ class ChatService:
 
         deadline = time.monotonic() + self.config.request_timeout_s
         chat, prepared = await self.chat_request(body, gen_config)
-        pieces = await self._submit(lambda: self.batcher.stream(chat, gen_config, deadline))
+        pieces = await self._submit(lambda: self.batcher.stream(chat, gen_config, deadline, prepared=prepared))
         request_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         include_usage = bool((body.stream_options or {}).get("include_usage"))
         events = _stream_events(pieces, request_id, self.config.model_name, created, include_usage)

@@ -78,6 +78,7 @@ class DynamicBatcher:
         self.generating = 0  # requests in the model call running now
         accepted = _parameters(getattr(backend, "complete", None))
         self._takes_prepared, self._takes_should_stop = "prepared" in accepted, "should_stop" in accepted
+        self._stream_takes_prepared = "prepared" in _parameters(getattr(backend, "stream", None))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -119,12 +120,13 @@ class DynamicBatcher:
         return [_apply_stop(c, job.stop) for c in completions]
 
     async def stream(self, request: ChatRequest, config: GenerationConfig,
-                     deadline: float) -> AsyncIterator[str | Completion]:
+                     deadline: float, prepared: Any = None) -> AsyncIterator[str | Completion]:
         """Text pieces of one reply, then (for backends that report it) a :class:`Completion` with
         the finish reason and token counts. Raises QueueFullError at once if the queue is full;
         the iterator raises asyncio.TimeoutError once ``deadline`` (``time.monotonic()``) passes."""
         loop = asyncio.get_running_loop()
-        job = _Job(request, config, loop, loop.create_future(), chunks=asyncio.Queue(), deadline=deadline)
+        job = _Job(request, config, loop, loop.create_future(), chunks=asyncio.Queue(), deadline=deadline,
+                   prepared=prepared)
         self._enqueue(job)
         return self._drain(job, deadline)
 
@@ -257,7 +259,8 @@ class DynamicBatcher:
 
         final: Completion | None = None
         try:
-            pieces = self.backend.stream(job.request, job.config, should_stop=job.abandoned)
+            prepared = {"prepared": job.prepared} if job.prepared is not None and self._stream_takes_prepared else {}
+            pieces = self.backend.stream(job.request, job.config, should_stop=job.abandoned, **prepared)
             while True:
                 try:
                     piece = next(pieces)
