@@ -39,7 +39,7 @@ from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTo
 from gmai.serve.batching import DynamicBatcher, QueueFullError
 from gmai.serve.errors import APIError, bad_request, error_body, overloaded
 from gmai.serve.images import ImageLimits, decode_images
-from gmai.serve.workers import WorkerPool
+from gmai.serve.workers import WorkerPool, map_large_allocations
 
 log = logging.getLogger("gmai.serve")
 
@@ -490,6 +490,7 @@ class ChatService:
         self.in_flight = 0
 
     def start(self) -> None:
+        map_large_allocations()
         self.batcher.start()
         for pool in (self.decoders, self.parsers):
             pool.start()

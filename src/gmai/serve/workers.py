@@ -27,6 +27,7 @@ def _init_worker(memory_mb: int, preload: tuple[str, ...]) -> None:
     import importlib
     import resource
 
+    map_large_allocations()
     for name in _THREAD_VARS:
         os.environ[name] = "1"
     for module in preload:
@@ -47,6 +48,18 @@ def _vm_size_bytes() -> int:
     except OSError:
         pass
     return 0
+
+
+def map_large_allocations(threshold: int = 1 << 20) -> None:
+    """Serve allocations over ``threshold`` bytes (decoded images, request bodies) with their own
+    memory maps, returned to the system when freed. glibc otherwise raises this threshold after the
+    first large free, and later images land in heap arenas that keep RSS at its peak."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def release_free_memory() -> None:
