@@ -120,11 +120,14 @@ def run_mode(checkpoint: Path, name: str, args: list[str], bodies: list[dict], c
         for body in bodies[:4]:  # warm-up, not timed
             httpx.post(server.base_url + "/chat/completions", json=body, timeout=60,
                        headers={"Authorization": f"Bearer {KEY}"}).raise_for_status()
-        before = httpx.get(server.url + "/health", timeout=10).json()
+        def metrics() -> dict:  # counters need the key (/health without it says only "ok")
+            return httpx.get(server.url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {KEY}"}).json()
+
+        before = metrics()
         cpu_before = _cpu_seconds(server.pid)
         result = asyncio.run(drive(server.base_url, bodies, clients, run_timeout))
         server_cpu = _cpu_seconds(server.pid) - cpu_before
-        after = httpx.get(server.url + "/health", timeout=10).json()
+        after = metrics()
         # CPU seconds the server spent per answered request: robust to other load on a shared machine
         result["server_cpu_s"] = round(server_cpu, 2)
         result["server_cpu_ms_per_request"] = round(1000 * server_cpu / max(1, result["ok"]), 1)

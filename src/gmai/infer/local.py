@@ -105,7 +105,8 @@ class LocalBackend:
                         should_stop=None) -> list[Completion]:
         enc = self._collate(prepared) if prepared else self._encode(requests)
         self._check_fits(enc, config)
-        extra = {"stopping_criteria": self._row_stopper(should_stop, config.num_return_sequences)} if should_stop else {}
+        n = config.num_return_sequences
+        extra = {"stopping_criteria": self._row_stopper(should_stop, n)} if should_stop else {}
         with self._torch.inference_mode():
             out = self.model.generate(**enc, **self._generate_kwargs(config), **extra)
         new_tokens = out[:, enc["input_ids"].shape[1]:]

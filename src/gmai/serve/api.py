@@ -502,8 +502,8 @@ class ChatService:
 
     def counters(self) -> dict:
         return {"queue_depth": self.batcher.queue_depth, "in_flight": self.in_flight,
-                "generating": self.batcher.generating, "generate_calls": self.batcher.batches_run, "requests_generated": self.batcher.requests_run,
-                "decoder_restarts": self.decoders.restarts}
+                "generating": self.batcher.generating, "generate_calls": self.batcher.batches_run,
+                "requests_generated": self.batcher.requests_run, "decoder_restarts": self.decoders.restarts}
 
     async def parse(self, raw: bytes) -> ChatCompletionBody:
         if len(raw) <= self.config.inline_parse_bytes:
