@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from gmai.data import write as W
+from gmai.data.deid import DeidOptions, keyed_hash, new_secret, use_options
 from gmai.data.generate import SUBSETS, Generator, get_generator
 from gmai.data.quality import Deduper, LeakageIndex, QualityConfig, check_record, phash, pixel_md5
 from gmai.data.records import Record, Reject
@@ -60,7 +61,9 @@ class SourceSpec:
         return cls(kind, str(path), options)
 
     def label(self) -> str:
-        return f"{self.kind}:{self.path}"
+        """How outputs name a source: kind and dataset name, never its path (paths can name patients)."""
+        name = self.options.get("name", "")
+        return f"{self.kind}:{name}" if name else self.kind
 
 
 @dataclass
@@ -77,10 +80,16 @@ class BuildConfig:
     max_side: int = 512  # longer images are downscaled (aspect kept) before writing; training uses 336
     keep_journal: bool = False
     plots: bool = True  # the card's PNG chart (~1.5 s of matplotlib text layout)
+    # keys the DICOM UID remap and the hashed refs; random per build unless the user keeps one
+    # (--deid-secret-file). Never written out: the fingerprint holds only an HMAC check of it.
+    deid_secret: bytes = field(default_factory=new_secret, repr=False)
+    deid_retain_patient_characteristics: bool = False
 
     def fingerprint(self) -> str:
         """Everything that changes the output (not the worker count, not the output folder)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("workers", "out", "keep_journal", "plots")}
+        data = {k: v for k, v in asdict(self).items()
+                if k not in ("workers", "out", "keep_journal", "plots", "deid_secret")}
+        data["deid_secret_check"] = keyed_hash(self.deid_secret, "journal check")  # resume only with the same secret
         data["version"] = PLAN_VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -114,6 +123,7 @@ def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
     _STATE["out"] = str(config.out)
     _STATE["leakage"] = leakage
     _STATE["generator"] = None
+    use_options(DeidOptions(config.deid_secret, config.deid_retain_patient_characteristics))
 
 
 def _generator() -> Generator:
@@ -222,7 +232,9 @@ def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
     try:
         return list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
     except Exception as error:  # adapters should not raise; if one does, the item is reported, not lost
-        return [Reject(f"{spec.path} item {item!r}", spec.kind, f"adapter error: {type(error).__name__}: {error}")]
+        # the item and the error text may hold file names: the reject names the hashed item and the error type
+        ref = f"{spec.kind}-{keyed_hash(_STATE['config'].deid_secret, repr(item))}"
+        return [Reject(ref, spec.label(), f"adapter error: {type(error).__name__}")]
 
 
 def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
@@ -267,10 +279,16 @@ def plan_items(config: BuildConfig) -> tuple[list[tuple[int, Any]], list[dict[st
         except OptionError:
             raise  # a mistyped option is the command's fault, not the data's: stop with its message
         except Exception as error:
-            failures.append(Reject(spec.path, spec.kind, f"cannot list source: {type(error).__name__}: {error}").to_json())
+            failures.append(Reject(spec.label(), spec.kind, _listing_reason(spec, error)).to_json())
             continue
         units.extend((source_index, item) for item in items)
     return units, failures
+
+
+def _listing_reason(spec: SourceSpec, error: Exception) -> str:
+    """The listing error without the source's path in it (a path can name a patient)."""
+    text = str(error).replace(str(Path(spec.path).resolve()), "<source>").replace(spec.path, "<source>")
+    return f"cannot list source: {type(error).__name__}: {text}"
 
 
 def chunk_units(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:

@@ -19,6 +19,15 @@ def _generator_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
+def _secret(path: Path | None, load, new) -> bytes:
+    if path is None:
+        return new()
+    try:
+        return load(path)
+    except (OSError, ValueError) as error:
+        raise typer.BadParameter(str(error), param_hint="--deid-secret-file") from None
+
+
 @app.command("build")
 def build_command(
     source: list[str] = typer.Option([], "--source", "-s", help="KIND:PATH[?key=value&...]; repeatable."),
@@ -35,9 +44,17 @@ def build_command(
     keep_journal: bool = typer.Option(False, "--keep-journal", help="Keep OUT/.build (per-chunk parts) afterwards."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the card's distribution chart."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    deid_secret_file: Path | None = typer.Option(
+        None, "--deid-secret-file",
+        help="Keep the de-identification secret here (created when missing) so UIDs and refs map the same way "
+             "in later builds; by default a random secret is used once and kept nowhere."),
+    retain_patient_characteristics: bool = typer.Option(
+        False, "--deid-retain-patient-characteristics",
+        help="PS3.15 Retain Patient Characteristics Option: keep DICOM age, sex, size, weight (off by default)."),
 ) -> None:
     """Turn specialist datasets into grounded image-text data (JSONL, Parquet, images, card)."""
     from gmai.data.build import BuildConfig, SourceSpec, load_config_file, run_build
+    from gmai.data.deid import load_or_create_secret, new_secret
     from gmai.data.sources._common import OptionError
 
     settings = load_config_file(config) if config else {}
@@ -57,6 +74,8 @@ def build_command(
         seed=seed if seed != 0 else int(settings.get("seed", seed)),
         max_side=max_side if max_side != 512 else int(settings.get("max_side", max_side)),
         keep_journal=keep_journal, plots=plots,
+        deid_secret=_secret(deid_secret_file, load_or_create_secret, new_secret),
+        deid_retain_patient_characteristics=retain_patient_characteristics,
     )
     try:
         result = run_build(build_config, progress=not quiet, log=typer.echo)
