@@ -118,11 +118,13 @@ def test_real_pip_sources(tmp_path):
     modalities = Counter()
     for d in datasets:
         records, rejects = _load_all(d.spec)
-        assert records and not rejects, (d.name, [r.reason for r in rejects])
+        # the only rejects: pydicom-data's ultrasound and DERIVED images, for their burned-in text risk (#12)
+        assert records and all(r.reason.startswith("burned-in text risk") for r in rejects), d.name
+        assert not rejects or d.name == "pydicom-testdata"
         modalities.update(r.modality for r in records)
     assert {"CT", "MR"} <= set(modalities)
     if not missing:
-        assert {"X-ray", "ultrasound", "fundus", "pathology"} <= set(modalities)
+        assert {"fundus", "pathology"} <= set(modalities)
 
 
 def test_cli_synth_command(tmp_path):
