@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from adversarial_dicom import MARKERS, marker, write_shelf
@@ -222,3 +223,66 @@ def test_body_part_goes_through_a_vocabulary(tmp_path):
     ds.BodyPartExamined = "CHEST"
     assert imaging.safe_header_summary(ds)["body_part"] == "chest"
     assert "manufacturer" not in imaging.safe_header_summary(ds)
+
+
+# --------------------------------------------------------------------------------------------
+# Burned-in text: the opt-in OCR check (Debian's tesseract-ocr through pytesseract)
+
+
+@pytest.fixture(scope="session")
+def tesseract() -> None:
+    """Debian's tesseract-ocr, installed with apt-get when missing (as the browser test does for chromium);
+    skips with the reason when it cannot be."""
+    import shutil
+    import subprocess
+
+    pytesseract = pytest.importorskip("pytesseract", reason="pytesseract not installed (pip install '.[all]')")
+    if shutil.which("tesseract") is None:
+        apt = shutil.which("apt-get")
+        if apt is None:
+            pytest.skip("tesseract-ocr is not installed and apt-get is not available to install it")
+        try:
+            install = [apt, "install", "-y", "-q", "tesseract-ocr"]
+            if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+                subprocess.run([apt, "update", "-q"], check=True, capture_output=True, timeout=300)
+                subprocess.run(install, check=True, capture_output=True, timeout=600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, PermissionError) as err:
+            pytest.skip(f"could not install tesseract-ocr with apt-get ({type(err).__name__}); "
+                        "install it with `apt-get install -y tesseract-ocr`")
+    pytesseract.get_tesseract_version()
+
+
+def _us_file(tmp_path: Path, pixels) -> Path:
+    from pydicom.uid import UltrasoundImageStorage
+
+    path = tmp_path / "us.dcm"
+    imaging.write_dicom(path, pixels, {"Modality": "US", "SOPClassUID": UltrasoundImageStorage})
+    return path
+
+
+def test_ocr_finds_rendered_text_rejects_or_redacts_it(tmp_path, tesseract):
+    from adversarial_dicom import rendered_text
+
+    texted = _us_file(tmp_path, rendered_text("MRN 4471902"))
+    with pytest.raises(imaging.ImageReadError, match="burned-in text risk"):
+        imaging.read_dicom(texted)  # the default
+    with pytest.raises(imaging.ImageReadError, match="burned-in text found by OCR"):
+        imaging.read_dicom(texted, burned_in="ocr")
+    redacted = imaging.read_dicom(texted, burned_in="redact")
+    assert imaging.find_text_boxes(redacted.frames[0]) == []  # nothing legible is left
+    assert imaging.find_text_boxes(imaging.read_dicom(texted, burned_in="redact", window="percentile").frames[0]) == []
+    clean = np.random.default_rng(0).integers(0, 60, size=(128, 128)).astype(np.uint8)
+    assert imaging.read_dicom(_us_file(tmp_path, clean), burned_in="ocr").frames  # no text: kept
+
+
+def test_ocr_mode_without_tesseract_rejects_with_the_reason(tmp_path, monkeypatch):
+    pytesseract = pytest.importorskip("pytesseract")
+
+    def missing():
+        raise pytesseract.TesseractNotFoundError()
+
+    monkeypatch.setattr(pytesseract, "get_tesseract_version", missing)
+    from adversarial_dicom import rendered_text
+
+    with pytest.raises(imaging.ImageReadError, match="needs tesseract-ocr"):
+        imaging.read_dicom(_us_file(tmp_path, rendered_text("X")), burned_in="ocr")
