@@ -348,3 +348,31 @@ def coverage() -> dict[str, dict[str, int]]:
 def test_every_table_entry_is_applied_at_the_top_level_and_nested():
     table = coverage()
     assert table == {"top-level": {"handled": 655, "total": 655}, "nested (depth 2)": {"handled": 655, "total": 655}}
+
+
+# --------------------------------------------------------------------------------------------
+# The per-build secret and source labels
+
+
+def test_secret_file_makes_refs_repeatable_across_builds_and_workers(shelf, tmp_path, capfd):
+    from gmai.cli import app
+
+    root, _ = shelf
+    key = tmp_path / "keys" / "deid.key"
+    refs = []
+    for workers, out in (("1", "a"), ("2", "b"), ("1", "c")):
+        args = ["data", "build", "--source", f"dicom:{root}", "--out", str(tmp_path / out), "-q", "--no-plots",
+                "-w", workers]
+        app(args + (["--deid-secret-file", str(key)] if out != "c" else []), standalone_mode=False)
+        refs.append(sorted(json.loads(line)["ref"] for line in (tmp_path / out / "rejects.jsonl").read_text().splitlines()))
+    assert refs[0] == refs[1]  # same secret: same refs, whichever process read the file
+    assert not set(refs[0]) & set(refs[2])  # a fresh secret (the default): nothing in common
+    assert key.read_text().strip() not in "".join(
+        p.read_text(errors="ignore") for p in (tmp_path / "a").rglob("*") if p.is_file())
+
+
+def test_source_labels_carry_no_path():
+    from gmai.data.build import SourceSpec
+
+    assert SourceSpec("npz", "/data/DOE_JOHN/breast.npz", {"name": "breastmnist"}).label() == "npz:breastmnist"
+    assert SourceSpec("dicom", "/data/DOE_JOHN", {}).label() == "dicom"
