@@ -151,7 +151,8 @@ def _plant_header(ds: object) -> None:
 
 def write_shelf(root: Path) -> dict[str, str]:
     """Write the shelf under ``root`` (a folder whose own name is a marker). Returns file -> expectation:
-    ``"kept"`` or ``"burned-in"`` (must be rejected for its burned-in text risk) or ``"rejected"``."""
+    ``"kept"``, ``"burned-in"`` (must be rejected for its burned-in text risk), ``"rejected"`` (not an
+    image, truncated) or ``"not DICOM"`` (rejected as such)."""
     import warnings
 
     from pydicom import config
@@ -212,6 +213,18 @@ def _write_shelf(root: Path) -> dict[str, str]:
         for key, value in extra.items():
             setattr(ds, key, value)
         save(name, ds, "burned-in")
+
+    # archives name files anything, and old files have no preamble or file meta: still a US frame
+    bare = _base("US", UltrasoundImageStorage, rendered_text(marker("BT")))
+    _plant_header(bare)
+    del bare.file_meta
+    bare.preamble = None
+    bare_path = folder / f"{marker('FN')}.DOE.JOHN"
+    bare.save_as(str(bare_path), implicit_vr=True, little_endian=True, enforce_file_format=False)
+    expect[bare_path.name] = "burned-in"
+    notes = folder / f"{marker('FN')}_notes.txt"
+    notes.write_text(f"Patient {marker('TX')} seen on 1960-01-01\n")
+    expect[notes.name] = "not DICOM"
 
     sr = _base("SR", "1.2.840.10008.5.1.4.1.1.88.11", anatomy)
     _plant_header(sr)

@@ -244,12 +244,17 @@ def read_dicom_dataset(path: str | Path, *, deidentify_header: bool = True, pixe
 
     with quiet_pydicom():
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+            try:
+                ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+            except InvalidDicomError:  # no preamble/DICM: old ACR-NEMA style files are still DICOM
+                ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels, force=True)
+                if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData")):
+                    raise InvalidDicomError("nothing DICOM-like in it") from None
         except FileNotFoundError:
             raise ImageReadError(path, "file not found") from None
         except InvalidDicomError:
             raise ImageReadError(path, "not a DICOM file (no DICM prefix and no recognisable header)") from None
-        except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        except Exception as err:  # noqa: BLE001  (a forced read of junk raises anything)
             raise ImageReadError(path, f"unreadable or truncated DICOM ({type(err).__name__})") from None
         if deidentify_header:
             try:
@@ -282,7 +287,8 @@ def read_dicom(path: str | Path, *, window: str | None = None, burned_in: str = 
         raise ImageReadError(path, f"DICOM {modality} object is not an image")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")
-    risk = burned_in_risk(ds)
+    with quiet_pydicom():
+        risk = burned_in_risk(ds)
     if risk and burned_in == "reject":
         raise ImageReadError(path, f"burned-in text risk: {risk}")
     with quiet_pydicom():
@@ -294,7 +300,9 @@ def read_dicom(path: str | Path, *, window: str | None = None, burned_in: str = 
     if risk:
         frames = _check_burned_in_text(frames, burned_in, path)
         notes.append(f"burned-in text risk checked by OCR ({burned_in})")
-    return DicomImage(frames=frames, summary=safe_header_summary(ds), windowing=windowing, notes=notes)
+    with quiet_pydicom():
+        summary = safe_header_summary(ds)
+    return DicomImage(frames=frames, summary=summary, windowing=windowing, notes=notes)
 
 
 def find_text_boxes(frame: np.ndarray, min_confidence: float = 60.0) -> list[tuple[int, int, int, int]]:

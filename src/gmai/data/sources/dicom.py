@@ -36,16 +36,15 @@ from gmai.data.sources._common import (
     reject,
 )
 
-_DICOM_EXTS = {".dcm", ".dicom", ".ima", ""}
 DEFAULT_NAME = "dicom"
 _REMOVED_OPTIONS = {"hash_paths": "paths are always hashed now",
                     "allow_burned_in": "use burned_in=ocr or burned_in=redact"}
 
 
 def _looks_like_dicom(p: Path) -> bool:
-    return (
-        p.is_file() and p.suffix.lower() in _DICOM_EXTS and p.name.upper() != "DICOMDIR" and not p.name.startswith(".")
-    )
+    """Every file but a DICOMDIR index: archives name DICOM files anything (``IM0001``, ``DOE.JOHN``), and a
+    file that is not DICOM becomes a reject saying so rather than being skipped unseen."""
+    return p.is_file() and p.name.upper() != "DICOMDIR"
 
 
 @register("dicom")
