@@ -72,7 +72,6 @@ def fake_source(monkeypatch):
 
 def config(out: Path, n: int = 30, **kw) -> BuildConfig:
     kw.setdefault("plots", False)  # matplotlib text layout costs ~1.5 s a build; one test draws them
-    kw.setdefault("deid_secret", b"kept secret, as --deid-secret-file does")  # a resume needs the same secret
     return BuildConfig(sources=[SourceSpec("fake", "/data/fake", {"n": str(n)})], out=out, **kw)
 
 

@@ -376,3 +376,14 @@ def test_source_labels_carry_no_path():
 
     assert SourceSpec("npz", "/data/DOE_JOHN/breast.npz", {"name": "breastmnist"}).label() == "npz:breastmnist"
     assert SourceSpec("dicom", "/data/DOE_JOHN", {}).label() == "dicom"
+
+
+def test_a_dicom_build_resumes_only_with_the_same_secret(tmp_path):
+    from gmai.data.build import BuildConfig, SourceSpec
+
+    dicom = [SourceSpec("dicom", str(tmp_path))]
+    same = BuildConfig(dicom, tmp_path / "o", deid_secret=b"a" * 32).fingerprint()
+    assert BuildConfig(dicom, tmp_path / "o", deid_secret=b"a" * 32).fingerprint() == same
+    assert BuildConfig(dicom, tmp_path / "o", deid_secret=b"b" * 32).fingerprint() != same
+    npz = [SourceSpec("npz", str(tmp_path / "x.npz"))]  # no secret in its output: resumes with any
+    assert BuildConfig(npz, tmp_path / "o").fingerprint() == BuildConfig(npz, tmp_path / "o").fingerprint()

@@ -47,6 +47,7 @@ from gmai.data.sources._common import OptionError
 JOURNAL = ".build"
 PLAN_VERSION = 1
 THREE_D_KINDS = {"nifti"}
+SECRET_KINDS = {"dicom"}  # sources whose output depends on the de-identification secret
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ class BuildConfig:
         """Everything that changes the output (not the worker count, not the output folder)."""
         data = {k: v for k, v in asdict(self).items()
                 if k not in ("workers", "out", "keep_journal", "plots", "deid_secret")}
-        data["deid_secret_check"] = keyed_hash(self.deid_secret, "journal check")  # resume only with the same secret
+        if any(s.kind in SECRET_KINDS for s in self.sources):  # their refs and UIDs depend on the secret:
+            data["deid_secret_check"] = keyed_hash(self.deid_secret, "journal check")  # resume with the same one
         data["version"] = PLAN_VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
