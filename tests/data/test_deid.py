@@ -94,15 +94,20 @@ def _run_and_scan(shelf_root: Path, out: Path, capfd, read: list) -> dict:
     }
 
 
-def test_default_build_leaves_no_marker_and_rejects_every_burned_in_risk(shelf, tmp_path, capfd):
+def test_default_build_leaves_no_marker_and_rejects_every_burned_in_risk(shelf, tmp_path):
+    """The user's view: ``gmai data build`` in its own process; every output byte, stdout and stderr."""
+    import os
+    import subprocess
+    import sys
+
     root, expect = shelf
     out = tmp_path / "out"
-    read: list[bytes] = []
-    result = _run_and_scan(root, out, capfd, read)
-    assert result["code"] == 0, result["stdout"]
-    assert result["output_hits"] == []
-    assert result["header_hits"] == []
-    assert len(read) == sum(v != "not DICOM" for v in expect.values())  # the scan saw every DICOM file
+    env = {**os.environ, "PYTHONPATH": str(Path(imaging.__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-m", "gmai.cli", "data", "build", "--source", f"dicom:{root}",
+                           "--out", str(out)], capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    blobs = {**_output_bytes(out), "stdout": done.stdout, "stderr": done.stderr}
+    assert _found(blobs, list(MARKERS) + [str(root.parent)]) == []
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     burned = [r for r in rejects if r["reason"].startswith("burned-in text risk")]
     assert len(burned) == sum(v == "burned-in" for v in expect.values())
@@ -112,6 +117,15 @@ def test_default_build_leaves_no_marker_and_rejects_every_burned_in_risk(shelf, 
     assert stats["records_kept"] == 2 and stats["sources"] == ["dicom"]
     assert stats["records_by_source"] == {"dicom": 2}
     assert sorted(p.name for p in (out / "images").iterdir()) == ["dicom"]
+
+
+def test_every_dataset_the_pipeline_reads_is_deidentified(shelf, tmp_path, capfd):
+    root, expect = shelf
+    read: list[bytes] = []
+    result = _run_and_scan(root, tmp_path / "out", capfd, read)
+    assert result["code"] == 0, result["stdout"]
+    assert result["output_hits"] == [] and result["header_hits"] == []
+    assert len(read) == sum(v != "not DICOM" for v in expect.values())  # the scan saw every DICOM file
 
 
 def test_mutation_identity_deidentify_turns_the_scan_red(shelf, tmp_path, capfd, monkeypatch):
@@ -387,3 +401,12 @@ def test_a_dicom_build_resumes_only_with_the_same_secret(tmp_path):
     assert BuildConfig(dicom, tmp_path / "o", deid_secret=b"b" * 32).fingerprint() != same
     npz = [SourceSpec("npz", str(tmp_path / "x.npz"))]  # no secret in its output: resumes with any
     assert BuildConfig(npz, tmp_path / "o").fingerprint() == BuildConfig(npz, tmp_path / "o").fingerprint()
+
+
+def test_dicom_source_checks_its_burned_in_option(tmp_path):
+    from gmai.data.sources import get_source
+    from gmai.data.sources._common import OptionError
+
+    with pytest.raises(OptionError, match="burned_in='keep'"):
+        get_source("dicom").items(tmp_path, {"burned_in": "keep"})
+    assert get_source("dicom").items(tmp_path, {"burned_in": "ocr"}) == []
