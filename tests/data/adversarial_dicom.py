@@ -135,6 +135,7 @@ def _plant_header(ds: object) -> None:
     # invalid values pydicom warns about on reading (and would print with the value)
     ds.add_new(0x00200052, "UI", "1.2.840." + marker("UI"))  # FrameOfReferenceUID with letters
     ds.add_new(0x00080020, "DA", marker("DA"))  # StudyDate that is a name
+    ds.add_new(0x00081150, "UI", "1.2.3." + marker("CU"))  # a (Referenced) SOP Class UID that is not standard
     ds.add_new(0x00101010, "AS", marker("AG"))  # PatientAge that is a name
     # private tags, an unknown public tag, a UN element
     ds.add_new(0x00090010, "LO", "ACME " + marker("PC"))

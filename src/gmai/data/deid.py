@@ -269,14 +269,13 @@ def _is_instance_uid(uid: str) -> bool:
 
 
 def _remap_uids(elem: Any, options: DeidOptions, *, only_instances: bool) -> None:
-    """U: every UID value through the keyed map; ``only_instances`` spares standard (class/syntax) UIDs."""
+    """U: every UID value through the keyed map; ``only_instances`` spares the UIDs the standard defines
+    (SOP classes, transfer syntaxes, coding schemes: root 1.2.840.10008.), which name kinds, not people.
+    A vendor's private class UID is remapped like any other: its digits can be anything."""
     if not elem.value:
         return
     values = list(elem.value) if elem.VM > 1 else [elem.value]
-    keyword = elem.keyword or ""
-    spare = only_instances and (keyword.endswith("ClassUID") or keyword.endswith("TransferSyntaxUID"))
-    mapped = [v if spare or (only_instances and not _is_instance_uid(str(v))) else remap_uid(str(v), options)
-              for v in values]
+    mapped = [v if only_instances and not _is_instance_uid(str(v)) else remap_uid(str(v), options) for v in values]
     elem.value = mapped if elem.VM > 1 else mapped[0]
 
 
@@ -299,6 +298,8 @@ def _clean_file_meta(ds: Any, options: DeidOptions) -> None:
         elem = meta[tag]
         if elem.keyword not in _META_KEEP:
             del meta[tag]
+    if "MediaStorageSOPClassUID" in meta and _is_instance_uid(str(meta.MediaStorageSOPClassUID)):
+        meta.MediaStorageSOPClassUID = remap_uid(str(meta.MediaStorageSOPClassUID), options)
     if "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = str(ds.get("SOPInstanceUID") or remap_uid(
             str(meta.MediaStorageSOPInstanceUID), options))
