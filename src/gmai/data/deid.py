@@ -12,9 +12,9 @@ item of every sequence, at any depth:
 
 Beyond the table: private, unknown-to-the-dictionary and UN elements, every repeating overlay (60xx)
 and curve (50xx) group, every person name, date, time and free-text element (SH, LO, ST, LT, UT, UC,
-UR, AE) left anywhere, and every non-standard UID not in the table are removed or remapped too. The preamble is zeroed and the file meta keeps only what
-decoding needs. What was done is recorded in ``DeidentificationMethod`` and
-``DeidentificationMethodCodeSequence``.
+UR, AE) left anywhere, and every non-standard UID not in the table are removed or remapped too.
+The preamble is zeroed and the file meta keeps only what decoding needs. What was done is recorded in
+``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence``.
 
 Pixels are not touched here. :func:`burned_in_risk` names the rule by which a file may carry text in
 its pixels; the DICOM reader rejects such files unless the caller opts into an OCR check.

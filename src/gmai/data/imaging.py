@@ -344,7 +344,8 @@ def _decode_pixels(ds: Any, path: str | Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for short/corrupt pixel data  # noqa: BLE001
-        raise ImageReadError(path, f"cannot decode pixel data, truncated or unsupported ({type(err).__name__})") from None
+        reason = f"cannot decode pixel data, truncated or unsupported ({type(err).__name__})"
+        raise ImageReadError(path, reason) from None
     if arr.size == 0:
         raise ImageReadError(path, "DICOM pixel data is empty")
     return arr
