@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from gmai.eval import scoring
-from gmai.eval.benchmarks import BenchItem, ImageLoadError, get_spec, load_benchmark
+from gmai.eval.benchmarks import BenchItem, ImageLoadError, Loaded, get_spec, load_benchmark
 from gmai.eval.scoring import DEFAULT_RULE, RULES
 
 DEFAULT_RULES = ("gmai@1", "gmai-recall@1", "lmms-eval-exact@1", "multimedeval@1", "medevalkit@1")
@@ -335,22 +335,25 @@ def check_rules(rules: Sequence[str]) -> list[str]:
 _NOT_QUESTIONS: dict[BenchSpec, dict[str, int]] = {}  # gmai held-out rows that are not questions, per spec
 
 
-def load_items(spec: BenchSpec, limit: int | None) -> list[BenchItem]:
+def load_items(spec: BenchSpec, limit: int | None) -> Loaded:
+    """The benchmark's scorable items (first ``limit``) with ``failures``: its rows that cannot be scored."""
     items = load_benchmark(spec.name, spec.path, split=spec.split)
     if spec.name == "gmai":
         from gmai.eval.benchmarks import gmai_heldout
 
         _NOT_QUESTIONS[spec] = dict(gmai_heldout.LAST_SKIPPED)
-    return items[:limit] if limit else items
+    return Loaded(items[:limit], items.failures) if limit else items
 
 
 def benchmark_report(spec: BenchSpec, items: Sequence[BenchItem], rows: list[dict[str, Any]],
                      options: EvalOptions) -> dict[str, Any]:
-    failures = [{"qid": r["qid"], "error": r["error"]} for r in rows if r["error"]]
+    failed = [{"qid": r["qid"], "error": r["error"], "stage": "generation"} for r in rows if r["error"]]
+    unscorable = [{"qid": f["qid"], "error": f["reason"], "stage": "load"} for f in getattr(items, "failures", [])]
     summary = summarise(rows, effective_rules(options))
     report = {"benchmark": spec.name, "path": str(spec.path), "split": items[0].split if items else spec.split,
-              "n_items": len(rows), "n_scored": len(rows) - len(failures), "n_failed": len(failures),
-              "failures": failures, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
+              "n_items": len(rows) + len(unscorable), "n_scored": len(rows) - len(failed),
+              "n_failed": len(failed) + len(unscorable), "n_unscorable": len(unscorable),
+              "failures": failed + unscorable, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
               "open_metrics": open_question_metrics(rows)}
     if spec in _NOT_QUESTIONS:
         report["not_questions"] = _NOT_QUESTIONS[spec]
