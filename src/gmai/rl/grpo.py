@@ -51,6 +51,7 @@ class R1GRPOConfig:
     """The recipe's ``grpo:`` section (maps onto ``trl.GRPOConfig``)."""
 
     rewards: dict[str, float] = field(default_factory=lambda: {"format": 0.5, "accuracy": 1.0})
+    scoring_rule: str = "gmai@1"  # the evaluation rule the accuracy rewards score under (1.0 = it counts correct)
     num_generations: int = 4  # group size G
     beta: float = 0.04  # KL coefficient (0 = no reference model)
     epsilon: float = 0.2  # PPO-style clipping
@@ -543,7 +544,7 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
                          f"({config.per_device_train_batch_size} x {config.gradient_accumulation_steps}) must be a "
                          f"multiple of num_generations ({config.num_generations})")
     model, processor = load_checkpoint(model_path)  # from its folder: TRL rebuilds the reference model from it
-    funcs, weights, names = get_rewards(config.rewards)
+    funcs, weights, names = get_rewards(config.rewards, rule=config.scoring_rule)
     funcs = QuestionRewardLog(out, funcs, weights, names).wrapped()
     dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)
     callbacks = [MetricsCallback(out, names)] + list(extra_callbacks or [])
