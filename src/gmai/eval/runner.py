@@ -112,6 +112,16 @@ class PredictionCache:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
+class MemoryCache:
+    """:class:`PredictionCache`'s interface without a file, for callers that need no resume."""
+
+    def __init__(self):
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def add(self, entries: Iterable[dict[str, Any]]) -> None:
+        self.entries.update({str(e["qid"]): e for e in entries})
+
+
 def fingerprint(model: str, config: Any, prompt_style: str, max_side: int = 0) -> str:
     blob = json.dumps({"model": model, "config": asdict(config), "prompt": prompt_style, "max_side": max_side},
                       sort_keys=True)
@@ -132,16 +142,19 @@ def _prepare_batch(chunk: Sequence[BenchItem], prompt_style: str, max_side: int)
     return ready, failed
 
 
-def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache,
+def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache | MemoryCache | None = None,
                          batch_size: int = 16, prompt_style: str = "plain",
                          progress: Callable[[int], None] | None = None,
                          max_side: int = 0) -> dict[str, dict[str, Any]]:
-    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry.
+    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry
+    (``{"qid", "prediction", "error"}``; an item whose image fails has prediction None and the error).
+    The one evaluation loop of the project: ``gmai eval`` and the R1 evaluation (``gmai.rl.evaluate``).
 
     The next batch's images are decoded in a background thread while the current batch generates
     (PIL releases the GIL while decoding and resizing), so image I/O overlaps model time."""
     from concurrent.futures import ThreadPoolExecutor
 
+    cache = MemoryCache() if cache is None else cache
     todo = [it for it in items if it.qid not in cache.entries]
     if progress:
         progress(len(items) - len(todo))

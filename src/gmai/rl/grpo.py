@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from gmai.train.logs import METRICS_FILE, read_metrics  # noqa: F401 (read_metrics: the one reader of run metrics)
+
 QUESTION_REWARDS_FILE = "question_rewards.jsonl"
 
 
@@ -319,11 +320,6 @@ def _finite(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    path = Path(out) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class QuestionRewardLog:

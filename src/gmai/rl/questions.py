@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmai.data.write import write_jsonl  # the atomic writer, one for the project
 from gmai.rl.rewards import parse_box
 
 R1_INSTRUCTION = ("First think step by step inside <think> </think> tags, then give the final answer "
@@ -384,16 +385,6 @@ def llava_row(q: Question, reply: str, out: Path, reasoning_prompt: bool = True,
     row["conversations"] = [{"from": "human", "value": "<image>\n" + q.prompt(reasoning=reasoning_prompt)},
                             {"from": "gpt", "value": reply}]
     return row
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(path, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-            n += 1
-    return n
 
 
 def load_questions(path: str | Path) -> list[Question]:
