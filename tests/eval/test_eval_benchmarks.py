@@ -128,6 +128,15 @@ def test_vqa_rad_hf_row_missing_from_the_index_is_a_failure(tmp_path):
     assert "not in the official VQA-RAD test index" in items.failures[0]["reason"]
 
 
+def test_vqa_rad_hf_row_with_an_answer_spelt_otherwise_maps_by_its_question(tmp_path):
+    # qid 20 of the official test index: "How is the patient oriented?" -> "Posterior-Anterior"
+    write_parquet(tmp_path / "data" / "test-00000-of-00001.parquet", [
+        {"image": {"bytes": png_bytes(), "path": "img_0.jpg"}, "question": "how is the patient oriented?",
+         "answer": "pa"}])
+    (item,) = load_benchmark("vqa-rad", tmp_path)
+    assert (item.qid, item.answer, item.answer_type) == ("20", "Posterior-Anterior", "open")
+
+
 def test_vqa_rad_json_layout_tiny(tmp_path):
     save_png(tmp_path / "images" / "a.jpg")
     rows = [{"qid": 1, "image_name": "a.jpg", "image_organ": "HEAD", "answer": "Yes", "answer_type": "CLOSED",

@@ -6,9 +6,9 @@
 - Hugging Face ``flaviagiammarino/vqa-rad``: ``data/{test,train}-00000-of-00001-*.parquet`` with only
   ``image``, ``question``, ``answer`` (its ``scripts/processing.py`` dropped duplicate triplets,
   lower-cased the text and renamed the images). Test rows are mapped onto the official test index
-  shipped with gmai (``data/vqa_rad_test_index.jsonl``, CC0): by the normalised (question, answer),
-  and where several official questions share those, by the image's bytes (sha256), else its nearest
-  average hash. Mapped rows take the official qid, text, closed/open label, organ and question type, so
+  shipped with gmai (``data/vqa_rad_test_index.jsonl``, CC0): by the normalised (question, answer)
+  (failing that, the question alone), and where several official questions share those, by the
+  image's bytes (sha256), else its nearest average hash. Mapped rows take the official qid, text, closed/open label, organ and question type, so
   a prediction file scores the same against either layout. A row the index lacks goes to ``failures``.
   The HF train split (1,793 rows, test overlaps removed) has no official ids: ``train-<row>``.
 """
@@ -75,19 +75,28 @@ def official_test_index() -> tuple[dict, ...]:
 
 
 def _hf_test(rows: list[dict]) -> Loaded:
-    by_key: dict[tuple[str, str], list[dict]] = {}
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    by_question: dict[str, list[dict]] = {}
     for entry in official_test_index():
-        by_key.setdefault((hf_normalise(entry["question"]), hf_normalise(entry["answer"])), []).append(entry)
+        question = hf_normalise(entry["question"])
+        by_pair.setdefault((question, hf_normalise(entry["answer"])), []).append(entry)
+        by_question.setdefault(question, []).append(entry)
+    claimed: set[int] = set()
     items = Loaded()
     for i, row in enumerate(rows):
         image = parquet_image(row.get("image"), f"test-{i}")
-        candidates = by_key.get((hf_normalise(row["question"]), hf_normalise(row["answer"])), [])
-        entry = _pick(candidates, image.data)
+        question = hf_normalise(row["question"])
+        # the (question, answer) pair; failing that the question alone (an answer spelt differently)
+        entry = None
+        for pool in (by_pair.get((question, hf_normalise(row["answer"])), []), by_question.get(question, [])):
+            entry = _pick([e for e in pool if e["qid"] not in claimed], image.data)
+            if entry is not None:
+                break
         if entry is None:
             items.fail(f"hf-test-{i:05d}", f"row {i} ({row['question']!r} -> {row['answer']!r}) is not in the "
                                            f"official VQA-RAD test index")
             continue
-        candidates.remove(entry)  # each official question is claimed once
+        claimed.add(entry["qid"])  # each official question is claimed once
         items.append(_item(entry, image, "test", "hf"))
     return items
 
