@@ -196,6 +196,8 @@ def test_unscorable_rows_are_reported_and_the_benchmark_goes_on(tmp_path):
                                   "error": "D.json: gt_answer 'Cataract' matches 0 of the options "
                                            "{'A': 'Normal', 'B': 'Glaucoma'}"}]
     assert bench["rules"]["gmai@1"]["n"] == 2
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Failed items (1, 1 unscorable release rows left out of the accuracies" in md
 
 
 def test_cli_prints_one_line_per_problem_and_never_a_traceback(tmp_path, monkeypatch):
@@ -219,3 +221,12 @@ def test_cli_prints_one_line_per_problem_and_never_a_traceback(tmp_path, monkeyp
                                       f"omnimedvqa:test={data}", "--out", str(tmp_path / "q")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "unknown split 'test'; this release has: Open-access, Restricted-access, all" in result.output
+
+
+def test_cli_failure_lines_are_capped(capsys):
+    from gmai.eval.cli import MAX_FAILURE_LINES, _print_failures
+
+    _print_failures("b", [{"qid": str(i), "error": "e", "stage": "load"} for i in range(MAX_FAILURE_LINES + 5)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == MAX_FAILURE_LINES + 1 and lines[0] == "b: 0: load failure: e"
+    assert lines[-1] == "b: ... and 5 more failures (all in report.json)"
