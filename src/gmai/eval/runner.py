@@ -409,14 +409,10 @@ def run_eval(model: str, benches: Sequence[BenchSpec], out: str | Path, options:
 
 def read_prediction_file(path: str | Path) -> list[dict[str, Any]]:
     """JSONL with ``qid`` and ``prediction`` (optional ``benchmark``, ``error``)."""
+    from gmai.eval.benchmarks.base import jsonl_rows
+
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON: {err}") from err
+    for n, row in jsonl_rows(path):
         if "qid" not in row or ("prediction" not in row and "error" not in row):
             raise ValueError(f"{path}:{n}: each line needs 'qid' and 'prediction'")
         rows.append(row)

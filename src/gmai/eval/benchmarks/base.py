@@ -194,6 +194,21 @@ def find_split_parquet(root: Path, split: str) -> list[Path]:
     return found
 
 
+def jsonl_rows(path: str | Path):
+    """(line number, row) for each non-blank line of a JSONL file; a line that is not JSON is a
+    ValueError naming the file and the line. The one JSONL reader of eval and rl."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+
+
 def load_json(path: Path, name: str) -> Any:
     import json
 

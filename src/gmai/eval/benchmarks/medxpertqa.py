@@ -12,11 +12,10 @@ Both give the same ids (``MM-0`` ...), questions, options and gold letters.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from gmai.eval.benchmarks.base import BenchItem, ImageRef, Loaded, missing, register, require_dir
+from gmai.eval.benchmarks.base import BenchItem, ImageRef, Loaded, jsonl_rows, missing, register, require_dir
 
 NAME = "medxpertqa-mm"
 GITHUB_INPUT = "medxpertqa_mm_input.jsonl"
@@ -32,13 +31,7 @@ def load(path: str | Path, split: str = "test") -> Loaded:
     jsonl = _find_jsonl(root, split)
     image_dir = next((d for d in _image_dirs(root, jsonl) if d.is_dir()), jsonl.parent / "images")
     items = Loaded()
-    for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{jsonl}:{n}: not JSON: {err}") from err
+    for n, row in jsonl_rows(jsonl):
         try:
             items.append(_item(row, image_dir, split))
         except (KeyError, TypeError, ValueError) as err:
