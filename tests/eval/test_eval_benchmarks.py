@@ -287,6 +287,16 @@ def test_pmc_vqa_split_names_are_the_release_files(tmp_path):
         load_benchmark("pmc-vqa", tmp_path, split="test")  # test never silently means test_2.csv
 
 
+def test_pmc_vqa_gold_letter_from_whichever_column_holds_it():
+    from gmai.eval.benchmarks.pmc_vqa import gold_label
+
+    options = {"A": "Cerebellum", "B": "Brain stem", "C": "Pons", "D": "Thalamus"}
+    assert gold_label({"Answer": "Brain stem", "Answer_label": "b"}, options) == "B"  # v1
+    assert gold_label({"Answer": "C"}, options) == "C"  # v2: the letter
+    assert gold_label({"Anwser": "B:Brain stem"}, options) == "B"  # the card's spelling, text only
+    assert gold_label({"Answer": "Medulla"}, options) == "MEDULLA"  # no option: a failure at load
+
+
 # --------------------------------------------------------------------------------------------------
 # OmniMedVQA (Hugging Face foreverbeliever/OmniMedVQA, OmniMedVQA.zip): OmniMedVQA/QA_information/
 # {Open-access,Restricted-access}/<dataset>.json + Images/; rows {dataset, question_id, question_type,

@@ -50,10 +50,22 @@ def load(path: str | Path, split: str = "test_clean") -> Loaded:
     return items
 
 
+def gold_label(row: dict, options: dict[str, str]) -> str:
+    """The gold letter: ``Answer_label`` (v1), else ``Answer`` when it is a letter (v2), else the letter of
+    the option whose text is the answer (the dataset card spells the column ``Anwser``)."""
+    if (row.get("Answer_label") or "").strip():
+        return row["Answer_label"].strip().upper()
+    answer = (row.get("Answer") or row.get("Anwser") or "").strip()
+    if len(answer) == 1 and answer.upper() in options:
+        return answer.upper()
+    matches = [k for k, v in options.items() if v and v.lower() == _PREFIX.sub("", answer).strip().lower()]
+    return matches[0] if len(matches) == 1 else answer.upper()
+
+
 def _item(row: dict, qid: str, version: int, image_dir: Path, split: str) -> BenchItem:
     options = {k: _PREFIX.sub("", row[f"Choice {k}"] or "").strip() for k in "ABCD"}
-    label = (row["Answer_label"] if version == 1 else row["Answer"]).strip().upper()
-    answer_text = row.get("Answer", "") if version == 1 else options.get(label, "")
+    label = gold_label(row, options)
+    answer_text = (row.get("Answer") or row.get("Anwser") or "") if version == 1 else options.get(label, "")
     figure = row["Figure_path"].strip()
     return BenchItem(qid=qid, question=row["Question"].strip(), answer=label, answer_type="choice",
                      options=options, images=[ImageRef(path=str(image_dir / figure), name=figure)],
