@@ -229,6 +229,23 @@ def test_pathvqa_hf_shards_and_archive_pickles_agree(tmp_path):
     assert [it.answer.lower() for it in from_hf] == [it.answer.lower() for it in from_pickle]
 
 
+def test_pathvqa_archive_vqa_pickle_keeps_official_ids_and_types(tmp_path):
+    # pvqa/qas/test_vqa.pkl rows as printed in public loaders: {'answer_type': 'other', 'img_id': 'train_0422',
+    # 'label': {'in the canals of hering': 1}, 'question_id': 100422000, 'question_type': 'where', 'sent': ...}
+    (tmp_path / "qas").mkdir()
+    save_png(tmp_path / "images" / "test" / "test_0001.jpg")
+    rows = [{"answer_type": "yes/no", "img_id": "test_0001", "label": {"yes": 1}, "question_id": 100001000,
+             "question_type": "is", "sent": "Is this benign?"},
+            {"answer_type": "other", "img_id": "test_0001", "label": {"granuloma": 1}, "question_id": 100001001,
+             "question_type": "what", "sent": "What is shown?"}]
+    with (tmp_path / "qas" / "test_vqa.pkl").open("wb") as fh:
+        pickle.dump(rows + rows[:1], fh)  # a duplicate triplet
+    items = load_benchmark("pathvqa", tmp_path)
+    assert [(it.qid, it.answer, it.answer_type) for it in items] == [("100001000", "yes", "closed"),
+                                                                     ("100001001", "granuloma", "open")]
+    assert items[0].load_images()
+
+
 def test_pathvqa_validation_under_both_release_names(tmp_path):
     write_parquet(tmp_path / "data" / "validation-00000-of-00001-cccc.parquet",
                   [{"image": {"bytes": png_bytes(), "path": None}, "question": "is this benign?", "answer": "yes"}])

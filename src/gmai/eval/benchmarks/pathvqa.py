@@ -6,7 +6,8 @@
   "question", "answer"}``) and ``images/{split}/<image>.jpg``. The Hugging Face copy was made from these
   pickles by dropping duplicate image-question-answer triplets (its ``scripts/processing.py``); we drop
   them the same way, so both layouts hold the same questions in the same order and the same qids
-  (``<split>-<row>``, split named as on Hugging Face).
+  (``<split>-<row>``, split named as on Hugging Face). Where only ``qas/{split}_vqa.pkl`` is present
+  (the archive's LXMERT-format file), its official ``question_id`` and ``answer_type`` are used.
 """
 
 from __future__ import annotations
@@ -36,17 +37,21 @@ def load(path: str | Path, split: str = "test") -> Loaded:
     else:
         rows = _archive_rows(root, ARCHIVE_SPLIT[split])
     items = Loaded()
-    for i, (question, answer, image) in enumerate(rows):
+    for i, (question, answer, image, *official) in enumerate(rows):  # official: (qid, closed/open) if released
         answer = str(answer).strip()
-        items.append(BenchItem(qid=f"{hf_split}-{i:05d}", question=str(question).strip(), answer=answer,
-                               answer_type=closed_or_open(answer), images=[image], benchmark=NAME, split=hf_split,
-                               modality="pathology"))
+        qid, kind = official if official else (f"{hf_split}-{i:05d}", closed_or_open(answer))
+        items.append(BenchItem(qid=qid, question=str(question).strip(), answer=answer, answer_type=kind,
+                               images=[image], benchmark=NAME, split=hf_split, modality="pathology"))
     return items
 
 
 def _archive_rows(root: Path, split: str) -> list[tuple[str, str, ImageRef]]:
-    base = next((b for b in (root, root / "pvqa") if (b / "qas" / split / f"{split}_qa.pkl").is_file()), None)
+    bases = (root, root / "pvqa")
+    base = next((b for b in bases if (b / "qas" / split / f"{split}_qa.pkl").is_file()), None)
     if base is None:
+        vqa = next((b for b in bases if (b / "qas" / f"{split}_vqa.pkl").is_file()), None)
+        if vqa is not None:
+            return _vqa_pickle_rows(vqa, split)
         raise missing(NAME, root, f"data/{HF_SPLIT[split]}-*.parquet (HF layout) or "
                                   f"qas/{split}/{split}_qa.pkl (pvqa archive layout)")
     pkl = base / "qas" / split / f"{split}_qa.pkl"
@@ -58,4 +63,22 @@ def _archive_rows(root: Path, split: str) -> list[tuple[str, str, ImageRef]]:
         seen.add(triplet)
         image = base / "images" / split / f"{triplet[0]}.jpg"
         rows.append((triplet[1], triplet[2], ImageRef(path=str(image), name=image.name)))
+    return rows
+
+
+def _vqa_pickle_rows(base: Path, split: str) -> list[tuple[str, str, ImageRef, str, str]]:
+    """The archive's other file, ``qas/{split}_vqa.pkl`` (LXMERT format: ``img_id``, ``sent``, ``label``
+    {answer: score}, ``question_id``, ``answer_type`` yes/no | other), used when ``{split}_qa.pkl`` is
+    absent: duplicates dropped the same way; the official ``question_id`` is the qid and the dataset's
+    own ``answer_type`` the closed/open label."""
+    rows, seen = [], set()
+    for row in load_plain_pickle(base / "qas" / f"{split}_vqa.pkl", NAME):
+        answer = next(iter(row["label"]), "") if isinstance(row.get("label"), dict) else str(row.get("label", ""))
+        triplet = (str(row["img_id"]), str(row["sent"]), str(answer))
+        if triplet in seen:
+            continue
+        seen.add(triplet)
+        image = base / "images" / split / f"{triplet[0]}.jpg"
+        kind = "closed" if str(row.get("answer_type", "")).lower() == "yes/no" else "open"
+        rows.append((triplet[1], triplet[2], ImageRef(path=str(image), name=image.name), str(row["question_id"]), kind))
     return rows
