@@ -4,9 +4,10 @@ The TSV is synthetic (random-noise PNGs, base64 in the ``image`` column, the rel
 about ``--gb`` GB. Each measurement runs in a fresh Python process and reports its peak RSS
 (``ru_maxrss``) above the same process's RSS after imports:
 
-- ``stream``: ``load_benchmark("gmai-mmbench", ...)`` (rows parsed one at a time, images kept as file
-  offsets), then every item's image decoded batch by batch (``--batch-size``) as the evaluation runner
-  does, each batch dropped before the next;
+- ``scan``: ``load_benchmark("gmai-mmbench", ...)`` alone: rows parsed one at a time, images kept as
+  file offsets (the like-for-like time against ``whole_file``: both read every row, neither decodes);
+- ``stream``: the scan, then every item's image read and decoded batch by batch (``--batch-size``) as
+  the evaluation runner does, each batch dropped before the next;
 - ``one_batch``: the first ``--batch-size`` rows read in full, their base64 decoded and images decoded,
   all held at once: what one batch costs;
 - ``whole_file``: the previous loader's approach (every row of the TSV read into memory with
@@ -50,6 +51,10 @@ t0 = time.perf_counter()
 """
 
 MODES = {
+    "scan": """
+items = B.load_benchmark('gmai-mmbench', sys.argv[1])
+n = len(items)
+""",
     "stream": """
 items = B.load_benchmark('gmai-mmbench', sys.argv[1])
 n = 0
