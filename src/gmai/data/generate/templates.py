@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from gmai.data.generate import Sample
 from gmai.data.masks import location_phrase  # the same words as MaskFacts.location
+from gmai.data.modalities import modality_noun
 from gmai.data.records import Box, Record
 
 IMAGE_TOKEN = "<image>"
@@ -25,23 +26,8 @@ IMAGE_TOKEN = "<image>"
 # Words for things
 
 
-_MODALITY_NOUN = {
-    "ct": "CT scan", "mr": "MRI scan", "mri": "MRI scan", "x-ray": "X-ray", "xray": "X-ray", "cr": "X-ray",
-    "dx": "X-ray", "radiograph": "X-ray", "ultrasound": "ultrasound image", "us": "ultrasound image",
-    "fundus": "fundus photograph", "pathology": "histopathology image", "histopathology": "histopathology image",
-    "endoscopy": "endoscopic image", "dermoscopy": "dermoscopic image", "microscopy": "microscopy image",
-    "pet": "PET scan", "oct": "OCT scan", "mammography": "mammogram", "radiology": "radiology image",
-}
 # Acronym letters that are read with a leading vowel sound ("an MRI", "an X-ray", "an OCT").
 _VOWEL_SOUND_LETTERS = set("AEFHILMNORSX")
-
-
-def modality_noun(modality: str) -> str:
-    """'CT' -> 'CT scan', 'fundus' -> 'fundus photograph'; unknown names -> '<name> image'."""
-    key = modality.strip().lower()
-    if not key:
-        return "medical image"
-    return _MODALITY_NOUN.get(key, f"{modality.strip()} image")
 
 
 def with_article(noun: str) -> str:
