@@ -19,6 +19,15 @@ def _generator_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
+def _engine_settings(engine: str, ray_address: str | None, settings: dict) -> dict[str, str | None]:
+    """--engine / --ray-address, falling back to the YAML's ``engine`` / ``ray_address``."""
+    engine = engine if engine != "local" else str(settings.get("engine", engine))
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"--engine {engine!r}: expected local or ray")
+    address = ray_address or settings.get("ray_address")
+    return {"engine": engine, "ray_address": str(address) if address else None}
+
+
 @app.command("build")
 def build_command(
     source: list[str] = typer.Option([], "--source", "-s", help="KIND:PATH[?key=value&...]; repeatable."),
@@ -35,9 +44,14 @@ def build_command(
     keep_journal: bool = typer.Option(False, "--keep-journal", help="Keep OUT/.build (per-chunk parts) afterwards."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the card's distribution chart."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    engine: str = typer.Option("local", "--engine", help="local (process pool) or ray (Ray Data); same output."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="--engine ray: HOST:PORT or 'auto' of a running cluster "
+                                                "(default: start a local one with --workers CPUs)."),
 ) -> None:
     """Turn specialist datasets into grounded image-text data (JSONL, Parquet, images, card)."""
     from gmai.data.build import BuildConfig, SourceSpec, load_config_file, run_build
+    from gmai.data.engine_ray import RayEngineError
     from gmai.data.sources._common import OptionError
 
     settings = load_config_file(config) if config else {}
@@ -56,11 +70,11 @@ def build_command(
         exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
         seed=seed if seed != 0 else int(settings.get("seed", seed)),
         max_side=max_side if max_side != 512 else int(settings.get("max_side", max_side)),
-        keep_journal=keep_journal, plots=plots,
+        keep_journal=keep_journal, plots=plots, **_engine_settings(engine, ray_address, settings),
     )
     try:
         result = run_build(build_config, progress=not quiet, log=typer.echo)
-    except (OptionError, FileNotFoundError) as error:
+    except (OptionError, FileNotFoundError, RayEngineError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     stats = result.stats
