@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,7 +109,8 @@ def tree(out: Path) -> dict[str, bytes]:
 
 
 def rows(out: Path) -> list[dict]:
-    return [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines() if line]
+    files = [f for f in sorted(out.rglob("*.jsonl")) if f.name != "rejects.jsonl"]  # the samples, train and held out
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
 
 
 def build(specs: list[SourceSpec], bench: list[str], out: Path, **kw) -> dict:
@@ -214,7 +218,8 @@ def test_a_worker_crash_on_one_file_rejects_that_file_and_the_build_goes_on(inpu
     assert len(crashed) == 1 and crashed[0]["stage"] == "read" and "worker failed on this item" in crashed[0]["reason"]
     files = sorted(p.name for p in folder.rglob("*.png"))
     kept = {Path(r["ref"]).name for r in rows(tmp_path / "out")}
-    assert kept | {Path(r["ref"]).name for r in rejects} == set(files)  # every other file converted or rejected
+    others = {Path(r["ref"]).name for r in rejects if CRASH_FILE not in r["ref"]}
+    assert kept | others | {CRASH_FILE} == set(files) and CRASH_FILE not in kept | others  # every other file converted or rejected
     assert stats["accounting_ok"] and stats["inputs"] == len(files)
 
 
@@ -254,19 +259,35 @@ class TwoNodes:
         self.address = f"127.0.0.1:{self.port}"
         self.env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                     "RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
-                    "RAY_USAGE_STATS_ENABLED": "0"}
-        self.head_dir, self.worker_dir = root / "head", root / "node2"
+                    "RAY_USAGE_STATS_ENABLED": "0",
+                    # token auth as Ray 2.60 defaults to, with this cluster's own token for its nodes and drivers
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.head_dir, self.worker_dir = root / "head", root / "n0"
+        self.restarts = 0
 
     def _start(self, args: list[str], temp_dir: Path, ports: int) -> None:
         temp_dir.mkdir(parents=True, exist_ok=True)
+        own_ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                     "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"]
         base = [str(RAY_BIN), "start", "--num-cpus", "1", "--temp-dir", str(temp_dir), "--disable-usage-stats",
                 "--object-store-memory", str(100 << 20), "--node-ip-address", "127.0.0.1",
                 "--min-worker-port", str(ports), "--max-worker-port", str(ports + 99)]
-        subprocess.run(base + args, check=True, env=self.env, capture_output=True, timeout=120)
+        for option in own_ports:
+            base += [option, str(_free_port())]
+        done = subprocess.run(base + args, env=self.env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"ray start {args[0]} failed:\n{done.stderr[-3000:]}"
 
     def start(self) -> None:
-        self._start(["--head", "--port", str(self.port), "--include-dashboard", "false"], self.head_dir, 21000)
-        self._start(["--address", self.address], self.worker_dir, 22000)
+        self._start(["--head", "--port", str(self.port), "--include-dashboard", "false", "--dashboard-port",
+                     str(_free_port())], self.head_dir, 21000)
+        self.ensure_second_node()
+
+    def ensure_second_node(self) -> None:
+        if self.alive_nodes() == 2:
+            return
+        self.restarts += 1
+        self.worker_dir = self.root / f"n{self.restarts}"  # a fresh node, never the killed one's dir
+        self._start(["--address", self.address], self.worker_dir, 22000 + 100 * self.restarts)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.alive_nodes() < 2:
             time.sleep(0.5)
@@ -275,7 +296,8 @@ class TwoNodes:
     def alive_nodes(self) -> int:
         out = subprocess.run([str(RAY_BIN), "status", "--address", self.address], env=self.env,
                              capture_output=True, text=True, timeout=60).stdout
-        return out.count("node_")
+        active = out.split("Active:")[1].split("Pending:")[0] if "Active:" in out else ""
+        return active.count("node_")
 
     def kill_second_node(self) -> None:
         raylets = [p for p in _our_processes(str(self.worker_dir)) if b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes()]
@@ -286,14 +308,23 @@ class TwoNodes:
         _kill(_our_processes(str(self.root)))
 
 
-@pytest.fixture
-def two_nodes(tmp_path_factory):
-    nodes = TwoNodes(tmp_path_factory.mktemp("ray2"))
+@pytest.fixture(scope="module")
+def cluster_of_two():
+    root = Path(tempfile.mkdtemp(prefix="gmai-ray-"))  # short: Ray's socket paths must stay under 108 bytes
+    nodes = TwoNodes(root)
     try:
         nodes.start()
         yield nodes
     finally:
         nodes.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def two_nodes(cluster_of_two):
+    """The module's cluster (one start for both fault tests), with its second node back if a test killed it."""
+    cluster_of_two.ensure_second_node()
+    return cluster_of_two
 
 
 def _folder_of_images(folder: Path, count: int, size: int = 96) -> str:
@@ -324,7 +355,7 @@ def test_two_node_cluster_same_output_and_worker_node_killed_mid_build(two_nodes
     """Build 1: the 2-node cluster gives the local engine's output. Build 2: the second node's raylet is
     SIGKILLed mid-build; the build still completes, with nothing lost and nothing duplicated."""
     spec = _folder_of_images(tmp_path / "data", 600)
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = two_nodes.env
     reference = tmp_path / "local"
     subprocess.run(_cli(spec, reference), check=True, capture_output=True, env=env)
     cluster = ("--engine", "ray", "--ray-address", two_nodes.address)
@@ -338,6 +369,7 @@ def test_two_node_cluster_same_output_and_worker_node_killed_mid_build(two_nodes
     process = subprocess.Popen(_cli(spec, killed, *cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     _wait_for_parts(killed, 8, process)
+    assert process.poll() is None and len(_parts(killed)) < 60  # mid-build (600 items: 60 chunks of 10)
     two_nodes.kill_second_node()
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-2000:]
@@ -348,7 +380,7 @@ def test_two_node_cluster_same_output_and_worker_node_killed_mid_build(two_nodes
 @pytest.mark.slow
 def test_killed_driver_resumes_without_redoing_finished_chunks(two_nodes, tmp_path):
     spec = _folder_of_images(tmp_path / "data", 600)
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env = two_nodes.env
     reference = tmp_path / "local"
     subprocess.run(_cli(spec, reference), check=True, capture_output=True, env=env)
     out = tmp_path / "out"
@@ -362,10 +394,10 @@ def test_killed_driver_resumes_without_redoing_finished_chunks(two_nodes, tmp_pa
         settled = parts
         time.sleep(2)
     finished = {p.name: p.stat().st_mtime_ns for p in settled}
-    assert 8 <= len(finished) < 64, f"kill came too late or too early ({len(finished)} parts)"
+    assert 8 <= len(finished) < 60, f"kill came too late or too early ({len(finished)} parts)"
     assert not (out / "stats.json").exists()
     resumed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming: {len(finished)} of 64 chunks already committed" in resumed.stdout
+    assert f"resuming: {len(finished)} of 60 chunks already committed" in resumed.stdout
     assert {p.name: p.stat().st_mtime_ns for p in _parts(out) if p.name in finished} == finished  # not redone
     assert {k: v for k, v in tree(out).items() if not k.startswith(".build")} == tree(reference)

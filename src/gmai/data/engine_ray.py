@@ -161,7 +161,8 @@ def run_chunks_ray(config: B.BuildConfig, leakage: LeakageIndex | None, chunks: 
             return
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours below, the same as the local engine's
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-dataset INFO lines would break the bar
+        # its per-dataset INFO lines would break the bar, and a skipped chunk's traceback is reported as rejects
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
         context.max_errored_blocks = len(todo)  # a failing chunk is skipped here and redone item by item
         token = uuid.uuid4().hex
         rows = [{"index": i, "units": pickle.dumps(chunks[i], protocol=pickle.HIGHEST_PROTOCOL)} for i in todo]
