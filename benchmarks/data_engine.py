@@ -302,6 +302,11 @@ def ray_main(argv: list[str]) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_engine_ray_512.json")
     args = parser.parse_args(argv)
+    import secrets
+
+    # One token for every cluster of this run (Ray reads it once per process): the nodes and this driver share it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     import ray
 
     import gmai.data.build  # noqa: F401
@@ -314,11 +319,12 @@ def ray_main(argv: list[str]) -> None:
         make_volumes(tmp / "data", args.volumes, args.size, args.depth)
         for name, cpus in (("local cluster, 2 CPUs", 2), ("local cluster, 1 CPU", 1), ("two nodes, 1 CPU each", 2)):
             start = time.perf_counter()
-            nodes = _two_nodes(tmp / "nodes") if name.startswith("two") else None
-            ray.init(address=nodes, num_cpus=None if nodes else cpus, include_dashboard=False,
-                     object_store_memory=None if nodes else 256 << 20, logging_level="ERROR", log_to_driver=False)
-            startup = time.perf_counter() - start
             try:
+                nodes = _two_nodes(tmp / "nodes") if name.startswith("two") else None
+                ray.init(address=nodes, num_cpus=None if nodes else cpus, include_dashboard=False,
+                         object_store_memory=None if nodes else 256 << 20, logging_level="ERROR",
+                         log_to_driver=False)
+                startup = time.perf_counter() - start
                 _run_ray_engine(tmp, cpus)  # warm: worker processes started, imports done
                 local, on_ray = [], []
                 for _ in range(args.repeats):
@@ -326,8 +332,7 @@ def ray_main(argv: list[str]) -> None:
                     on_ray.append(_run_ray_engine(tmp, cpus))
             finally:
                 ray.shutdown()
-                if nodes:
-                    _stop_nodes(tmp / "nodes")
+                _stop_nodes(tmp / "nodes")
             (l_s, records, l_cpu), (r_s, r_records, _) = best(local), best(on_ray)
             assert records == r_records
             phases.append({"phase": name, "cpus": cpus, "records": records, "cluster_start_s": round(startup, 2),
@@ -370,7 +375,6 @@ def _run_ray_engine(tmp: Path, cpus: int) -> tuple[float, int, float]:
 
 def _two_nodes(root: Path) -> str:
     """A head and a second node on this machine, 1 CPU each, own temp dirs; returns the address."""
-    import secrets
     import socket
     import subprocess
     import sys
@@ -380,8 +384,6 @@ def _two_nodes(root: Path) -> str:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")  # the nodes and this driver share one cluster token
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     port = free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
     for k, extra in enumerate((["--head", "--port", str(port), "--include-dashboard", "false",
