@@ -30,6 +30,7 @@ Faults:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import pickle
@@ -156,15 +157,13 @@ def run_chunks_ray(config: B.BuildConfig, leakage: LeakageIndex | None, chunks: 
     """Run the ``todo`` chunks on Ray and feed their parts to ``assembler`` as they arrive."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with cluster(config, log) as ray:
+    with cluster(config, log) as ray, _data_context(ray, len(todo)):
         if not todo:
             return
-        context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False  # ours below, the same as the local engine's
-        # its per-dataset INFO lines would break the bar, and a skipped chunk's traceback is reported as rejects
-        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        context.max_errored_blocks = len(todo)  # a failing chunk is skipped here and redone item by item
         token = uuid.uuid4().hex
+        # the LLM generator splits its request rate by the worker count: on Ray that is the cluster's CPUs
+        # (the worker count changes nothing else in what a worker does, nor the output)
+        config = dataclasses.replace(config, workers=max(1, int(ray.cluster_resources().get("CPU", 1))))
         rows = [{"index": i, "units": pickle.dumps(chunks[i], protocol=pickle.HIGHEST_PROTOCOL)} for i in todo]
         with warnings.catch_warnings():  # Ray 2.60 has no named parameter for max_retries yet, only the
             warnings.simplefilter("ignore", DeprecationWarning)  # deprecated ray_remote_args
@@ -195,9 +194,22 @@ def run_chunks_ray(config: B.BuildConfig, leakage: LeakageIndex | None, chunks: 
                     B.commit_part(config.out, index, part)
                     assembler.committed(index, part)
                     bar.advance(task, len(chunks[index]))
-                if len(failed) == len(todo) and not _any_record(assembler):
-                    raise RuntimeError("every chunk failed on the Ray workers; see rejects of stage 'read' "
-                                       "(is OUT on storage every node can write?)")
+
+
+@contextmanager
+def _data_context(ray: Any, chunks: int) -> Iterator[None]:
+    """Ray Data settings for one build, restored afterwards (the caller's session may go on using Ray Data)."""
+    context = ray.data.DataContext.get_current()
+    logger = logging.getLogger("ray.data")
+    saved = context.enable_progress_bars, context.max_errored_blocks, logger.level
+    context.enable_progress_bars = False  # ours, the same as the local engine's
+    context.max_errored_blocks = chunks  # a failing chunk is skipped by Ray Data and redone item by item
+    logger.setLevel(logging.CRITICAL)  # its INFO lines would break the bar; a skipped chunk ends up in rejects
+    try:
+        yield
+    finally:
+        context.enable_progress_bars, context.max_errored_blocks = saved[:2]
+        logger.setLevel(saved[2])
 
 
 def _isolate(ray: Any, config: B.BuildConfig, leakage: LeakageIndex | None, token: str,
@@ -223,7 +235,3 @@ def _isolate(ray: Any, config: B.BuildConfig, leakage: LeakageIndex | None, toke
 def _first_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return (lines[0] if lines else "")[:200]
-
-
-def _any_record(assembler: Any) -> bool:
-    return bool(assembler.records_loaded)
