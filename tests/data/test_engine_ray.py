@@ -113,10 +113,10 @@ def rows(out: Path) -> list[dict]:
     return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
 
 
-def build(specs: list[SourceSpec], bench: list[str], out: Path, **kw) -> dict:
+def build(specs: list[SourceSpec], bench: list[str], out: Path, log=lambda _: None, **kw) -> dict:
     kw.setdefault("plots", False)
     config = BuildConfig(sources=specs, out=out, exclude_benchmarks=bench, **kw)
-    return run_build(config, progress=False, log=lambda _: None).stats
+    return run_build(config, progress=False, log=log).stats
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +171,10 @@ def test_yaml_config_selects_the_engine(tmp_path):
 @pytest.mark.slow
 def test_ray_engine_writes_the_same_outputs_as_the_local_engine(inputs, local_reference, tmp_path):
     out = tmp_path / "ray"
-    build(*inputs, out, workers=2, plots=True, engine="ray")
-    assert not ray.is_initialized()  # the cluster the engine started is gone
+    lines: list[str] = []
+    build(*inputs, out, workers=2, plots=True, engine="ray", log=lines.append)
+    assert "ray engine: 2 CPUs on 1 node(s) (local cluster)" in lines  # --workers CPUs, started by the engine
+    assert not ray.is_initialized()  # and shut down by it
     reference, ours = tree(local_reference), tree(out)
     assert sorted(ours) == sorted(reference)
     assert [k for k in reference if reference[k] != ours[k]] == []  # JSONL, Parquet, rejects, stats, card, plots
