@@ -224,7 +224,8 @@ def _isolate(ray: Any, config: B.BuildConfig, leakage: LeakageIndex | None, toke
             part = ray.get(ref)
         except Exception as error:  # the worker died (WorkerCrashedError) or raised: the item is reported
             spec = config.sources[source_index]
-            reason = f"worker failed on this item: {type(error).__name__}: {_first_line(error)}"
+            cause = getattr(error, "cause", None) or error  # a RayTaskError wraps what the task raised
+            reason = f"worker failed on this item: {type(cause).__name__}: {_first_line(cause)}"
             entries.append(("reject", Reject(f"{spec.path} item {item!r}", spec.kind, reason).to_json()))
             continue
         entries.extend(part["entries"])
