@@ -151,6 +151,16 @@ def test_unreachable_ray_address_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_without_ray_installed_the_error_names_the_extra(tmp_path, monkeypatch):
+    npz = tmp_path / "x.npz"
+    medmnist_npz(npz)
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets when the extra is not installed
+    result = CliRunner().invoke(app, ["data", "build", "--source", f"npz:{npz}?classes=a,b", "--out",
+                                      str(tmp_path / "o"), "--engine", "ray"])
+    assert result.exit_code == 2 and "error: --engine ray needs Ray Data: pip install 'gmai[ray]'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_yaml_config_selects_the_engine(tmp_path):
     port = _free_port()
     npz = tmp_path / "x.npz"
