@@ -67,6 +67,9 @@ class SourceSpec:
         return f"{self.kind}:{name}" if name else self.kind
 
 
+RUN_ONLY_FIELDS = ("workers", "out", "keep_journal", "plots", "engine", "ray_address")
+
+
 @dataclass
 class BuildConfig:
     sources: list[SourceSpec]
@@ -85,11 +88,12 @@ class BuildConfig:
     # (--deid-secret-file). Never written out: the fingerprint holds only an HMAC check of it.
     deid_secret: bytes = field(default_factory=new_secret, repr=False)
     deid_retain_patient_characteristics: bool = False
+    engine: str = "local"  # "local" (process pool) or "ray" (Ray Data, gmai.data.engine_ray): same output
+    ray_address: str | None = None  # --engine ray: a running cluster ("auto", "HOST:PORT"); None starts one
 
     def fingerprint(self) -> str:
-        """Everything that changes the output (not the worker count, not the output folder)."""
-        data = {k: v for k, v in asdict(self).items()
-                if k not in ("workers", "out", "keep_journal", "plots", "deid_secret")}
+        """Everything that changes the output (not the workers or engine running it, not the output folder)."""
+        data = {k: v for k, v in asdict(self).items() if k not in RUN_ONLY_FIELDS + ("deid_secret",)}
         if any(s.kind in SECRET_KINDS for s in self.sources):  # their refs and UIDs depend on the secret:
             data["deid_secret_check"] = keyed_hash(self.deid_secret, "journal check")  # resume with the same one
         data["version"] = PLAN_VERSION
@@ -239,11 +243,11 @@ def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
         return [Reject(ref, spec.label(), f"adapter error: {type(error).__name__}")]
 
 
-def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
-    """Process one chunk and commit its part file. Returns (chunk index, entries, the part if ``keep``).
+def process_units(units: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Load and process (source index, item) units in order: the part {"entries", "generation"} of a chunk.
 
-    ``keep`` is for the single-process build: its assembler takes the part from memory instead of
-    reading back the file it was just written to (the same data; the file is still what a rerun resumes from).
+    Both engines call this in their workers (the local pool through ``process_chunk``, Ray through
+    ``gmai.data.engine_ray``), so a chunk's part does not depend on the engine.
     """
     config: BuildConfig = _STATE["config"]
     entries: list[tuple[str, dict[str, Any]]] = []
@@ -258,9 +262,23 @@ def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) 
                 entries.append(process_record(output, spec, item_seed(config.seed, spec, item, k)))
     generation = Counter(generator.stats)
     generation.subtract(before)
-    part = {"entries": entries, "generation": dict(+generation)}
-    W.write_atomic(_part_path(config.out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
-    return index, len(entries), part if keep else None
+    return {"entries": entries, "generation": dict(+generation)}
+
+
+def commit_part(out: Path, index: int, part: dict[str, Any]) -> None:
+    """Commit a chunk's part to the journal (atomic: a rerun sees the whole part or none)."""
+    W.write_atomic(_part_path(out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
+    """Process one chunk and commit its part file. Returns (chunk index, entries, the part if ``keep``).
+
+    ``keep`` is for the single-process build: its assembler takes the part from memory instead of
+    reading back the file it was just written to (the same data; the file is still what a rerun resumes from).
+    """
+    part = process_units(units)
+    commit_part(_STATE["config"].out, index, part)
+    return index, len(part["entries"]), part if keep else None
 
 
 def _part_path(out: Path, index: int) -> Path:
@@ -381,7 +399,12 @@ def _run_build(config: BuildConfig, progress: bool, stop_after_chunks: int | Non
     try:
         for index in sorted(set(range(len(chunks))) - set(todo)):
             assembler.committed(index)
-        _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
+        if config.engine == "ray":
+            from gmai.data.engine_ray import run_chunks_ray
+
+            run_chunks_ray(config, leakage, chunks, todo, assembler, progress, stop_after_chunks, log)
+        else:
+            _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
         stats = assembler.finish(leakage)
     except BaseException:
         assembler.abandon()  # the committed parts stay: a rerun resumes from them
@@ -665,7 +688,8 @@ def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | 
 # Configuration files
 
 
-CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side"}
+CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side", "engine",
+               "ray_address"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:
