@@ -115,6 +115,7 @@ def rows(out: Path) -> list[dict]:
 
 def build(specs: list[SourceSpec], bench: list[str], out: Path, log=lambda _: None, **kw) -> dict:
     kw.setdefault("plots", False)
+    kw.setdefault("deid_secret", b"one secret for both engines")  # DICOM refs and UIDs are keyed by it
     config = BuildConfig(sources=specs, out=out, exclude_benchmarks=bench, **kw)
     return run_build(config, progress=False, log=log).stats
 
