@@ -201,6 +201,26 @@ BANKS: dict[str, list[str]] = {
     "percept_count.answer": ["{n}.", "The count is {n}.", "{n}", "Number of {label} regions: {n}.", "I count {n}.",
                              "{n} in total."],
     "vqa.prompt": ["{question}"],
+    # multi-label tables (CheXpert-style): which findings, yes/no per finding, "no finding"
+    "findings.prompt": [
+        "Which findings are present in this {noun}?", "List the findings seen in this image.",
+        "What findings does this {noun} show?", "Name every finding present in this image.",
+        "Which abnormalities or devices can be seen in this {noun}?", "What are the findings in this image?",
+    ],
+    "findings.answer": ["{findings}.", "The findings are: {findings}.", "Findings: {findings}.",
+                        "This {noun} shows {findings}.", "{findings}"],
+    "findings.none": ["No finding.", "There is no finding.", "No finding is present in this {noun}.",
+                      "The image shows no finding."],
+    "no_finding.prompt": [
+        "Is this {noun} free of findings?", "Is this a study with no finding?", "Does this image show no finding at all?",
+        "Is there no finding in this {noun}?", "Would you label this image 'no finding'?",
+    ],
+    "no_finding.yes": ["Yes.", "Yes, there is no finding.", "Yes, no finding is present."],
+    "no_finding.no": ["No.", "No, it shows {label}.", "No, the image shows {label}."],
+    "findings_choice.prompt": [
+        "Which of the following findings is present in this image?", "Which of these findings does this {noun} show?",
+        "Select the finding that is present.", "One of these findings is present: which one?",
+    ],
     "multi_turn.prompt": [
         "Let us look at this image together.", "I have a few questions about this image.",
         "Please help me read this {noun}.", "Answer my questions about this image.",
@@ -258,7 +278,7 @@ class TemplateGenerator:
         ctx.labels = self._labels(record)
         ctx.perception = self._perception_facts(record, ctx)
         builders = [self._caption, self._report, self._regions, self._grounding, self._instruction,
-                    self._vqa, self._perception, self._multi_turn, self._passthrough]
+                    self._vqa, self._perception, self._multi_turn, self._passthrough, self._findings]
         samples: list[Sample] = []
         for build in builders:
             samples.extend(build(record, ctx, rng))
@@ -370,8 +390,8 @@ class TemplateGenerator:
 
     def _instruction(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         labels = ctx.labels
-        if record.task in ("vqa", "report", "conversation") or not labels:
-            return []
+        if record.task in ("vqa", "report", "conversation") or not labels or _is_findings_table(record):
+            return []  # a findings table's questions come from _findings (its distractors are stated negatives)
         distractors = sorted({label_text(x) for x in record.label_set} - set(labels) - {""})
         if record.task in ("segmentation", "detection"):  # annotated structures: what / is there ...?
             kinds = (["qa_region_open"] if len(labels) == 1 else []) + (["qa_presence"] if distractors else [])
@@ -414,7 +434,8 @@ class TemplateGenerator:
         gold = "yes" if truthful else "no"
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "label", "closed", gold)
 
-    def _qa_choice(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
+    def _qa_choice(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random,
+                   prompt_family: str = "qa_choice.prompt") -> Sample:
         used: list[str] = []
         label = labels[0]
         wrong = rng.sample(distractors, k=min(3, len(distractors)))
@@ -423,7 +444,7 @@ class TemplateGenerator:
         letters = "ABCD"
         letter = letters[options.index(label)]
         listed = [f"{letters[i]}. {opt}" for i, opt in enumerate(options)]
-        question = self._turn(rng, ctx, "qa_choice.prompt", used)
+        question = self._turn(rng, ctx, prompt_family, used)
         prompt = question + "\n" + "\n".join(listed) + "\nAnswer with the option's letter from the given choices."
         answer = self._turn(rng, ctx, "qa_choice.answer", used, letter=letter, label=label)
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_choice", used, "label", "choice", letter, listed)
@@ -489,6 +510,51 @@ class TemplateGenerator:
             flat += [question, answer]
         return [Sample("MM-Instruct", self._conv(*flat), "multi_turn", used)]
 
+    def _findings(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
+        """Multi-label table questions. Only stated facts are used: a "no" answer or a distractor is always a
+        finding the table states negative (``findings_negative``), never an uncertain or unmentioned one."""
+        if not _is_findings_table(record):
+            return []
+        positive = [label_text(x) for x in record.meta.get("findings_positive", [])]
+        negative = [label_text(x) for x in record.meta.get("findings_negative", [])]
+        samples = []
+        if _findings_determined(record):
+            used: list[str] = []
+            prompt = self._turn(rng, ctx, "findings.prompt", used)
+            gold = ", ".join(positive) if positive else "no finding"
+            answer = (self._turn(rng, ctx, "findings.answer", used, findings=gold) if positive
+                      else self._turn(rng, ctx, "findings.none", used))
+            samples.append(Sample("MM-Instruct", self._conv(prompt, answer), "qa_findings", used, "findings",
+                                  "open", gold))
+        pools = [p for p in (positive, negative) if p]
+        if pools:
+            samples.append(self._yes_no_finding(positive, negative, ctx, rng))
+        no_finding = record.meta.get("no_finding")
+        if no_finding is not None and (no_finding or positive):
+            used = []
+            prompt = self._turn(rng, ctx, "no_finding.prompt", used)
+            answer = self._turn(rng, ctx, f"no_finding.{'yes' if no_finding else 'no'}", used,
+                                label=" and ".join(positive))
+            samples.append(Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "no_finding",
+                                  "closed", "yes" if no_finding else "no"))
+        if positive and negative:
+            chosen = positive[rng.randrange(len(positive))]
+            sample = self._qa_choice([chosen], negative, ctx, rng, prompt_family="findings_choice.prompt")
+            sample.question_type = "findings"
+            samples.append(sample)
+        return samples
+
+    def _yes_no_finding(self, positive: list[str], negative: list[str], ctx: _Context, rng: random.Random) -> Sample:
+        used: list[str] = []
+        truthful = bool(positive) and (not negative or rng.random() < 0.5)
+        pool = positive if truthful else negative
+        candidate = pool[rng.randrange(len(pool))]
+        prompt = self._turn(rng, ctx, "qa_presence.prompt", used, c=candidate)
+        shown = " and ".join(positive) or "no finding"
+        answer = self._turn(rng, ctx, f"qa_presence.{'yes' if truthful else 'no'}", used, label=shown, c=candidate)
+        return Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "finding", "closed",
+                      "yes" if truthful else "no")
+
     def _passthrough(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         if not record.conversations:
             return []
@@ -497,3 +563,16 @@ class TemplateGenerator:
             conv[0]["value"] = f"{IMAGE_TOKEN}\n{conv[0]['value']}"
         subset = str(record.meta.get("subset", "MM-Instruct"))
         return [Sample(subset, conv, "llava", ["llava.passthrough"], generator="passthrough")]
+
+
+def _is_findings_table(record: Record) -> bool:
+    return "findings_negative" in record.meta
+
+
+def _findings_determined(record: Record) -> bool:
+    """Every finding of the image has a stated value that a complete list may imply: none unmentioned under
+    blank=ignore, and no uncertain one unless the policy makes it positive."""
+    findings = record.meta.get("findings", {})
+    if any(value is None for value in findings.values()):
+        return False
+    return record.meta.get("uncertain_policy") == "positive" or not record.meta.get("findings_uncertain")
