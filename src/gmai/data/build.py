@@ -189,6 +189,8 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     leakage: LeakageIndex | None = _STATE.get("leakage")
     if leakage is not None and record.split == "train":
         hit = leakage.match(md5, value)
+        for frame in record.images[1:] if not hit else []:  # every image of a multi-image record
+            hit = hit or leakage.match(pixel_md5(_drop_alpha(frame)), phash(_drop_alpha(frame)))
         if hit:
             return "reject", Reject(record.ref, record.source, f"matches benchmark image {hit}", "leakage").to_json()
     generator = _generator()
@@ -200,13 +202,12 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if not samples:
         return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
                                 " Q&A, report or conversation)", "generate").to_json()
-    relpath = W.image_relpath(record.source, md5)
-    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
-    if not os.path.exists(target):
-        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
-        W.write_atomic(target, data)
-        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
-            written[relpath] = data
+    if record.images:  # several images shown together (a volume as slices): one PNG each, listed in order
+        frames = [_drop_alpha(frame) for frame in record.images]
+        relpath: str | list[str] = [_write_image(record.source, pixel_md5(f), f, config) for f in frames]
+        md5 = hashlib.md5("".join(Path(p).stem for p in relpath).encode()).hexdigest()  # the sequence's identity
+    else:
+        relpath = _write_image(record.source, md5, image, config)
     dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
     entry = {
         "ref": record.ref, "source": record.source, "kind": spec.kind, "split": record.split, "task": record.task,
@@ -216,6 +217,22 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
         "samples": [s.to_json() for s in samples],
     }
     return "record", entry
+
+
+def _write_image(source: str, md5: str, image: np.ndarray, config: BuildConfig) -> str:
+    relpath = W.image_relpath(source, md5)
+    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
+    if not os.path.exists(target):
+        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
+        W.write_atomic(target, data)
+        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
+            written[relpath] = data
+    return relpath
+
+
+def _image_paths(entry: dict[str, Any]) -> list[str]:
+    """A kept record's image files: one path, or a list for a multi-image record."""
+    return list(entry["image"]) if isinstance(entry["image"], list) else [entry["image"]]
 
 
 def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
@@ -546,7 +563,7 @@ class _Assembler:
         side = config.workers > 1 and config.plots and _mp_context().get_start_method() == "fork"
         plotter = _side_process(W.write_plots, out, stats) if side else None
         W.write_jsonl(out / "rejects.jsonl", self.rejects)
-        _remove_unreferenced_images(out, {e["image"] for e in self.kept})
+        _remove_unreferenced_images(out, {p for e in self.kept for p in _image_paths(e)})
         if plotter is not None:
             _join(plotter, out / "plots")
             plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))

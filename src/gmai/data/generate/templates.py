@@ -201,6 +201,38 @@ BANKS: dict[str, list[str]] = {
     "percept_count.answer": ["{n}.", "The count is {n}.", "{n}", "Number of {label} regions: {n}.", "I count {n}.",
                              "{n} in total."],
     "vqa.prompt": ["{question}"],
+    # a volume as N slices in one conversation (task "volume")
+    "volume.intro": [
+        "These {n} images are slices of one {noun}, in order.", "Here are {n} evenly spaced slices of the same {noun}.",
+        "The {n} images are sections through one {noun}, from first to last.",
+        "You are given {n} slices of {a_noun}{of_organ}, in order.",
+    ],
+    "volume_caption.prompt": ["Describe these slices.", "Describe this volume.", "What do these slices show?",
+                              "Summarise what is visible across the slices."],
+    "volume_caption.answer": ["{n} slices of {a_noun}{of_organ}: {facts}.", "Across the {n} slices: {facts}.",
+                              "{A_noun}{of_organ} shown as {n} slices. {Facts}."],
+    "volume_structures.prompt": [
+        "Which structures are visible across these slices?", "What annotated structures appear in this volume?",
+        "List the structures seen in these slices.", "Which organs or lesions do these slices show?",
+    ],
+    "volume_structures.answer": ["{structures}.", "The slices show {structures}.", "Visible structures: {structures}.",
+                                 "{structures}"],
+    "volume_largest.prompt": [
+        "On which slice is the {label} largest? Answer with its number, 1 to {n}.",
+        "Which of the {n} slices shows the largest section of the {label}?",
+        "Give the number of the slice where the {label} is largest.",
+    ],
+    "volume_largest.answer": ["Slice {k}.", "The {label} is largest on slice {k}.", "{k}", "On slice {k}."],
+    "volume_side.prompt": [
+        "On which side of the image is the {label}: left, right or center?",
+        "Is the {label} on the left or the right of the image?", "Where, left or right in the image, is the {label}?",
+    ],
+    "volume_side.answer": ["{Side}.", "The {label} is {side_phrase}.", "It lies {side_phrase}.", "{side}"],
+    "volume_extent.prompt": [
+        "In how many of the {n} slices does the {label} appear?", "On how many slices is the {label} visible?",
+        "Count the slices that show the {label}.",
+    ],
+    "volume_extent.answer": ["{e}.", "The {label} appears on {e} of the {n} slices.", "{e}", "On {e} slices."],
     # multi-label tables (CheXpert-style): which findings, yes/no per finding, "no finding"
     "findings.prompt": [
         "Which findings are present in this {noun}?", "List the findings seen in this image.",
@@ -277,6 +309,9 @@ class TemplateGenerator:
         ctx.regions = self._regions_of(record)
         ctx.labels = self._labels(record)
         ctx.perception = self._perception_facts(record, ctx)
+        if record.task == "volume":  # a volume as N images: volume-level questions only
+            samples = self._volume(record, ctx, rng)
+            return [s for s in samples if s.format in self.formats] if self.formats else samples
         builders = [self._caption, self._report, self._regions, self._grounding, self._instruction,
                     self._vqa, self._perception, self._multi_turn, self._passthrough, self._findings]
         samples: list[Sample] = []
@@ -509,6 +544,58 @@ class TemplateGenerator:
         for question, answer in turns[1:]:
             flat += [question, answer]
         return [Sample("MM-Instruct", self._conv(*flat), "multi_turn", used)]
+
+    def _volume(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
+        """Caption, structures present, and one of largest slice / side / extent for one structure. The first
+        human turn holds one ``<image>`` per slice, in order (LLaVA's multi-image convention)."""
+        volume = record.meta.get("volume") or {}
+        structures = volume.get("structures") or {}
+        n = len(record.images)
+        if not structures or n < 2:
+            return []
+        images = IMAGE_TOKEN + "\n"
+
+        def conv(*turns: str) -> list[dict[str, str]]:
+            first = self._conv(*turns)
+            first[0]["value"] = images * (n - 1) + first[0]["value"]
+            return first
+
+        def ask(kind: str, family: str, subset: str, gold: str, **values: object) -> Sample:
+            used: list[str] = []
+            intro = self._turn(rng, ctx, "volume.intro", used, n=n)
+            prompt = self._turn(rng, ctx, f"{family}.prompt", used, n=n, **values)
+            answer = self._turn(rng, ctx, f"{family}.answer", used, n=n, **values)
+            answer_type = "" if subset == "MM-Caption" else "open"
+            return Sample(subset, conv(f"{intro} {prompt}", answer), family, used, kind, answer_type,
+                          gold if answer_type else "")
+
+        names = sorted(structures)
+        facts = "; ".join(self._volume_phrase(label_text(name), structures[name], n) for name in names)
+        listed = ", ".join(label_text(name) for name in names)
+        samples = [ask("", "volume_caption", "MM-Caption", "", facts=facts, Facts=capitalise(facts)),
+                   ask("structures", "volume_structures", "MM-Instruct", listed, structures=listed)]
+        name = names[rng.randrange(len(names))]
+        fact, label = structures[name], label_text(name)
+        kind = ("largest", "side", "extent")[rng.randrange(3)]
+        if kind == "largest":
+            samples.append(ask(kind, "volume_largest", "MM-Instruct", str(fact["largest"]), label=label,
+                               k=fact["largest"]))
+        elif kind == "side":
+            side = fact["side"]
+            phrase = "in the middle of the image" if side == "center" else f"on the {side} of the image"
+            samples.append(ask(kind, "volume_side", "MM-Instruct", side, label=label, side=side,
+                               Side=capitalise(side), side_phrase=phrase))
+        else:
+            samples.append(ask(kind, "volume_extent", "MM-Instruct", str(fact["extent"]), label=label,
+                               e=fact["extent"]))
+        return samples
+
+    @staticmethod
+    def _volume_phrase(label: str, fact: dict, n: int) -> str:
+        shown = fact["images"]
+        span = f"slice {shown[0]}" if len(shown) == 1 else f"slices {shown[0]}-{shown[-1]}"
+        where = "in the middle of the image" if fact["side"] == "center" else f"on the {fact['side']} of the image"
+        return f"{label} on {span} of {n}, {where}, largest on slice {fact['largest']}"
 
     def _findings(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         """Multi-label table questions. Only stated facts are used: a "no" answer or a distractor is always a

@@ -157,7 +157,9 @@ def structure_records(
     if count:
         from gmai.data.sources.volume import volume_records
 
-        out.extend(volume_records(series.frames, masks, count, ref, fields, meta))
+        areas = {name: mask.sum(axis=(1, 2)) for name, mask in masks.items()}
+        out.extend(volume_records(lambda k: series.frames[k], lambda name, k: masks[name][k], areas, count, ref,
+                                  fields, {**meta, "label_set": label_set}))
     return out
 
 

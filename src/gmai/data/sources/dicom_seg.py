@@ -50,7 +50,7 @@ class DicomSegSource:
         masks, rejects = _segment_masks(seg, series, str(file), fields["source"])
         if not masks:
             return [*rejects, reject(file, fields["source"], "no segment with foreground on the referenced series")]
-        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "SEG"}
+        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "SEG", "dim": "3d"}
         return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
 
 

@@ -45,7 +45,7 @@ class RtStructSource:
         masks, rejects = _roi_masks(ds, series, str(file), fields["source"])
         if not masks:
             return [*rejects, reject(file, fields["source"], "no ROI with foreground on the referenced series")]
-        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "RTSTRUCT"}
+        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "RTSTRUCT", "dim": "3d"}
         return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
 
 
