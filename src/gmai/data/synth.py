@@ -684,6 +684,7 @@ def write_corpus(
         lambda r: write_coco(out, r, n=n(120)),
         lambda r: write_dicom_series(out, r, series=2, slices=max(4, int(round(10 * scale)))),
         lambda r: write_npz(out, r, n_train=n(210)),
+        lambda r: write_totalseg_volumes(out, r, n=max(4, int(round(12 * scale))), test=max(2, int(round(4 * scale)))),
     )
     datasets: list[SynthDataset] = []
     for index, writer in enumerate(writers):
@@ -829,3 +830,63 @@ def write_ct_seg_rtstruct(
         rtstruct.add_roi(mask=np.transpose(masks[name], (1, 2, 0)), name=name)
     rtstruct.save(str(root / "rtstruct.dcm"))
     return masks
+
+
+
+# --------------------------------------------------------------------------------------------
+# 8. CT volumes in the TotalSegmentator layout (one mask per structure), read as slice sequences
+# --------------------------------------------------------------------------------------------
+
+# meta.csv as the TotalSegmentator release writes it (semicolon-separated, UTF-8 with BOM)
+TOTALSEG_META_COLUMNS = ("image_id", "age", "gender", "institute", "study_type", "split", "manufacturer",
+                         "scanner_model", "kvp", "pathology", "pathology_location")
+
+
+def abdomen_volume(rng: np.random.Generator, size: int = 64, depth: int = 16) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(HU volume, {structure: bool mask}) in RAS+ voxel order: liver (+ a hypodense tumour in about half the
+    cases) on the patient's right, spleen on the left, each over its own range of slices."""
+    hu, labels = ct_volume(rng, size, depth)
+    xx, yy, zz = np.mgrid[0:size, 0:size, 0:depth].astype(np.float64)
+    c = size / 2
+    sz = depth * rng.uniform(0.3, 0.7)
+    spleen = (((xx - (c - size * 0.24)) / (size * 0.08)) ** 2 + ((yy - (c + size * rng.uniform(-0.05, 0.05)))
+              / (size * 0.1)) ** 2 + ((zz - sz) / (depth * 0.22)) ** 2) <= 1
+    hu[spleen] = 60
+    # one mask per voxel class, as TotalSegmentator's are (they do not overlap): the tumour is cut out of the liver
+    if rng.random() < 0.5:
+        masks = {"liver": labels == 1, "spleen": spleen & (labels == 0), "tumor": labels == 2}
+    else:  # no lesion in this case: paint the tumour back as liver
+        hu[labels == 2] = 95
+        masks = {"liver": labels > 0, "spleen": spleen & (labels == 0)}
+    return hu, masks
+
+
+def write_totalseg_volumes(out: Path, rng: np.random.Generator, n: int, test: int, size: int = 64,
+                           depth: int = 16, slices: int = 3) -> SynthDataset:
+    """``synthetic-ct-abdomen-slices``: case folders ``sNNNN/ct.nii.gz`` + ``sNNNN/segmentations/<structure>.nii.gz``
+    (an empty mask where a case has no tumour, as TotalSegmentator writes one file per class in every case) and a
+    ``meta.csv`` putting the last ``test`` cases in the test split; read as ``slices`` images per volume."""
+    import nibabel as nib
+
+    root = out / "synthetic-ct-abdomen-slices"
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    rows = []
+    for i in range(n):
+        case = root / f"s{i:04d}"
+        (case / "segmentations").mkdir(parents=True, exist_ok=True)
+        hu, masks = abdomen_volume(rng, size, depth)
+        files = {"ct.nii.gz": hu.astype(np.int16)}
+        for name in ("liver", "spleen", "tumor"):
+            files[f"segmentations/{name}.nii.gz"] = masks.get(name, np.zeros(hu.shape, bool)).astype(np.uint8)
+        for name, data in files.items():
+            raw = nib.Nifti1Image(data, affine).to_bytes()
+            (case / name).write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
+        split = "test" if i >= n - test else "train"
+        rows.append(";".join([case.name, "", "", "", "ct abdomen", split, "", "", "", "", ""]))
+    (root / "meta.csv").write_text("\ufeff" + ";".join(TOTALSEG_META_COLUMNS) + "\n" + "\n".join(rows) + "\n",
+                                   encoding="utf-8")
+    spec = (f"nifti:{root}?name=synthetic-ct-abdomen-slices&organ=abdomen&modality=CT&window=soft-tissue"
+            f"&volume=slices:{slices}&volume_only=true")
+    return SynthDataset("synthetic-ct-abdomen-slices", spec, f"{n} volumes ({test} test) x {depth} slices",
+                        f"CT-like volumes, one mask per structure (TotalSegmentator layout), read as {slices}-slice "
+                        "sequences")

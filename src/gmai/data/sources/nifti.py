@@ -23,7 +23,7 @@ are left out, and voxels claimed by two masks are reported.
 
 ``volume=slices:N`` (2-32) also writes, per labelled volume, one sample of N windowed slices evenly
 spaced over the labelled extent, as N images in one conversation with volume-level questions
-(:mod:`gmai.data.sources.volume`).
+(:mod:`gmai.data.sources.volume`); ``volume_only=true`` writes only those.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from gmai.data.sources._dicom_series import volume_option
 from gmai.data.sources.volume import volume_records
 from gmai.data.sources._common import (
     OptionError,
+    bool_option,
     check_window_option,
     int_option,
     label_map_from_json,
@@ -172,8 +173,10 @@ class NiftiSource:
                 )
             ]
         out = [reject(root / label_rel, fields["source"], note) for note in notes]
-        out += _labelled(display, labels, areas, label_map, image_file, fields, axis, options, meta)
         count = volume_option(options)
+        if count and bool_option(options, "volume_only", False):  # the slice sequence alone (no 2-D records)
+            return out + _volume(display, labels, areas, label_map, image_file, fields, axis, count, meta)
+        out += _labelled(display, labels, areas, label_map, image_file, fields, axis, options, meta)
         if count:
             out += _volume(display, labels, areas, label_map, image_file, fields, axis, count, meta)
         return out
