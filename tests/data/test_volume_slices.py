@@ -159,3 +159,23 @@ def test_bad_volume_option_fails_at_enumeration(cases):
     for bad in ("slices:1", "slices", "frames:4", "slices:99"):
         with pytest.raises(OptionError, match="expected slices:N"):
             get_source("nifti").items(root, {"volume": bad})
+
+
+def test_a_benchmark_image_among_the_slices_is_leakage(tmp_path):
+    from PIL import Image
+
+    data = write_totalseg_volumes(tmp_path / "corpus", np.random.default_rng(0), n=2, test=0, size=40, depth=10)
+    source = get_source("nifti")
+    path, options = Path(data.spec.split(":", 1)[1].split("?")[0]), dict(
+        kv.split("=") for kv in data.spec.split("?")[1].split("&"))
+    volume = next(o for item in source.items(path, options) for o in source.load(path, item, options)
+                  if isinstance(o, Record))
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    Image.fromarray(volume.images[1]).save(bench / "leaked.png")  # the second slice, not the first
+    out = tmp_path / "out"
+    run_build(BuildConfig(sources=[SourceSpec.parse(data.spec)], out=out, plots=False, exclude_benchmarks=[str(bench)]),
+              progress=False, log=lambda _: None)
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").open()]
+    leaked = [r for r in rejects if r["stage"] == "leakage"]
+    assert len(leaked) == 1 and leaked[0]["ref"] == volume.ref and "leaked.png" in leaked[0]["reason"]

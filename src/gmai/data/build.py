@@ -185,11 +185,11 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if reason:
         return "reject", Reject(record.ref, record.source, reason, "quality").to_json()
     image = _drop_alpha(record.image)  # hashes are of the pixels as read
-    md5, value = pixel_md5(image), phash(image)
+    md5, value = pixel_md5(image), phash(_side_by_side(record.images) if record.images else image)
     leakage: LeakageIndex | None = _STATE.get("leakage")
     if leakage is not None and record.split == "train":
         hit = leakage.match(md5, value)
-        for frame in record.images[1:] if not hit else []:  # every image of a multi-image record
+        for frame in record.images if not hit else []:  # every image of a multi-image record, one by one
             hit = hit or leakage.match(pixel_md5(_drop_alpha(frame)), phash(_drop_alpha(frame)))
         if hit:
             return "reject", Reject(record.ref, record.source, f"matches benchmark image {hit}", "leakage").to_json()
@@ -228,6 +228,15 @@ def _write_image(source: str, md5: str, image: np.ndarray, config: BuildConfig) 
         if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
             written[relpath] = data
     return relpath
+
+
+def _side_by_side(frames: list[np.ndarray]) -> np.ndarray:
+    """A multi-image record's frames in one row: its perceptual hash is of the sequence, not of one slice
+    (which may look like a slice of another dataset's volume without the sequence repeating anything)."""
+    frames = [_drop_alpha(f) for f in frames]
+    if len({f.shape for f in frames}) != 1:
+        return frames[0]
+    return np.concatenate(frames, axis=1)
 
 
 def _image_paths(entry: dict[str, Any]) -> list[str]:
