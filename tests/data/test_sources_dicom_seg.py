@@ -103,6 +103,32 @@ def test_rasterised_masks_match_the_fixture(fixture):
                 assert abs(fact.area_fraction - area) <= 0.1 * area, (kind, index, fact.label)
 
 
+def test_the_seg_rtstruct_and_series_headers_the_sources_parse_are_deidentified(fixture, monkeypatch):
+    import gmai.data.sources.dicom_seg as seg_module
+    import gmai.data.sources.rtstruct as rt_module
+
+    root, _ = fixture
+    seen = []
+
+    def spy(original):
+        def wrapped(parsed, series, ref, source):
+            seen.append(getattr(parsed, "_dataset", parsed))
+            seen.extend(series.headers)
+            return original(parsed, series, ref, source)
+        return wrapped
+
+    monkeypatch.setattr(seg_module, "_segment_masks", spy(seg_module._segment_masks))
+    monkeypatch.setattr(rt_module, "_roi_masks", spy(rt_module._roi_masks))
+    assert run("dicom-seg", root)[0] and run("rtstruct", root)[0]
+    originals = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+                 for p in [root / "seg.dcm", root / "rtstruct.dcm", *sorted((root / "ct").glob("*.dcm"))]}
+    modalities = {str(ds.Modality) for ds in seen}
+    assert {"SEG", "RTSTRUCT", "CT"} <= modalities and len(seen) == 2 + 2 * 12
+    for ds in seen:
+        assert ds.PatientIdentityRemoved == "YES" and "PatientName" not in ds and "PatientID" not in ds
+        assert "StudyDate" not in ds and str(ds.SOPInstanceUID) not in originals
+
+
 def test_every_file_read_is_deidentified(fixture, tmp_path):
     root, _ = fixture
     out = tmp_path / "out"

@@ -8,6 +8,7 @@ Matching is by UID inside the source folder only (SeriesInstanceUID, then SOPIns
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -110,6 +111,31 @@ def match_series(root: Path, referenced: str, annotation: str) -> tuple[str, ...
         raise ImageReadError(root / annotation, f"references series {referenced}, which is not in the source folder "
                                                 f"({len(index.series)} series found there)")
     return files
+
+
+def load_annotated(
+    path: Path, item: str, options: dict[str, str], annotation: str,
+    parse: Callable[[Any, Path], tuple[Any, str]],
+    masks_of: Callable[[Any, Series, str, str], tuple[dict[str, np.ndarray], list[Reject]]],
+) -> list[Record | Reject]:
+    """One SEG/RTSTRUCT file -> records: ``parse(dataset, file)`` gives (the parsed object, the referenced
+    SeriesInstanceUID); ``masks_of(object, series, ref, source)`` gives {structure: mask} and rejects."""
+    from gmai.data.sources._common import record_fields
+
+    file = path / item
+    probe = record_fields(path, options)
+    try:
+        parsed, referenced = parse(read_dicom_dataset(file), file)
+        series = load_series(path, match_series(path, referenced, item), options)
+    except ImageReadError as err:
+        return [reject(err.path, probe["source"], err.reason)]
+    fields = record_fields(path, {"modality": series.summary.get("modality", ""), **options})
+    masks, rejects = masks_of(parsed, series, str(file), fields["source"])
+    if not masks:
+        return [*rejects, reject(file, fields["source"], f"no {annotation} structure with foreground on the "
+                                                         "referenced series")]
+    meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": annotation, "dim": "3d"}
+    return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gmai.data.imaging import ImageReadError, read_dicom_dataset
+from gmai.data.imaging import ImageReadError
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import record_fields, reject
-from gmai.data.sources._dicom_series import annotation_items, load_series, match_series, structure_records
+from gmai.data.sources._common import reject
+from gmai.data.sources._dicom_series import annotation_items, load_annotated
 
 
 @register("dicom-seg")
@@ -32,26 +32,17 @@ class DicomSegSource:
 
     @staticmethod
     def load(path: Path, item: str, options: dict[str, str]) -> list[Record | Reject]:
-        import highdicom as hd
+        return load_annotated(path, item, options, "SEG", _parse, _segment_masks)
 
-        file = path / item
-        probe = record_fields(path, options)
-        try:
-            ds = read_dicom_dataset(file)
-            try:
-                seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
-            except Exception as err:  # noqa: BLE001 (highdicom raises several types for malformed SEGs)
-                raise ImageReadError(file, f"not a readable DICOM SEG ({type(err).__name__}: {err})") from None
-            referenced = _referenced_series(seg, file)
-            series = load_series(path, match_series(path, referenced, item), options)
-        except ImageReadError as err:
-            return [reject(err.path, probe["source"], err.reason)]
-        fields = record_fields(path, {"modality": series.summary.get("modality", ""), **options})
-        masks, rejects = _segment_masks(seg, series, str(file), fields["source"])
-        if not masks:
-            return [*rejects, reject(file, fields["source"], "no segment with foreground on the referenced series")]
-        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "SEG", "dim": "3d"}
-        return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
+
+def _parse(ds, file: Path) -> tuple[object, str]:
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as err:  # noqa: BLE001 (highdicom raises several types for malformed SEGs)
+        raise ImageReadError(file, f"not a readable DICOM SEG ({type(err).__name__}: {err})") from None
+    return seg, _referenced_series(seg, file)
 
 
 def _referenced_series(seg, file: Path) -> str:

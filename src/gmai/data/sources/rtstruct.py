@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from gmai.data.imaging import ImageReadError, read_dicom_dataset
+from gmai.data.imaging import ImageReadError
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
-from gmai.data.sources._common import record_fields, reject
-from gmai.data.sources._dicom_series import annotation_items, load_series, match_series, structure_records
+from gmai.data.sources._common import reject
+from gmai.data.sources._dicom_series import annotation_items, load_annotated
 
 
 @register("rtstruct")
@@ -33,20 +33,8 @@ class RtStructSource:
 
     @staticmethod
     def load(path: Path, item: str, options: dict[str, str]) -> list[Record | Reject]:
-        file = path / item
-        probe = record_fields(path, options)
-        try:
-            ds = read_dicom_dataset(file)
-            referenced = _referenced_series(ds, file)
-            series = load_series(path, match_series(path, referenced, item), options)
-        except ImageReadError as err:
-            return [reject(err.path, probe["source"], err.reason)]
-        fields = record_fields(path, {"modality": series.summary.get("modality", ""), **options})
-        masks, rejects = _roi_masks(ds, series, str(file), fields["source"])
-        if not masks:
-            return [*rejects, reject(file, fields["source"], "no ROI with foreground on the referenced series")]
-        meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": "RTSTRUCT", "dim": "3d"}
-        return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
+        return load_annotated(path, item, options, "RTSTRUCT", lambda ds, file: (ds, _referenced_series(ds, file)),
+                              _roi_masks)
 
 
 def _referenced_series(ds: Any, file: Path) -> str:
