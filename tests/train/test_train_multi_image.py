@@ -78,3 +78,27 @@ def test_encoded_with_one_block_of_image_tokens_per_image_and_collated_in_order(
         other = model(**{k: v for k, v in swapped.items() if k != "labels"}, use_cache=False).logits[0]
     assert torch.allclose(packed[len(enc_s):], alone, atol=1e-4)
     assert not torch.allclose(other, alone, atol=1e-4)
+
+
+def test_a_training_stage_runs_on_multi_image_samples_only(tmp_path):
+    from safetensors.torch import load_file
+
+    from gmai.train.config import config_from_dict
+    from gmai.train.trainer import train
+
+    corpus = write_synthetic_corpus(tmp_path / "corpus", n_images=8, image_size=64, heldout_fraction=0.0, n_text=4)
+    for _ in range(4):
+        _add_volume_rows(corpus)
+    stage = {"per_device_batch_size": 2, "max_length": 256, "packing": True, "log_every": 1, "max_steps": 2,
+             "trainable": ["projector", "vision", "llm"], "lr": 1e-3, "mixture": {"volume": 1.0}}
+    tree = {"model": {"preset": "tiny", "tokenizer_vocab_size": 600},
+            "data": {"groups": [{"group": "volume", "source": ["synthetic-volume"]}], "default_group": "other"},
+            "run": {"seed": 0, "tensorboard": False, "plot": False, "torch_threads": 1}, "stages": {1: stage}}
+    out = tmp_path / "out"
+    train(config_from_dict(tree), corpus, out, stages=[1])
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if m.get("event") == "step"]
+    assert len(steps) == 2 and all(torch.isfinite(torch.tensor(m["loss"])) for m in steps)
+    data = next(m for m in metrics if m["event"] == "stage_start")["data"]
+    assert data["mixture"]["volume"]["used"] == 4 and data["samples"] == 4 and not data["length_dropped"]
+    assert load_file(str(out / "stage1" / "model.safetensors"))
