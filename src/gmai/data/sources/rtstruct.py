@@ -84,7 +84,9 @@ def _contour_problem(ds: Any, series, number: int) -> str:
                 for c in roi.get("ContourSequence", [])]
     for contour in contours:
         images = {str(i.ReferencedSOPInstanceUID) for i in contour.get("ContourImageSequence", [])}
-        if not images or not images <= slices:
+        if not images:
+            return "contour without ContourImageSequence (contours are placed by the image they reference)"
+        if not images <= slices:
             return "contour on an image that is not in the referenced series"
         points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
         pixels = image_helper.apply_transformation_to_3d_points(points, to_pixels)
