@@ -152,6 +152,9 @@ def test_build_writes_each_slice_and_the_held_out_split_reads_them(tmp_path):
 
     table = pq.read_table(next((out / "parquet" / "MM-Instruct").glob("train-*.parquet")))
     assert all(len(v) == 3 for v in table.column("images").to_pylist())
+    from gmai.rl.questions import collect_data_engine
+
+    assert collect_data_engine(out) == []  # R1 asks about one image at a time: multi-image rows are not its input
 
 
 def test_bad_volume_option_fails_at_enumeration(cases):
