@@ -243,9 +243,10 @@ BANKS: dict[str, list[str]] = {
                         "This {noun} shows {findings}.", "{findings}"],
     "findings.none": ["No finding.", "There is no finding.", "No finding is present in this {noun}.",
                       "The image shows no finding."],
+    # the table's "No Finding" label (CheXpert: no pathology; a support device may still be present)
     "no_finding.prompt": [
-        "Is this {noun} free of findings?", "Is this a study with no finding?", "Does this image show no finding at all?",
-        "Is there no finding in this {noun}?", "Would you label this image 'no finding'?",
+        "Is this a study with no finding?", "Would you label this image 'no finding'?",
+        "Does the label 'no finding' apply to this {noun}?", "Is this {noun} labelled 'no finding'?",
     ],
     "no_finding.yes": ["Yes.", "Yes, there is no finding.", "Yes, no finding is present."],
     "no_finding.no": ["No.", "No, it shows {label}.", "No, the image shows {label}."],
