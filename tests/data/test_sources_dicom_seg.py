@@ -200,3 +200,35 @@ def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
     empty = [r for r in rejects if "has an empty mask" in r.reason]
     assert len(empty) == 1 and "'nothing'" in empty[0].reason and empty[0].ref.endswith("#segment=2")
     assert records and all(r.labels == ["liver"] for r in records)
+
+
+def test_fractional_segments_are_cut_at_one_half(fixture, tmp_path):
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    root, masks = fixture
+    folder = tmp_path / "fractional"
+    shutil.copytree(root / "ct", folder / "ct")
+    series = sorted((pydicom.dcmread(p) for p in (folder / "ct").glob("*.dcm")),
+                    key=lambda d: float(d.ImagePositionPatient[2]))
+    algorithm = hd.AlgorithmIdentificationSequence(name="test", version="1",
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    description = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="liver", segmented_property_category=codes.SCT.Organ,
+        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm)
+    # probability 0.9 inside the liver, 0.2 in a halo around it: only the liver is the structure
+    halo = np.zeros_like(masks["liver"])
+    halo[:, 2:-2, 2:-2] = True
+    probability = np.where(masks["liver"], 0.9, np.where(halo, 0.2, 0.0)).astype(np.float32)
+    hd.seg.Segmentation(
+        source_images=series, pixel_array=probability, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=4, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="gmai", manufacturer_model_name="test", software_versions="1",
+        device_serial_number="0", max_fractional_value=255,
+    ).save_as(folder / "seg.dcm")
+    records, _ = run("dicom-seg", folder)
+    assert records
+    for record in records:
+        (fact,) = record.mask_facts
+        assert iou([fact.box.x1, fact.box.y1, fact.box.x2, fact.box.y2], mask_box(masks["liver"][record.meta["slice"]])) >= 0.95

@@ -67,12 +67,15 @@ def _segment_masks(seg, series, ref: str, source: str) -> tuple[dict[str, np.nda
     masks: dict[str, np.ndarray] = {}
     rejects: list[Reject] = []
     rows, cols = series.frames.shape[1:]
+    # FRACTIONAL segments hold probabilities/occupancies (highdicom rescales them to 0-1): a voxel belongs to the
+    # structure from one half on; BINARY and LABELMAP ones are 0/1 per segment
+    cut = 0.5 if str(seg.get("SegmentationType", "")).upper() == "FRACTIONAL" else 1e-9
     if pixels.shape[1:3] != (rows, cols):
         return {}, [reject(ref, source, f"segment frames are {pixels.shape[1:3]}, the series is {(rows, cols)}")]
     for k, segment in enumerate(seg.SegmentSequence):
         name = str(segment.SegmentLabel).strip() or f"segment {segment.SegmentNumber}"
         volume = np.zeros(series.frames.shape, dtype=bool)
-        volume[present] = pixels[..., k] > 0
+        volume[present] = pixels[..., k] >= cut
         if not volume.any():
             rejects.append(reject(f"{ref}#segment={segment.SegmentNumber}", source,
                                   f"segment {segment.SegmentNumber} {name!r} has an empty mask"))
