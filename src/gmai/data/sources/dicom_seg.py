@@ -6,6 +6,8 @@ slices by SOPInstanceUID, inside the folder; its segments become structures name
 SegmentLabel, and each slice with foreground becomes a segmentation record with mask facts (boxes,
 areas, locations), as the ``nifti`` source does. Everything is read de-identified.
 
+FRACTIONAL segments (probabilities or occupancies) count a voxel from one half on.
+
 Rejected with the reason: a SEG whose referenced series is not in the folder, a segment whose mask is
 empty, a SEG highdicom cannot read. Options: ``window`` (CT preset / ``file`` / ``percentile``),
 ``min_area`` (pixels), ``volume=slices:N`` (also N-slice volume samples), and the common ones.
