@@ -134,5 +134,5 @@ def test_cli_synth_command(tmp_path):
 
     result = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "c"), "--scale", "0.05", "--no-real"])
     assert result.exit_code == 0, result.output
-    assert len((tmp_path / "c" / "sources.txt").read_text().split()) == 6
+    assert len((tmp_path / "c" / "sources.txt").read_text().split()) == 7  # six 2-D/3-D layouts + the volume-as-slices set (TotalSegmentator layout)
     assert "synthetic" in (tmp_path / "c" / "SYNTHETIC.md").read_text()

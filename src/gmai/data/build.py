@@ -201,10 +201,12 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if reason:
         return "reject", Reject(record.ref, record.source, reason, "quality").to_json()
     image = _drop_alpha(record.image)  # hashes are of the pixels as read
-    md5, value = pixel_md5(image), phash(image)
+    md5, value = pixel_md5(image), phash(_side_by_side(record.images) if record.images else image)
     leakage: LeakageIndex | None = _STATE.get("leakage")
     if leakage is not None and record.split == "train":
         hit = leakage.match(md5, value)
+        for frame in record.images if not hit else []:  # every image of a multi-image record, one by one
+            hit = hit or leakage.match(pixel_md5(_drop_alpha(frame)), phash(_drop_alpha(frame)))
         if hit:
             return "reject", Reject(record.ref, record.source, f"matches benchmark image {hit}", "leakage").to_json()
     generator = _generator()
@@ -216,13 +218,12 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if not samples:
         return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
                                 " Q&A, report or conversation)", "generate").to_json()
-    relpath = W.image_relpath(record.source, md5)
-    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
-    if not os.path.exists(target):
-        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
-        W.write_atomic(target, data)
-        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
-            written[relpath] = data
+    if record.images:  # several images shown together (a volume as slices): one PNG each, listed in order
+        frames = [_drop_alpha(frame) for frame in record.images]
+        relpath: str | list[str] = [_write_image(record.source, pixel_md5(f), f, config) for f in frames]
+        md5 = hashlib.md5("".join(Path(p).stem for p in relpath).encode()).hexdigest()  # the sequence's identity
+    else:
+        relpath = _write_image(record.source, md5, image, config)
     dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
     entry = {
         "ref": record.ref, "source": record.source, "kind": spec.kind, "split": record.split, "task": record.task,
@@ -232,6 +233,31 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
         "samples": [s.to_json() for s in samples],
     }
     return "record", entry
+
+
+def _write_image(source: str, md5: str, image: np.ndarray, config: BuildConfig) -> str:
+    relpath = W.image_relpath(source, md5)
+    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
+    if not os.path.exists(target):
+        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
+        W.write_atomic(target, data)
+        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
+            written[relpath] = data
+    return relpath
+
+
+def _side_by_side(frames: list[np.ndarray]) -> np.ndarray:
+    """A multi-image record's frames in one row: its perceptual hash is of the sequence, not of one slice
+    (which may look like a slice of another dataset's volume without the sequence repeating anything)."""
+    frames = [_drop_alpha(f) for f in frames]
+    if len({f.shape for f in frames}) != 1:
+        return frames[0]
+    return np.concatenate(frames, axis=1)
+
+
+def _image_paths(entry: dict[str, Any]) -> list[str]:
+    """A kept record's image files: one path, or a list for a multi-image record."""
+    return list(entry["image"]) if isinstance(entry["image"], list) else [entry["image"]]
 
 
 def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
@@ -589,7 +615,7 @@ class _Assembler:
         side = config.workers > 1 and config.plots and _mp_context().get_start_method() == "fork"
         plotter = _side_process(W.write_plots, out, stats) if side else None
         W.write_jsonl(out / "rejects.jsonl", self.rejects)
-        _remove_unreferenced_images(out, {e["image"] for e in self.kept})
+        _remove_unreferenced_images(out, {p for e in self.kept for p in _image_paths(e)})
         if plotter is not None:
             _join(plotter, out / "plots")
             plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))

@@ -176,8 +176,8 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
     facts: dict[str, ImageFacts] = {}
     for path in files:
         for n, row in jsonl_rows(path):
-            if not row.get("image"):
-                continue  # text-only dialogue: no image to ask about
+            if not row.get("image") or isinstance(row["image"], list):
+                continue  # text-only dialogue, or several images (a volume as slices): not one image's facts
             base = folder if (folder / row["image"]).exists() else path.parent
             image = _resolve_image(base, row["image"], f"{path}:{n}")
             f = facts.get(image)
