@@ -92,7 +92,41 @@ def _eval_sections(out: Path) -> list[dict[str, Any]]:
     if predictions.is_file():
         gallery = example_gallery(predictions, n=6, rule=HEADLINE_RULE)
         sections.append({"title": "5. Examples (I+II+III)", "gallery": gallery})
+        volume = volume_example(predictions, out / "report_files" / "examples")
+        if volume:
+            sections.append(volume)
     return sections
+
+
+def volume_example(predictions: Path, folder: Path) -> dict[str, Any] | None:
+    """A held-out question asked about several images (a volume read as slices): the slices side by side,
+    the question, the gold answer and the prediction. None when no such question was evaluated."""
+    from PIL import Image
+
+    rows = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if len(r.get("images") or []) > 1]
+    if not rows:
+        return None
+    row = next((r for r in rows if r["verdicts"].get(HEADLINE_RULE)), rows[0])
+    strip = []
+    for path in row["images"]:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            im.thumbnail((192, 192))
+            strip.append(im.copy())
+    montage = Image.new("L", (sum(im.width for im in strip) + 4 * (len(strip) - 1), max(im.height for im in strip)))
+    x = 0
+    for im in strip:
+        montage.paste(im, (x, 0))
+        x += im.width + 4
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"volume_{str(row['qid']).replace('/', '_').replace('#', '_')}.jpg"
+    montage.save(target, format="JPEG", quality=85)
+    verdict = "right" if row["verdicts"].get(HEADLINE_RULE) else "wrong"
+    return {"title": f"5b. A volume read as {len(strip)} slices (held-out, I+II+III)", "image": str(target),
+            "text": f"{len(rows)} held-out questions were asked about a volume shown as a sequence of slices "
+                    f"(one conversation, several images). This one: **Q:** {row['question']} **gold:** "
+                    f"{row['answer']} **prediction:** {row['prediction']!r} ({verdict} under {HEADLINE_RULE})."}
 
 
 def _r1_section(out: Path) -> list[dict[str, Any]]:

@@ -102,11 +102,12 @@ def test_truncated_and_non_dicom_are_errors(tmp_path):
         imaging.read_dicom(junk)
 
 
-def test_burned_in_annotation_rejected_unless_allowed(tmp_path):
+def test_burned_in_annotation_rejected_by_default(tmp_path):
     path = _write(tmp_path, BurnedInAnnotation="YES")
-    with pytest.raises(ImageReadError, match="BurnedInAnnotation"):
+    with pytest.raises(ImageReadError, match="burned-in text risk: BurnedInAnnotation"):
         imaging.read_dicom(path)
-    assert imaging.read_dicom(path, allow_burned_in=True).notes
+    with pytest.raises(ValueError, match="burned_in="):
+        imaging.read_dicom(path, burned_in="keep")
 
 
 def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
@@ -117,10 +118,10 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
     ds.add_new(0x00091001, "LO", "private secret")
     ds.StationAETitle = "MERCYCT01"
     ds.file_meta.SourceApplicationEntityTitle = "MERCYPACS"
-    ds.ReferencedImageSequence = [pydicom.Dataset()]
-    ds.ReferencedImageSequence[0].ContentDate = "20200101"
-    ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5.6"
-    ds.ReferencedImageSequence[0].ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    ds.ReferencedInstanceSequence = [pydicom.Dataset()]  # a sequence Table E.1-1 does not list: scrubbed inside
+    ds.ReferencedInstanceSequence[0].ContentDate = "20200101"
+    ds.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5.6"
+    ds.ReferencedInstanceSequence[0].ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
     sop_class = ds.SOPClassUID
     imaging.deidentify(ds)
     text = str(ds)
@@ -130,25 +131,25 @@ def test_deidentify_removes_identity_and_replaces_uids(tmp_path):
         assert secret not in text
     assert ds.StudyInstanceUID != "1.2.3.4.5" and ds.StudyInstanceUID.startswith("2.25.")
     assert ds.PatientIdentityRemoved == "YES"
-    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID.startswith("2.25.")  # nested UIDs too
-    assert ds.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # kinds are kept
+    assert ds.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID.startswith("2.25.")  # nested UIDs too
+    assert ds.ReferencedInstanceSequence[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"  # kinds kept
     assert ds.SOPClassUID == sop_class
-    again = imaging.deidentify(pydicom.dcmread(path))  # deterministic: a series stays one series
+    again = imaging.deidentify(pydicom.dcmread(path))  # same secret (process): a series stays one series
     assert again.StudyInstanceUID == ds.StudyInstanceUID
 
 
 def test_header_only_read_is_deidentified(tmp_path):
     path = _write(tmp_path, PatientName="DOE^JANE", Rows=64)
     header = imaging.read_dicom_dataset(path, pixels=False)
-    assert "PixelData" not in header and "PatientName" not in header and header.Rows == 64
+    assert "PixelData" not in header and not header.PatientName and header.Rows == 64
 
 
 def test_safe_header_summary_is_a_whitelist(tmp_path):
     path = _write(tmp_path, PatientName="DOE^JANE", PatientID="PID-12345", BodyPartExamined="CHEST",
                   SliceThickness=2.5, ManufacturerModelName="Model X")
     summary = imaging.safe_header_summary(pydicom.dcmread(path))
-    assert summary["modality"] == "CT" and summary["body_part"] == "CHEST"
-    assert summary["slice_thickness_mm"] == 2.5 and summary["model"] == "Model X"
+    assert summary["modality"] == "CT" and summary["body_part"] == "chest"  # through the vocabulary
+    assert summary["slice_thickness_mm"] == 2.5 and "model" not in summary  # free text is never copied
     assert "DOE" not in repr(summary) and "PID" not in repr(summary)
 
 

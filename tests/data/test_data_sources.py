@@ -290,10 +290,13 @@ def test_dicom_deidentified_records(tmp_path):
     dump = json.dumps([r.describe() for r in records], default=str)
     for secret in ("ROE", "RICHARD", "MRN-778899", "19580607", "20230405", "Mercy", "A55501", "3680043.99.1"):
         assert secret not in dump
-    assert all(r.modality == "CT" and r.meta["series"] == "series_a" for r in records)
-    hashed, _ = run("dicom", tmp_path, {"hash_paths": "true"})
-    assert all("series_a" not in r.ref and "s0" not in Path(r.ref).name for r in hashed)
-    assert len({r.meta["series"] for r in hashed}) == 1
+    assert all(r.modality == "CT" and r.source == "toy-dicom" for r in records)
+    assert all("series_a" not in r.ref and "s0" not in r.ref and r.ref.startswith("dicom-") for r in records)
+    assert len({r.meta["series"] for r in records}) == 1 and records[0].meta["series"] != "series_a"
+    unnamed, _ = run("dicom", tmp_path)
+    assert {r.source for r in unnamed} == {"dicom"}  # a neutral default, never the folder's name
+    with pytest.raises(OptionError, match="hash_paths"):
+        run("dicom", tmp_path, {"hash_paths": "true"})
 
 
 def test_dicom_burned_in_truncated_and_non_image(tmp_path):
@@ -305,15 +308,17 @@ def test_dicom_burned_in_truncated_and_non_image(tmp_path):
     rtplan = get_testdata_file("rtplan.dcm", download=False)
     if rtplan:
         (tmp_path / "rtplan.dcm").write_bytes(Path(rtplan).read_bytes())
+    from gmai.data.sources.dicom import hashed_ref
+
     records, rejects = run("dicom", tmp_path)
-    reasons = {Path(r.ref).name: r.reason for r in rejects}
-    assert len(records) == 1 and records[0].ref.endswith("other/series_a/s0.dcm")
-    assert "BurnedInAnnotation" in reasons["s0.dcm"]
-    assert "truncated" in reasons["s1.dcm"]
+    reasons = {r.ref: r.reason for r in rejects}
+    assert len(records) == 1 and records[0].ref == hashed_ref("other/series_a/s0.dcm")
+    assert "BurnedInAnnotation" in reasons[hashed_ref("series_a/s0.dcm")]
+    assert "truncated" in reasons[hashed_ref("other/series_a/s1.dcm")]
     if rtplan:
-        assert "not an image" in reasons["rtplan.dcm"]
-    allowed, _ = run("dicom", tmp_path / "series_a" / "s0.dcm", {"allow_burned_in": "true"})
-    assert len(allowed) == 1
+        assert "not an image" in reasons[hashed_ref("rtplan.dcm")]
+    with pytest.raises(OptionError, match="allow_burned_in"):
+        run("dicom", tmp_path / "series_a" / "s0.dcm", {"allow_burned_in": "true"})
 
 
 def test_dicom_real_pip_files():
@@ -429,6 +434,8 @@ def test_every_pip_shipped_dicom_becomes_record_or_reject():
             roots.append(Path(spec.origin).parent / sub)
     if not roots:
         pytest.skip("no pip-shipped DICOM test files")
+    from gmai.data.sources.dicom import hashed_ref
+
     source = get_source("dicom")
     counts = {"records": 0, "rejects": 0}
     for root in roots:
@@ -438,5 +445,5 @@ def test_every_pip_shipped_dicom_becomes_record_or_reject():
             for out in source.load(root, item, {"max_frames": "1"}):
                 counts["records" if isinstance(out, Record) else "rejects"] += 1
                 if isinstance(out, Reject):
-                    assert out.reason and out.ref.startswith(str(root / item))  # names the file
-    assert counts["records"] > 50 and counts["rejects"] > 20
+                    assert out.reason and out.ref == hashed_ref(item)  # the file, by its keyed hash (#12)
+    assert counts["records"] > 25 and counts["rejects"] > 20  # fewer records since #12: burned-in risks rejected

@@ -118,11 +118,13 @@ def test_real_pip_sources(tmp_path):
     modalities = Counter()
     for d in datasets:
         records, rejects = _load_all(d.spec)
-        assert records and not rejects, (d.name, [r.reason for r in rejects])
+        # the only rejects: pydicom-data's ultrasound and DERIVED images, for their burned-in text risk (#12)
+        assert records and all(r.reason.startswith("burned-in text risk") for r in rejects), d.name
+        assert not rejects or d.name == "pydicom-testdata"
         modalities.update(r.modality for r in records)
     assert {"CT", "MR"} <= set(modalities)
     if not missing:
-        assert {"X-ray", "ultrasound", "fundus", "pathology"} <= set(modalities)
+        assert {"fundus", "pathology"} <= set(modalities)
 
 
 def test_cli_synth_command(tmp_path):
@@ -132,5 +134,5 @@ def test_cli_synth_command(tmp_path):
 
     result = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "c"), "--scale", "0.05", "--no-real"])
     assert result.exit_code == 0, result.output
-    assert len((tmp_path / "c" / "sources.txt").read_text().split()) == 6
+    assert len((tmp_path / "c" / "sources.txt").read_text().split()) == 7  # six 2-D/3-D layouts + the volume-as-slices set (TotalSegmentator layout)
     assert "synthetic" in (tmp_path / "c" / "SYNTHETIC.md").read_text()

@@ -49,14 +49,14 @@ def test_score_file_adds_the_judge_rule(tmp_path):
 
     (tmp_path / "images").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "images" / "f.jpg")
-    with (tmp_path / "test_2.csv").open("w", newline="") as fh:
+    with (tmp_path / "test_clean.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["Figure_path", "Question", "Answer", "Choice A", "Choice B", "Choice C", "Choice D", "Answer_label"])
         for _ in range(2):
             w.writerow(["f.jpg", "What is it?", "Pneumonia", "A:Edema", "B:Pneumonia", "C:Pneumothorax", "D:Mass", "B"])
     preds = tmp_path / "p.jsonl"
-    preds.write_text(json.dumps({"qid": "test-000000", "prediction": "B"}) + "\n"
-                     + json.dumps({"qid": "test-000001", "prediction": "the infectious one"}) + "\n")
+    preds.write_text(json.dumps({"qid": "test_clean-000000", "prediction": "B"}) + "\n"
+                     + json.dumps({"qid": "test_clean-000001", "prediction": "the infectious one"}) + "\n")
     seen = []
     judge = ChoiceJudge("http://judge/v1", "jm", cache_path=tmp_path / "c.jsonl", transport=mock_endpoint("B", seen))
     report = score_file(preds, [BenchSpec("pmc-vqa", str(tmp_path))], tmp_path / "out",

@@ -167,3 +167,66 @@ def test_cli_score_and_compare(tmp_path):
     assert result.exit_code == 0, result.output
     text = md.read_text()
     assert "| I |" in text and "| I+II |" in text and "vqa-rad closed" in text and "gmai@1" in text
+
+
+def write_omnimedvqa(root: Path) -> Path:
+    """OmniMedVQA's release layout (QA_information/Open-access/<dataset>.json + Images/) with one row whose
+    gt_answer matches no option."""
+    from PIL import Image
+
+    (root / "Images" / "D").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "Images" / "D" / "a.png")
+    (root / "QA_information" / "Open-access").mkdir(parents=True)
+    rows = [{"dataset": "D", "question_id": f"D_{i}", "question_type": "Disease Diagnosis", "question": "Finding?",
+             "gt_answer": "Cataract" if i == 1 else "Normal", "image_path": "Images/D/a.png",
+             "option_A": "Normal", "option_B": "Glaucoma", "modality_type": "Fundus Photography"} for i in range(3)]
+    (root / "QA_information" / "Open-access" / "D.json").write_text(json.dumps(rows))
+    return root
+
+
+def test_unscorable_rows_are_reported_and_the_benchmark_goes_on(tmp_path):
+    data = write_omnimedvqa(tmp_path / "omni")
+    backend = FakeBackend()
+    report = run_eval("fake", [BenchSpec("omnimedvqa", str(data))], tmp_path / "out",
+                      EvalOptions(baselines=False), backend=backend)
+    bench = report["benchmarks"]["omnimedvqa"]
+    assert backend.calls == [2]  # the two scorable rows were asked
+    assert bench["n_items"] == 3 and bench["n_failed"] == 1 and bench["n_unscorable"] == 1
+    assert bench["failures"] == [{"qid": "D_1", "stage": "load",
+                                  "error": "D.json: gt_answer 'Cataract' matches 0 of the options "
+                                           "{'A': 'Normal', 'B': 'Glaucoma'}"}]
+    assert bench["rules"]["gmai@1"]["n"] == 2
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Failed items (1, 1 unscorable release rows left out of the accuracies" in md
+
+
+def test_cli_prints_one_line_per_problem_and_never_a_traceback(tmp_path, monkeypatch):
+    data = write_omnimedvqa(tmp_path / "omni")
+    import gmai.infer
+
+    monkeypatch.setattr(gmai.infer, "load_backend", lambda model, **kw: FakeBackend())
+    result = CliRunner().invoke(app, ["eval", "m", "--bench", f"omnimedvqa={data}", "--out", str(tmp_path / "o"),
+                                      "--no-baselines"])
+    assert result.exit_code == 0, result.output
+    assert "omnimedvqa: D_1: load failure: D.json: gt_answer 'Cataract' matches 0 of the options" in result.output
+
+    def broken(*args, **kwargs):
+        raise AttributeError("'list' object has no attribute 'items'")
+
+    monkeypatch.setattr(gmai.infer, "load_backend", broken)  # any error type, raised anywhere in the run
+    result = CliRunner().invoke(app, ["eval", "m", "--bench", f"omnimedvqa={data}", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == ["error: AttributeError: 'list' object has no attribute 'items'"]
+    result = CliRunner().invoke(app, ["eval", "score", str(tmp_path / "o" / "predictions.jsonl"), "--bench",
+                                      f"omnimedvqa:test={data}", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "unknown split 'test'; this release has: Open-access, Restricted-access, all" in result.output
+
+
+def test_cli_failure_lines_are_capped(capsys):
+    from gmai.eval.cli import MAX_FAILURE_LINES, _print_failures
+
+    _print_failures("b", [{"qid": str(i), "error": "e", "stage": "load"} for i in range(MAX_FAILURE_LINES + 5)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == MAX_FAILURE_LINES + 1 and lines[0] == "b: 0: load failure: e"
+    assert lines[-1] == "b: ... and 5 more failures (all in report.json)"

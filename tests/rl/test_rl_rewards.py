@@ -66,18 +66,32 @@ def test_yes_no_reward_matches_eval_polarity():
     assert R.yes_no_reward(["yes"], answer=["left lung"], answer_type=["open"]) == [None]
 
 
-def test_open_reward_synonyms_and_partial_credit():
+def test_open_reward_full_point_only_where_the_named_rule_agrees():
     replies = ["<think>.</think><answer>Magnetic resonance imaging</answer>", "<answer>MRI.</answer>",
                "<think>.</think><answer>the left lung</answer>", "<answer>right lower lobe</answer>",
                "<answer>kidney</answer>"]
     golds = ["MRI", "mr", "left lung", "left lower lobe", "liver"]
-    got = R.open_reward(replies, answer=golds, answer_type=["open"] * 5)
-    assert got[0] == 1.0 and got[1] == 1.0 and got[2] == 1.0
-    assert 0.5 < got[3] < 1.0  # two of three tokens: partial credit, never a full point
-    assert got[4] == 0.0
-    # a full point only where the eval suite's exact match (or a listed synonym) agrees
-    assert scoring.score_open("<answer>the left lung</answer>", "left lung")
+    plain = R.open_reward(replies, answer=golds, answer_type=["open"] * 5)  # gmai@1: no synonyms
+    assert plain[0] < 1.0 and plain[1] < 1.0 and plain[2] == 1.0
+    assert 0.5 < plain[3] < 1.0  # two of three tokens: partial credit, never a full point
+    assert plain[4] == 0.0
+    synonyms = R.open_reward(replies, answer=golds, answer_type=["open"] * 5, rule="gmai-synonyms@1")
+    assert synonyms[:3] == [1.0, 1.0, 1.0] and synonyms[3] < 1.0
+    for reply, gold, p, q in zip(replies, golds, plain, synonyms):  # 1.0 exactly where the named rule agrees
+        assert (p == 1.0) == scoring.judge(reply, gold, "open", rule="gmai@1").correct
+        assert (q == 1.0) == scoring.judge(reply, gold, "open", rule="gmai-synonyms@1").correct
     assert R.open_reward(["yes"], answer=["yes"], answer_type=["closed"]) == [None]
+
+
+@pytest.mark.parametrize("reply,gold", [("brain", "head"), ("mass", "tumor"), ("l", "left"), ("lungs", "chest"),
+                                        ("Magnetic resonance imaging", "MRI")])
+def test_no_full_point_for_what_evaluation_marks_wrong(reply, gold):
+    """The old synonym table gave these 1.0 while scoring.judge marks them wrong; under gmai@1 they
+    stay partial credit. Only MRI is a true synonym, accepted by the named rule gmai-synonyms@1."""
+    got = R.open_reward([f"<answer>{reply}</answer>"], answer=[gold], answer_type=["open"])[0]
+    assert got < 1.0 and not scoring.judge(reply, gold, "open").correct
+    synonym_rule = R.open_reward([reply], answer=[gold], answer_type=["open"], rule="gmai-synonyms@1")[0]
+    assert (synonym_rule == 1.0) == (gold == "MRI") == scoring.judge(reply, gold, "open", rule="gmai-synonyms@1").correct
 
 
 def test_numeric_reward_tolerance_and_words():
@@ -108,12 +122,17 @@ def test_accuracy_routes_by_type_and_composes_with_weights():
     kw = dict(answer=["C", "no", "computed tomography", "7", "[0,0,1,1]"],
               answer_type=["choice", "closed", "open", "numeric", "box"],
               options=[OPTS, [], [], [], []], tolerance=[None, None, None, 0.0, None])
-    assert R.accuracy_reward(completions, **kw) == [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert R.accuracy_reward(completions, **kw) == [1.0, 1.0, 0.0, 1.0, 1.0]  # CT != computed tomography...
+    assert R.accuracy_reward(completions, rule="gmai-synonyms@1", **kw) == [1.0] * 5  # ...except by synonyms
     funcs, weights, names = R.get_rewards({"format": 0.5, "accuracy": 1.0})
     assert names == ["format", "accuracy"] and weights == [0.5, 1.0]
     assert [f.__name__ for f in funcs] == names
     with pytest.raises(ValueError, match="unknown reward"):
         R.get_rewards({"fromat": 1.0})
+    (accuracy,), _, _ = R.get_rewards({"accuracy": 1.0}, rule="gmai-synonyms@1")
+    assert accuracy(completions, **kw) == [1.0] * 5  # the recipe's scoring_rule reaches the reward
+    with pytest.raises(ValueError, match="unknown scoring rule"):
+        R.get_rewards({"accuracy": 1.0}, rule="gmai@9")
     with pytest.raises(ValueError, match="unknown answer_type"):
         R.accuracy_reward(["x"], answer=["x"], answer_type=["essay"])
 

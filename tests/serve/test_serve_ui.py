@@ -75,3 +75,53 @@ def test_session_sends_the_frame_and_folds_reasoning_apart():
     assert len(request.images) == 1 and request.images[0].mode == "RGB"
     assert request.messages[-1] == {"role": "user", "content": "What is this?"}
 
+
+
+# ------------------------------------------------------------------------------------------------
+# Authentication off loopback and raw uploads (issue #12)
+
+
+def test_demo_ui_refuses_a_public_host_without_a_password(monkeypatch):
+    from typer.testing import CliRunner
+
+    import gmai.serve.ui as ui
+    from gmai.cli import app
+
+    launched = []
+    monkeypatch.setattr(ui, "launch_demo", lambda *a, **kw: launched.append(kw))
+    monkeypatch.delenv("GMAI_DEMO_PASSWORD", raising=False)
+    refused = CliRunner().invoke(app, ["demo-ui", "ckpt", "--host", "0.0.0.0"])
+    assert refused.exit_code != 0 and "without a password" in refused.output and not launched
+    ok = CliRunner().invoke(app, ["demo-ui", "ckpt", "--host", "0.0.0.0"], env={"GMAI_DEMO_PASSWORD": "s3cret"})
+    assert ok.exit_code == 0 and launched[-1]["password"] == "s3cret"
+    assert CliRunner().invoke(app, ["demo-ui", "ckpt"]).exit_code == 0  # loopback: no password needed
+
+
+def test_launch_hands_gradio_a_password_check(monkeypatch):
+    import gradio as gr
+
+    import gmai.infer
+    import gmai.serve.ui as ui
+
+    seen = {}
+    monkeypatch.setattr(gmai.infer, "load_backend", lambda *a, **kw: object())
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    ui.launch_demo("ckpt", host="0.0.0.0", password="s3cret")
+    assert seen["auth"]("anyone", "s3cret") and not seen["auth"]("anyone", "wrong")
+    with pytest.raises(ValueError, match="without a password"):
+        ui.launch_demo("ckpt", host="0.0.0.0")
+
+
+def test_raw_upload_is_deleted_once_read(tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from gmai.serve.ui import read_upload
+
+    upload = tmp_path / "DOE_JOHN_19600101.dcm"
+    upload.write_bytes(Path(get_testdata_file("CT_small.dcm")).read_bytes())
+    assert read_upload(upload).kind == "dicom" and not upload.exists()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"junk")
+    with pytest.raises(ValueError):
+        read_upload(broken)
+    assert not broken.exists()

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from gmai.data import write as W
+from gmai.data.deid import DeidOptions, keyed_hash, new_secret, use_options
 from gmai.data.generate import SUBSETS, Generator, get_generator
 from gmai.data.quality import Deduper, LeakageIndex, QualityConfig, check_record, phash, pixel_md5
 from gmai.data.records import Record, Reject
@@ -46,6 +47,7 @@ from gmai.data.sources._common import OptionError
 JOURNAL = ".build"
 PLAN_VERSION = 1
 THREE_D_KINDS = {"nifti"}
+SECRET_KINDS = {"dicom"}  # sources whose output depends on the de-identification secret
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,12 @@ class SourceSpec:
         return cls(kind, str(path), options)
 
     def label(self) -> str:
-        return f"{self.kind}:{self.path}"
+        """How outputs name a source: kind and dataset name, never its path (paths can name patients)."""
+        name = self.options.get("name", "")
+        return f"{self.kind}:{name}" if name else self.kind
+
+
+RUN_ONLY_FIELDS = ("workers", "out", "keep_journal", "plots", "engine", "ray_address")
 
 
 @dataclass
@@ -77,10 +84,18 @@ class BuildConfig:
     max_side: int = 512  # longer images are downscaled (aspect kept) before writing; training uses 336
     keep_journal: bool = False
     plots: bool = True  # the card's PNG chart (~1.5 s of matplotlib text layout)
+    # keys the DICOM UID remap and the hashed refs; random per build unless the user keeps one
+    # (--deid-secret-file). Never written out: the fingerprint holds only an HMAC check of it.
+    deid_secret: bytes = field(default_factory=new_secret, repr=False)
+    deid_retain_patient_characteristics: bool = False
+    engine: str = "local"  # "local" (process pool) or "ray" (Ray Data, gmai.data.engine_ray): same output
+    ray_address: str | None = None  # --engine ray: a running cluster ("auto", "HOST:PORT"); None starts one
 
     def fingerprint(self) -> str:
-        """Everything that changes the output (not the worker count, not the output folder)."""
-        data = {k: v for k, v in asdict(self).items() if k not in ("workers", "out", "keep_journal", "plots")}
+        """Everything that changes the output (not the workers or engine running it, not the output folder)."""
+        data = {k: v for k, v in asdict(self).items() if k not in RUN_ONLY_FIELDS + ("deid_secret",)}
+        if any(s.kind in SECRET_KINDS for s in self.sources):  # their refs and UIDs depend on the secret:
+            data["deid_secret_check"] = keyed_hash(self.deid_secret, "journal check")  # resume with the same one
         data["version"] = PLAN_VERSION
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -114,6 +129,7 @@ def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
     _STATE["out"] = str(config.out)
     _STATE["leakage"] = leakage
     _STATE["generator"] = None
+    use_options(DeidOptions(config.deid_secret, config.deid_retain_patient_characteristics))
 
 
 def _generator() -> Generator:
@@ -185,10 +201,12 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if reason:
         return "reject", Reject(record.ref, record.source, reason, "quality").to_json()
     image = _drop_alpha(record.image)  # hashes are of the pixels as read
-    md5, value = pixel_md5(image), phash(image)
+    md5, value = pixel_md5(image), phash(_side_by_side(record.images) if record.images else image)
     leakage: LeakageIndex | None = _STATE.get("leakage")
     if leakage is not None and record.split == "train":
         hit = leakage.match(md5, value)
+        for frame in record.images if not hit else []:  # every image of a multi-image record, one by one
+            hit = hit or leakage.match(pixel_md5(_drop_alpha(frame)), phash(_drop_alpha(frame)))
         if hit:
             return "reject", Reject(record.ref, record.source, f"matches benchmark image {hit}", "leakage").to_json()
     generator = _generator()
@@ -200,13 +218,12 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     if not samples:
         return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
                                 " Q&A, report or conversation)", "generate").to_json()
-    relpath = W.image_relpath(record.source, md5)
-    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
-    if not os.path.exists(target):
-        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
-        W.write_atomic(target, data)
-        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
-            written[relpath] = data
+    if record.images:  # several images shown together (a volume as slices): one PNG each, listed in order
+        frames = [_drop_alpha(frame) for frame in record.images]
+        relpath: str | list[str] = [_write_image(record.source, pixel_md5(f), f, config) for f in frames]
+        md5 = hashlib.md5("".join(Path(p).stem for p in relpath).encode()).hexdigest()  # the sequence's identity
+    else:
+        relpath = _write_image(record.source, md5, image, config)
     dim = "3d" if spec.kind in THREE_D_KINDS or record.meta.get("dim") == "3d" else "2d"
     entry = {
         "ref": record.ref, "source": record.source, "kind": spec.kind, "split": record.split, "task": record.task,
@@ -218,18 +235,45 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     return "record", entry
 
 
+def _write_image(source: str, md5: str, image: np.ndarray, config: BuildConfig) -> str:
+    relpath = W.image_relpath(source, md5)
+    target = os.path.join(_STATE["out"], relpath)  # a plain string: pathlib costs show at one call per image
+    if not os.path.exists(target):
+        data = W.encode_png(_for_output(image, config.max_side), config.png_compress_level)
+        W.write_atomic(target, data)
+        if (written := _STATE.get("png")) is not None:  # single process: the assembler embeds these in Parquet
+            written[relpath] = data
+    return relpath
+
+
+def _side_by_side(frames: list[np.ndarray]) -> np.ndarray:
+    """A multi-image record's frames in one row: its perceptual hash is of the sequence, not of one slice
+    (which may look like a slice of another dataset's volume without the sequence repeating anything)."""
+    frames = [_drop_alpha(f) for f in frames]
+    if len({f.shape for f in frames}) != 1:
+        return frames[0]
+    return np.concatenate(frames, axis=1)
+
+
+def _image_paths(entry: dict[str, Any]) -> list[str]:
+    """A kept record's image files: one path, or a list for a multi-image record."""
+    return list(entry["image"]) if isinstance(entry["image"], list) else [entry["image"]]
+
+
 def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
     try:
         return list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
     except Exception as error:  # adapters should not raise; if one does, the item is reported, not lost
-        return [Reject(f"{spec.path} item {item!r}", spec.kind, f"adapter error: {type(error).__name__}: {error}")]
+        # the item and the error text may hold file names: the reject names the hashed item and the error type
+        ref = f"{spec.kind}-{keyed_hash(_STATE['config'].deid_secret, repr(item))}"
+        return [Reject(ref, spec.label(), f"adapter error: {type(error).__name__}")]
 
 
-def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
-    """Process one chunk and commit its part file. Returns (chunk index, entries, the part if ``keep``).
+def process_units(units: list[tuple[int, Any]]) -> dict[str, Any]:
+    """Load and process (source index, item) units in order: the part {"entries", "generation"} of a chunk.
 
-    ``keep`` is for the single-process build: its assembler takes the part from memory instead of
-    reading back the file it was just written to (the same data; the file is still what a rerun resumes from).
+    Both engines call this in their workers (the local pool through ``process_chunk``, Ray through
+    ``gmai.data.engine_ray``), so a chunk's part does not depend on the engine.
     """
     config: BuildConfig = _STATE["config"]
     entries: list[tuple[str, dict[str, Any]]] = []
@@ -244,9 +288,23 @@ def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) 
                 entries.append(process_record(output, spec, item_seed(config.seed, spec, item, k)))
     generation = Counter(generator.stats)
     generation.subtract(before)
-    part = {"entries": entries, "generation": dict(+generation)}
-    W.write_atomic(_part_path(config.out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
-    return index, len(entries), part if keep else None
+    return {"entries": entries, "generation": dict(+generation)}
+
+
+def commit_part(out: Path, index: int, part: dict[str, Any]) -> None:
+    """Commit a chunk's part to the journal (atomic: a rerun sees the whole part or none)."""
+    W.write_atomic(_part_path(out, index), pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def process_chunk(index: int, units: list[tuple[int, Any]], keep: bool = False) -> tuple[int, int, dict | None]:
+    """Process one chunk and commit its part file. Returns (chunk index, entries, the part if ``keep``).
+
+    ``keep`` is for the single-process build: its assembler takes the part from memory instead of
+    reading back the file it was just written to (the same data; the file is still what a rerun resumes from).
+    """
+    part = process_units(units)
+    commit_part(_STATE["config"].out, index, part)
+    return index, len(part["entries"]), part if keep else None
 
 
 def _part_path(out: Path, index: int) -> Path:
@@ -267,10 +325,16 @@ def plan_items(config: BuildConfig) -> tuple[list[tuple[int, Any]], list[dict[st
         except OptionError:
             raise  # a mistyped option is the command's fault, not the data's: stop with its message
         except Exception as error:
-            failures.append(Reject(spec.path, spec.kind, f"cannot list source: {type(error).__name__}: {error}").to_json())
+            failures.append(Reject(spec.label(), spec.kind, _listing_reason(spec, error)).to_json())
             continue
         units.extend((source_index, item) for item in items)
     return units, failures
+
+
+def _listing_reason(spec: SourceSpec, error: Exception) -> str:
+    """The listing error without the source's path in it (a path can name a patient)."""
+    text = str(error).replace(str(Path(spec.path).resolve()), "<source>").replace(spec.path, "<source>")
+    return f"cannot list source: {type(error).__name__}: {text}"
 
 
 def chunk_units(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
@@ -361,7 +425,12 @@ def _run_build(config: BuildConfig, progress: bool, stop_after_chunks: int | Non
     try:
         for index in sorted(set(range(len(chunks))) - set(todo)):
             assembler.committed(index)
-        _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
+        if config.engine == "ray":
+            from gmai.data.engine_ray import run_chunks_ray
+
+            run_chunks_ray(config, leakage, chunks, todo, assembler, progress, stop_after_chunks, log)
+        else:
+            _run_chunks(config, leakage, chunks, todo, assembler, progress, stop_after_chunks)
         stats = assembler.finish(leakage)
     except BaseException:
         assembler.abandon()  # the committed parts stay: a rerun resumes from them
@@ -546,7 +615,7 @@ class _Assembler:
         side = config.workers > 1 and config.plots and _mp_context().get_start_method() == "fork"
         plotter = _side_process(W.write_plots, out, stats) if side else None
         W.write_jsonl(out / "rejects.jsonl", self.rejects)
-        _remove_unreferenced_images(out, {e["image"] for e in self.kept})
+        _remove_unreferenced_images(out, {p for e in self.kept for p in _image_paths(e)})
         if plotter is not None:
             _join(plotter, out / "plots")
             plots = sorted(str(p.relative_to(out)) for p in (out / "plots").glob("*.png"))
@@ -645,7 +714,8 @@ def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | 
 # Configuration files
 
 
-CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side"}
+CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side", "engine",
+               "ray_address"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Nothing else in the project opens a DICOM or NIfTI file. This module reads DICOM (rescale,
 windowing, MONOCHROME1, palette colour, multi-frame), de-identifies DICOM headers (PS3.15 basic
-profile, see :func:`deidentify`), reads NIfTI volumes and slices them, normalises intensities to
+profile, in :mod:`gmai.data.deid`), reads NIfTI volumes and slices them, normalises intensities to
 8-bit for display, and reads ordinary image files. Bad input raises :class:`ImageReadError` whose
 message names the file and the reason; source adapters turn that into a ``Reject``.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gmai.data.deid import burned_in_risk, deidentify, quiet_pydicom
 
 # CT display windows as (centre/level, width) in Hounsfield units: the usual radiology presets.
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -231,63 +233,119 @@ class DicomImage:
 
 
 def read_dicom_dataset(path: str | Path, *, deidentify_header: bool = True, pixels: bool = True) -> Any:
-    """Read a DICOM file with pydicom, de-identified by default.
+    """Read a DICOM file with pydicom, de-identified by default (:mod:`gmai.data.deid`).
 
     ``pixels=False`` stops before the pixel data (a cheap header-only read, e.g. to check the
-    size of an upload before decoding it).
+    size of an upload before decoding it). Nothing read is printed (invalid values included), and an
+    error names the file and the rule, never a value from the file.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
-    except FileNotFoundError:
-        raise ImageReadError(path, "file not found") from None
-    except InvalidDicomError as err:
-        raise ImageReadError(path, f"not a DICOM file ({err})") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
-        raise ImageReadError(path, f"unreadable or truncated DICOM ({type(err).__name__}: {err})") from None
-    if deidentify_header:
-        deidentify(ds)
+    with quiet_pydicom():
+        try:
+            try:
+                ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels)
+            except InvalidDicomError:  # no preamble/DICM: old ACR-NEMA style files are still DICOM
+                ds = pydicom.dcmread(str(path), stop_before_pixels=not pixels, force=True)
+                if not any(k in ds for k in ("SOPClassUID", "Modality", "PixelData")):
+                    raise InvalidDicomError("nothing DICOM-like in it") from None
+        except FileNotFoundError:
+            raise ImageReadError(path, "file not found") from None
+        except InvalidDicomError:
+            raise ImageReadError(path, "not a DICOM file (no DICM prefix and no recognisable header)") from None
+        except Exception as err:  # noqa: BLE001  (a forced read of junk raises anything)
+            raise ImageReadError(path, f"unreadable or truncated DICOM ({type(err).__name__})") from None
+        if deidentify_header:
+            try:
+                deidentify(ds)
+            except Exception as err:  # a header that cannot be cleaned is not used  # noqa: BLE001
+                raise ImageReadError(path, f"header cannot be de-identified ({type(err).__name__})") from None
     return ds
 
 
-def read_dicom(path: str | Path, *, window: str | None = None, allow_burned_in: bool = False) -> DicomImage:
+BURNED_IN_MODES = ("reject", "ocr", "redact")
+
+
+def read_dicom(path: str | Path, *, window: str | None = None, burned_in: str = "reject") -> DicomImage:
     """Decode a DICOM image file into display-ready uint8 frames.
 
-    Steps: reject non-image objects and burned-in annotations (unless allowed); decode pixels
-    (truncated data -> error); palette colour -> RGB; modality LUT (rescale slope/intercept);
-    window from ``window`` (a preset name, ``"file"``, ``"percentile"``) or by default the file's
-    own Window Center/Width, else a CT soft-tissue preset for CT, else 0.5-99.5 percentiles;
-    MONOCHROME1 inverted so that high values are always bright. Multi-frame files give one frame
-    each. The header is de-identified before anything else reads it.
+    Steps: de-identify the header before anything else reads it; reject non-image objects; apply the
+    burned-in text policy (``burned_in``): files at risk (:func:`gmai.data.deid.burned_in_risk`) are
+    rejected by ``reject`` (the default), OCR-checked by ``ocr`` (rejected when a frame has legible
+    text) or have the text boxes blacked out by ``redact``; decode pixels (truncated data -> error);
+    palette colour -> RGB; modality LUT (rescale slope/intercept); window from ``window`` (a preset
+    name, ``"file"``, ``"percentile"``) or by default the file's own Window Center/Width, else a CT
+    soft-tissue preset for CT, else 0.5-99.5 percentiles; MONOCHROME1 inverted so that high values are
+    always bright. Multi-frame files give one frame each.
     """
+    if burned_in not in BURNED_IN_MODES:
+        raise ValueError(f"burned_in={burned_in!r}: use one of {', '.join(BURNED_IN_MODES)}")
     ds = read_dicom_dataset(path)
-    modality = str(ds.get("Modality", "") or "")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
     if modality in NON_IMAGE_MODALITIES:
         raise ImageReadError(path, f"DICOM {modality} object is not an image")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")
-    burned = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-    if burned == "YES" and not allow_burned_in:
-        raise ImageReadError(path, "BurnedInAnnotation=YES: text burned into the pixels may identify the patient")
-    pixels = _decode_pixels(ds, path)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
-    frames, windowing = _to_display_frames(ds, pixels, photometric, nframes, window, path)
+    with quiet_pydicom():
+        risk = burned_in_risk(ds)
+    if risk and burned_in == "reject":
+        raise ImageReadError(path, f"burned-in text risk: {risk}")
+    with quiet_pydicom():
+        pixels = _decode_pixels(ds, path)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        frames, windowing = _to_display_frames(ds, pixels, photometric, nframes, window, path)
     notes = []
-    if burned == "YES":
-        notes.append("burned-in annotation allowed by option")
-    return DicomImage(frames=frames, summary=safe_header_summary(ds), windowing=windowing, notes=notes)
+    if risk:
+        frames = _check_burned_in_text(frames, burned_in, path)
+        notes.append(f"burned-in text risk checked by OCR ({burned_in})")
+    with quiet_pydicom():
+        summary = safe_header_summary(ds)
+    return DicomImage(frames=frames, summary=summary, windowing=windowing, notes=notes)
+
+
+def find_text_boxes(frame: np.ndarray, min_confidence: float = 60.0) -> list[tuple[int, int, int, int]]:
+    """Boxes (x, y, w, h) of words Tesseract reads in a frame (needs Debian's tesseract-ocr + pytesseract)."""
+    import pytesseract
+    from PIL import Image
+
+    gray = frame if frame.ndim == 2 else frame.mean(axis=2).astype(np.uint8)
+    data = pytesseract.image_to_data(Image.fromarray(gray), output_type=pytesseract.Output.DICT)
+    boxes = []
+    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
+                                      data["height"], strict=True):
+        if float(conf) >= min_confidence and sum(c.isalnum() for c in str(text)) >= 2:
+            boxes.append((int(x), int(y), int(w), int(h)))
+    return boxes
+
+
+def _check_burned_in_text(frames: list[np.ndarray], mode: str, path: str | Path) -> list[np.ndarray]:
+    try:
+        import pytesseract
+
+        pytesseract.get_tesseract_version()
+    except Exception:  # noqa: BLE001  (ImportError, or the tesseract binary missing)
+        raise ImageReadError(path, f"burned-in text risk, and burned_in={mode} needs tesseract-ocr and "
+                                   "pytesseract, which are not installed") from None
+    out = []
+    for frame in frames:
+        boxes = find_text_boxes(frame)
+        if boxes and mode == "ocr":
+            raise ImageReadError(path, "burned-in text found by OCR")
+        cleaned = frame.copy()
+        for x, y, w, h in boxes:  # redact: black out each word with a small margin
+            cleaned[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2] = 0
+        out.append(cleaned)
+    return out
 
 
 def _decode_pixels(ds: Any, path: str | Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as err:  # pydicom raises many types for short/corrupt pixel data  # noqa: BLE001
-        raise ImageReadError(
-            path, f"cannot decode pixel data, truncated or unsupported ({type(err).__name__}: {err})"
-        ) from None
+        reason = f"cannot decode pixel data, truncated or unsupported ({type(err).__name__})"
+        raise ImageReadError(path, reason) from None
     if arr.size == 0:
         raise ImageReadError(path, "DICOM pixel data is empty")
     return arr
@@ -308,7 +366,7 @@ def _to_display_frames(
         stack = pixels if nframes > 1 else pixels[None]
         return [np.ascontiguousarray(to_uint8(f)) for f in stack], "rgb"
     if not photometric.startswith("MONOCHROME"):
-        raise ImageReadError(path, f"unsupported PhotometricInterpretation {photometric!r}")
+        raise ImageReadError(path, "unsupported PhotometricInterpretation")
     values = apply_modality_lut(pixels, ds).astype(np.float64)  # rescale slope/intercept -> e.g. HU
     stack = values if nframes > 1 else values[None]
     center_width, how = _choose_window(ds, stack, window)
@@ -354,261 +412,87 @@ def _is_multi(value: Any) -> bool:
     return hasattr(value, "__len__") and not isinstance(value, (str, bytes)) and len(value) > 0
 
 
-# --------------------------------------------------------------------------------------------
-# DICOM de-identification (PS3.15 Annex E basic application level confidentiality profile)
-# --------------------------------------------------------------------------------------------
-
-# Attributes removed outright (action X, or Z/D where an empty value would add nothing).
-# This follows the basic profile's table for the attributes found in ordinary image headers.
-_REMOVE_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientBirthTime",
-    "PatientSex",
-    "PatientAge",
-    "PatientSize",
-    "PatientWeight",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientMotherBirthName",
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientReligiousPreference",
-    "PatientComments",
-    "EthnicGroup",
-    "Occupation",
-    "MilitaryRank",
-    "BranchOfService",
-    "MedicalRecordLocator",
-    "AdditionalPatientHistory",
-    "PatientState",
-    "PregnancyStatus",
-    "SmokingStatus",
-    "MedicalAlerts",
-    "Allergies",
-    "CountryOfResidence",
-    "RegionOfResidence",
-    "PatientInsurancePlanCodeSequence",
-    "ResponsiblePerson",
-    "ResponsibleOrganization",
-    "PatientSexNeutered",
-    "IssuerOfPatientID",
-    "AccessionNumber",
-    "StudyID",
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionalDepartmentName",
-    "InstitutionCodeSequence",
-    "ReferringPhysicianName",
-    "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence",
-    "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence",
-    "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence",
-    "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence",
-    "OperatorsName",
-    "OperatorIdentificationSequence",
-    "RequestingPhysician",
-    "RequestingService",
-    "ScheduledPerformingPhysicianName",
-    "StationName",
-    "DeviceSerialNumber",
-    "PlateID",
-    "DetectorID",
-    "GantryID",
-    "CassetteID",
-    "StudyDescription",
-    "SeriesDescription",
-    "PerformedProcedureStepDescription",
-    "PerformedProcedureStepID",
-    "ScheduledProcedureStepDescription",
-    "RequestedProcedureDescription",
-    "RequestedProcedureID",
-    "RequestAttributesSequence",
-    "ReasonForStudy",
-    "RequestedProcedureComments",
-    "AdmittingDiagnosesDescription",
-    "AdmittingDiagnosesCodeSequence",
-    "AdmissionID",
-    "DerivationDescription",
-    "ImageComments",
-    "ProtocolName",
-    "AcquisitionComments",
-    "TextComments",
-    "TextString",
-    "FrameComments",
-    "ContentCreatorName",
-    "VerifyingObserverName",
-    "PersonName",
-    "PersonAddress",
-    "PersonTelephoneNumbers",
-    "CurrentPatientLocation",
-    "PatientInstitutionResidence",
-    "ServiceEpisodeID",
-    "ServiceEpisodeDescription",
-    "VisitComments",
-    "ReferencedPatientSequence",
-    "ReferencedStudySequence",
-    "ReferencedPerformedProcedureStepSequence",
-    "OriginalAttributesSequence",
-    "ModifiedAttributesSequence",
-    "ContributingEquipmentSequence",
-    "DigitalSignaturesSequence",
-    "ConsultingPhysicianName",
-    "InterpretationRecorder",
-    "InterpretationTranscriber",
-    "InterpretationAuthor",
-    "DistributionName",
-    "DistributionAddress",
-    "Overlays",
-    "IconImageSequence",
-    "AcquisitionDeviceProcessingDescription",
-    "PerformedStationName",
-    "PerformedLocation",
-    "PerformedStationAETitle",
-    "ScheduledStationName",
-    "ScheduledStationAETitle",
-    "OrderEnteredBy",
-    "OrderEntererLocation",
-    "OrderCallbackPhoneNumber",
-    "StudyComments",
-    "ReasonForTheRequestedProcedure",
-    "RequestedContrastAgent",
-    "DischargeDiagnosisDescription",
-    "PatientTransportArrangements",
-    "ReferencedPatientAliasSequence",
-    "PatientPrimaryLanguageCodeSequence",
-    "InstitutionalDepartmentTypeCodeSequence",
-    "DeviceDescription",
-    "FillerOrderNumberImagingServiceRequest",
-    "PlacerOrderNumberImagingServiceRequest",
-    "AcquisitionContextSequence",
-    "ContentSequence",
-)
-# UIDs: every UID value is replaced by a deterministic hash (so a series still groups after
-# de-id), except SOP class / transfer syntax UIDs and any UID defined by the DICOM standard itself
-# (root 1.2.840.10008.), which name kinds of objects, not patients or studies.
-_STANDARD_UID_ROOT = "1.2.840.10008."
-
-
-def _is_instance_uid(keyword: str, value: str) -> bool:
-    return not (
-        keyword.endswith("ClassUID") or keyword.endswith("TransferSyntaxUID") or value.startswith(_STANDARD_UID_ROOT)
-    )
-
-
-# Value representations that carry identity wherever they occur: all person names and all
-# dates/times are removed (the basic profile's dates are Z/D/X; removing them is the strict form).
-_IDENTIFYING_VRS = ("PN", "DA", "DT", "TM", "AE")  # AE: application entity titles name stations/sites
-_DEID_SALT = "gmai-deid-v1"
-
-
-def deidentify(ds: Any, *, salt: str = _DEID_SALT) -> Any:
-    """De-identify a pydicom Dataset in place (and return it).
-
-    Basic-profile attributes are removed; every person name, date and time anywhere (sequences
-    included) is removed; every instance UID is replaced by a deterministic hash (same input UID
-    -> same output UID, so a series stays one series; class and standard UIDs are kept); private
-    tags, overlays and curves are removed. ``PatientIdentityRemoved=YES`` and ``DeidentificationMethod`` record it.
-    Burned-in pixel text cannot be removed here: :func:`read_dicom` rejects such files.
-    """
-    from pydicom.dataset import Dataset
-
-    def scrub(dataset: Dataset) -> None:
-        dataset.remove_private_tags()
-        for elem in list(dataset):
-            keyword = elem.keyword
-            if elem.tag.group in (0x6000, 0x6002, 0x6004, 0x5000, 0x5002):  # overlays, curves
-                del dataset[elem.tag]
-            elif keyword in _REMOVE_KEYWORDS or elem.VR in _IDENTIFYING_VRS:
-                del dataset[elem.tag]
-            elif elem.VR == "UI" and elem.value:
-                if elem.VM > 1:
-                    elem.value = [
-                        _replacement_uid(str(v), salt) if _is_instance_uid(keyword, str(v)) else v for v in elem.value
-                    ]
-                elif _is_instance_uid(keyword, str(elem.value)):
-                    elem.value = _replacement_uid(str(elem.value), salt)
-            elif elem.VR == "SQ":
-                for item in elem.value:
-                    scrub(item)
-
-    scrub(ds)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None and "MediaStorageSOPInstanceUID" in meta:
-        meta.MediaStorageSOPInstanceUID = _replacement_uid(str(meta.MediaStorageSOPInstanceUID), salt)
-    for keyword in ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
-                    "ReceivingApplicationEntityTitle", "PrivateInformationCreatorUID", "PrivateInformation"):
-        if meta is not None and keyword in meta:
-            delattr(meta, keyword)
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "gmai PS3.15 basic profile v1"  # LO: at most 64 characters
-    return ds
-
-
-def _replacement_uid(uid: str, salt: str) -> str:
-    # 2.25.<128-bit int> (PS3.5 B.2 UUID-derived form) from a SHA-256 of (salt, uid):
-    # deterministic, and no digit of the original survives. (pydicom's generate_uid ignores
-    # entropy sources when prefix=None, so it cannot be used for a stable mapping.)
-    digest = hashlib.sha256(f"{salt}\0{uid}".encode()).hexdigest()
-    return f"2.25.{int(digest[:32], 16)}"
-
-
 # Only these header fields may leave this module (captions, logs, manifests, UI).
-_SAFE_FIELDS = {
-    "Modality": "modality",
-    "BodyPartExamined": "body_part",
+# Only these header fields may leave this module (captions, logs, manifests, UI), and only as numbers or
+# as words from a controlled vocabulary: a value outside it is dropped, never copied (free text such as
+# BodyPartExamined, Manufacturer or ContrastBolusAgent can hold anything a person typed).
+_NUMERIC_FIELDS = {
     "Rows": "rows",
     "Columns": "columns",
     "NumberOfFrames": "frames",
-    "Manufacturer": "manufacturer",
-    "ManufacturerModelName": "model",
     "SliceThickness": "slice_thickness_mm",
     "PixelSpacing": "pixel_spacing_mm",
-    "PhotometricInterpretation": "photometric",
     "BitsStored": "bits_stored",
     "MagneticFieldStrength": "field_strength_t",
     "KVP": "kvp",
-    "ViewPosition": "view_position",
-    "ImageType": "image_type",
     "SeriesNumber": "series_number",
     "InstanceNumber": "instance_number",
-    "ContrastBolusAgent": "contrast_agent",
-    "ScanningSequence": "scanning_sequence",
+}
+# BodyPartExamined defined terms (PS3.16 Annex L, the common ones) -> the project's organ words
+BODY_PARTS = {
+    "ABDOMEN": "abdomen", "CHEST": "chest", "THORAX": "chest", "HEAD": "head", "BRAIN": "brain",
+    "SKULL": "head", "EXTREMITY": "extremity", "PELVIS": "pelvis", "BREAST": "breast", "SPINE": "spine",
+    "CSPINE": "spine", "TSPINE": "spine", "LSPINE": "spine", "NECK": "neck", "KNEE": "knee",
+    "WHOLEBODY": "whole body", "WHOLE BODY": "whole body", "HEART": "heart", "LIVER": "liver",
+    "HAND": "extremity", "FOOT": "extremity", "ANKLE": "extremity", "WRIST": "extremity",
+    "ELBOW": "extremity", "SHOULDER": "shoulder", "HIP": "hip", "KIDNEY": "kidney", "LUNG": "chest",
+    "ABDOMENPELVIS": "abdomen", "CHESTABDOMEN": "chest", "HEADNECK": "head", "EYE": "eye",
+    "PROSTATE": "prostate", "COLON": "colon", "STOMACH": "stomach", "PANCREAS": "pancreas",
+}
+_CODED_FIELDS = {
+    "Modality": ("modality", set(DICOM_MODALITIES) | NON_IMAGE_MODALITIES | {"OT", "SC", "DOC", "ES", "XC"}),
+    "PhotometricInterpretation": ("photometric", {"MONOCHROME1", "MONOCHROME2", "RGB", "PALETTE COLOR",
+                                                  "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT",
+                                                  "YBR_PARTIAL_420"}),
+    "ViewPosition": ("view_position", {"AP", "PA", "LL", "RL", "LATERAL", "RLD", "LLD", "RLO", "LLO", "CC",
+                                       "MLO", "ML", "LM", "LMO", "XCC", "XCCL", "XCCM", "FB", "SIO", "ISO",
+                                       "VD", "DV", "AXIAL"}),
+    "ImageType": ("image_type", {"ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER",
+                                 "REFORMATTED", "MPR", "M", "P", "R", "I", "MAGNITUDE", "PHASE", "OTHER",
+                                 "NORMAL", "DIFFUSION", "ADC", "T1", "T2", "PROJECTION IMAGE", "VOLUME"}),
+    "ScanningSequence": ("scanning_sequence", {"SE", "IR", "GR", "EP", "RM"}),
 }
 
 
 def safe_header_summary(ds: Any) -> dict[str, Any]:
-    """A whitelist of non-identifying header fields as plain JSON values (never names/IDs/dates)."""
+    """Non-identifying header fields as plain JSON values: numbers, and coded words from a vocabulary."""
     out: dict[str, Any] = {}
-    for keyword, name in _SAFE_FIELDS.items():
-        value = ds.get(keyword)
-        if value is None or value == "":
-            continue
-        out[name] = _plain(value)
-    if "frames" not in out:
-        out["frames"] = 1
+    for keyword, name in _NUMERIC_FIELDS.items():
+        value = _numbers(ds.get(keyword))
+        if value is not None:
+            out[name] = value
+    for keyword, (name, vocabulary) in _CODED_FIELDS.items():
+        words = [w for w in _words(ds.get(keyword)) if w in vocabulary]
+        if words:
+            out[name] = words if _is_multi(ds.get(keyword)) else words[0]
+    body_part = BODY_PARTS.get(" ".join(_words(ds.get("BodyPartExamined"))))
+    if body_part:
+        out["body_part"] = body_part
+    out.setdefault("frames", 1)
     return out
 
 
-def _plain(value: Any) -> Any:
+def _words(value: Any) -> list[str]:
+    if value is None:
+        return []
+    values = value if _is_multi(value) else [value]
+    return [str(v).strip().upper() for v in values if str(v).strip()]
+
+
+def _numbers(value: Any) -> Any:
+    """A number or a list of numbers, or None when any part is not a number."""
+    if value is None or value == "":
+        return None
     if _is_multi(value):
-        return [_plain(v) for v in value]
-    if isinstance(value, int):  # pydicom IS is an int subclass: return a plain int
-        return int(value)
-    if isinstance(value, str) and not isinstance(value, float):
-        return value.strip()
-    try:  # DSfloat and friends -> plain float (int when whole)
+        parts = [_numbers(v) for v in value]
+        return None if any(p is None or isinstance(p, list) for p in parts) else parts
+    try:
         number = float(value)
-        return int(number) if number.is_integer() else number
     except (TypeError, ValueError):
-        return str(value).strip()
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return int(number) if number.is_integer() else number
 
 
 # --------------------------------------------------------------------------------------------
@@ -716,11 +600,14 @@ def write_dicom(
     when the header does not give them.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom import uid as uids
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16, np.int16):
         raise ValueError(f"write_dicom needs 2-D uint8/uint16/int16 pixels, got {pixels.dtype} {pixels.shape}")
-    sop_class = CTImageStorage if header.get("Modality") == "CT" else SecondaryCaptureImageStorage
+    storage = {"CT": uids.CTImageStorage, "MR": uids.MRImageStorage, "CR": uids.ComputedRadiographyImageStorage,
+               "DX": uids.DigitalXRayImageStorageForPresentation}
+    sop_class = storage.get(str(header.get("Modality", "")), uids.SecondaryCaptureImageStorage)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

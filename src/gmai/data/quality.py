@@ -13,8 +13,9 @@ Nothing here raises on bad data: a failed check is a reason string that becomes 
   colour forms an adapter may produce, plus its phash); a record whose image matches is excluded
   with stage "leakage" (the paper checks MD5 hashes against every benchmark's images).
 
-Hash lookups use band indexing (pigeonhole on Hamming distance), so both checks stay fast
-for large corpora and their results do not depend on the order hashes were added.
+Hash lookups use multi-index hashing (pigeonhole on Hamming distance over substrings: an exact LSH,
+``HashIndex``), so both checks stay fast for large corpora, find every neighbour within the distance,
+and give the same answer as comparing all pairs.
 """
 
 from __future__ import annotations
@@ -151,23 +152,31 @@ def hamming(a: int, b: int) -> int:
 
 
 class HashIndex:
-    """MD5 set + phash neighbours within ``distance`` bits, found by band lookup.
+    """MD5 set + phash neighbours within ``distance`` bits, found by multi-index hashing (an exact LSH).
 
-    Pigeonhole: if two 64-bit hashes differ in <= d bits, they agree exactly on at least one
-    of d+1 disjoint bands, so only hashes sharing a band are compared.
+    The 64 bits are cut into m = distance // 2 + 1 substrings. If two hashes differ in <= d bits, some
+    substring differs in <= d // m bits (pigeonhole), which is 0 or 1: each substring is indexed exactly,
+    and a query probes its own substrings plus, when that radius is 1, every one-bit variant of them.
+    So every neighbour within ``distance`` is found (no false negatives) while only hashes sharing a
+    ~22-bit substring (d=4) are compared; with d+1 exact bands of ~13 bits instead, the buckets grow
+    with the corpus (N / 8192 entries each) and a million hashes cost ~100x more
+    (benchmarks/phash_lsh.py, results/phash_lsh.json).
     """
 
-    def __init__(self, distance: int) -> None:
+    def __init__(self, distance: int, parts: int | None = None) -> None:
+        """``parts``: substrings (default distance // 2 + 1; distance + 1 gives plain exact banding)."""
         self.distance = distance
         self.md5: dict[str, str] = {}
         self.entries: list[tuple[int, str, str]] = []  # (phash, name, group)
-        self._bands: dict[tuple[int, int], list[int]] = {}
-        nbands = max(distance, 0) + 1
-        width = -(-64 // nbands)
-        self._spans = [(i * width, min(64, (i + 1) * width)) for i in range(nbands) if i * width < 64]
-
-    def _band_keys(self, value: int) -> list[tuple[int, int]]:
-        return [(i, (value >> lo) & ((1 << (hi - lo)) - 1)) for i, (lo, hi) in enumerate(self._spans)]
+        parts = parts or max(distance, 0) // 2 + 1
+        radius = max(distance, 0) // parts
+        if radius > 1:
+            raise ValueError(f"{parts} substrings need a probe radius {radius} for distance {distance}: use more")
+        width = -(-64 // parts)
+        self._spans = [(lo, (1 << min(width, 64 - lo)) - 1) for lo in range(0, 64, width)]  # (shift, mask)
+        self._probes = [[0] + ([1 << b for b in range(mask.bit_length())] if radius else [])
+                        for _, mask in self._spans]
+        self._tables: list[dict[int, list[int]]] = [{} for _ in self._spans]
 
     def add(self, md5s: Iterable[str], value: int | None, name: str, group: str = "") -> None:
         for digest in md5s:
@@ -175,14 +184,26 @@ class HashIndex:
         if value is None or self.distance < 0:
             return
         self.entries.append((value, name, group))
-        for key in self._band_keys(value):
-            self._bands.setdefault(key, []).append(len(self.entries) - 1)
+        position = len(self.entries) - 1
+        for (shift, mask), table in zip(self._spans, self._tables):
+            table.setdefault((value >> shift) & mask, []).append(position)
+
+    def _candidates(self, value: int) -> list[int]:
+        """Positions of every entry that may lie within the distance (a superset of those that do)."""
+        found: set[int] = set()
+        for (shift, mask), table, probes in zip(self._spans, self._tables, self._probes):
+            key = (value >> shift) & mask
+            for flip in probes:
+                bucket = table.get(key ^ flip)
+                if bucket:
+                    found.update(bucket)
+        return sorted(found)
 
     def near(self, value: int, exclude_group: str | None = None) -> tuple[str, int] | None:
         """The closest earlier entry within the distance (first added wins ties), or None."""
         if self.distance < 0:
             return None
-        candidates = sorted({i for key in self._band_keys(value) for i in self._bands.get(key, [])})
+        candidates = self._candidates(value)
         best: tuple[int, int] | None = None
         for i in candidates:
             other, _, group = self.entries[i]

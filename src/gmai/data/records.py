@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("classification", "segmentation", "detection", "vqa", "report", "perception", "conversation")
+TASKS = ("classification", "segmentation", "detection", "vqa", "report", "perception", "conversation", "volume")
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,16 @@ class Record:
     report: str = ""
     conversations: list[dict[str, str]] = field(default_factory=list)  # LLaVA passthrough
     meta: dict[str, Any] = field(default_factory=dict)
+    # A sequence of images shown together (a volume as N slices, task "volume"); ``image`` is then the first.
+    images: list[np.ndarray] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         """Everything but the pixels, JSON-ready (for manifests, LLM prompts, caches)."""
         d = asdict(self)
         d.pop("image")
         d["image_shape"] = list(self.image.shape)
+        if d.pop("images"):
+            d["images_shape"] = [list(im.shape) for im in self.images]
         return d
 
 

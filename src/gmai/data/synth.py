@@ -684,6 +684,7 @@ def write_corpus(
         lambda r: write_coco(out, r, n=n(120)),
         lambda r: write_dicom_series(out, r, series=2, slices=max(4, int(round(10 * scale)))),
         lambda r: write_npz(out, r, n_train=n(210)),
+        lambda r: write_totalseg_volumes(out, r, n=max(4, int(round(12 * scale))), test=max(2, int(round(4 * scale)))),
     )
     datasets: list[SynthDataset] = []
     for index, writer in enumerate(writers):
@@ -743,3 +744,149 @@ def synth_command(
     console.print(f"source specs: {Path(out) / 'sources.txt'}")
     if not datasets:
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. A CT series with a DICOM SEG (highdicom) and an RTSTRUCT (rt-utils) that annotate it
+# --------------------------------------------------------------------------------------------
+
+CT_SERIES_STRUCTURES = {"seg": ("liver", "tumor"), "rtstruct": ("spleen", "liver")}
+
+
+def ct_series_masks(rng: np.random.Generator, size: int = 64, slices: int = 12) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(HU stack (slices, rows, cols) int16, {structure: bool mask (slices, rows, cols)}).
+
+    Axial slices in DICOM's LPS patient frame with the standard orientation (rows run to the patient's
+    left), so the liver (patient's right) lies on the image's left and the spleen on its right.
+    """
+    zz, yy, xx = np.mgrid[0:slices, 0:size, 0:size].astype(np.float64)
+    c = size / 2
+    body = ((yy - c) / (size * 0.40)) ** 2 + ((xx - c) / (size * 0.46)) ** 2 <= 1
+    hu = np.where(body, 40.0, -1000.0)
+    lz, ly, lx = slices * rng.uniform(0.45, 0.55), c + size * rng.uniform(-0.04, 0.04), c - size * 0.2
+    liver = (((zz - lz) / (slices * 0.38)) ** 2 + ((yy - ly) / (size * 0.2)) ** 2
+             + ((xx - lx) / (size * 0.16)) ** 2) <= 1
+    sz, sx = slices * rng.uniform(0.35, 0.5), c + size * 0.24
+    spleen = (((zz - sz) / (slices * 0.25)) ** 2 + ((yy - c) / (size * 0.1)) ** 2 + ((xx - sx) / (size * 0.08)) ** 2) <= 1
+    tumor = (((zz - lz) / (slices * 0.15)) ** 2 + ((yy - ly) / (size * 0.07)) ** 2
+             + ((xx - lx) / (size * 0.07)) ** 2) <= 1
+    hu[liver], hu[spleen], hu[tumor] = 95.0, 60.0, 15.0
+    hu += rng.normal(0, 8, hu.shape)
+    return hu.astype(np.int16), {"liver": liver, "tumor": tumor & liver, "spleen": spleen}
+
+
+def write_ct_seg_rtstruct(
+    root: Path, rng: np.random.Generator, *, size: int = 64, slices: int = 12, spacing: float = 0.8,
+    thickness: float = 2.5,
+) -> dict[str, np.ndarray]:
+    """Write ``root/ct/*.dcm`` (a CT series, pydicom, with a fake identity), ``root/seg.dcm`` (a DICOM SEG
+    of liver + tumor written by highdicom) and ``root/rtstruct.dcm`` (an RTSTRUCT of spleen + liver written
+    by rt-utils). Returns the masks they were made from, {structure: bool (slices, rows, cols)}.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+    from rt_utils import RTStructBuilder
+
+    hu, masks = ct_series_masks(rng, size, slices)
+    token = str(rng.integers(2**62))
+    uid = lambda *parts: generate_uid(entropy_srcs=[token, *parts])  # noqa: E731
+    for k in range(slices):
+        header = {
+            **FAKE_IDENTITY, "Modality": "CT", "BodyPartExamined": "ABDOMEN", "StudyID": "1",
+            "StudyInstanceUID": uid("study"), "SeriesInstanceUID": uid("series"), "SOPInstanceUID": uid("slice", str(k)),
+            "FrameOfReferenceUID": uid("frame"), "SeriesNumber": 1, "InstanceNumber": k + 1,
+            "ImagePositionPatient": [-size * spacing / 2, -size * spacing / 2, k * thickness],
+            "ImageOrientationPatient": [1, 0, 0, 0, 1, 0], "PixelSpacing": [spacing, spacing],
+            "SliceThickness": thickness, "RescaleIntercept": -1024, "RescaleSlope": 1,
+            "Manufacturer": "gmai synthetic phantom", "BurnedInAnnotation": "NO",
+        }
+        write_dicom(root / "ct" / f"slice_{k:03d}.dcm", (hu[k] + 1024).astype(np.uint16), header)
+    series = sorted((pydicom.dcmread(p) for p in (root / "ct").glob("*.dcm")), key=lambda d: float(d.ImagePositionPatient[2]))
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="gmai synthetic phantom", version="1", family=codes.cid7162.ArtificialIntelligence
+    )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1, segment_label=name,
+            segmented_property_category=codes.SCT.Organ if name != "tumor" else codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Liver if name == "liver" else codes.SCT.Neoplasm,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+        )
+        for i, name in enumerate(CT_SERIES_STRUCTURES["seg"])
+    ]
+    pixel_array = np.stack([masks[name] for name in CT_SERIES_STRUCTURES["seg"]], axis=-1).astype(np.uint8)
+    seg = hd.seg.Segmentation(
+        source_images=series, pixel_array=pixel_array, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions, series_instance_uid=uid("seg-series"), series_number=2,
+        sop_instance_uid=uid("seg"), instance_number=1, manufacturer="gmai", manufacturer_model_name="synthetic",
+        software_versions="1", device_serial_number="0", omit_empty_frames=True,
+    )
+    seg.save_as(str(root / "seg.dcm"))
+    rtstruct = RTStructBuilder.create_new(dicom_series_path=str(root / "ct"))
+    for name in CT_SERIES_STRUCTURES["rtstruct"]:
+        # rt-utils takes masks as (rows, columns, slices) in its own slice order (ascending position)
+        rtstruct.add_roi(mask=np.transpose(masks[name], (1, 2, 0)), name=name)
+    rtstruct.save(str(root / "rtstruct.dcm"))
+    return masks
+
+
+
+# --------------------------------------------------------------------------------------------
+# 8. CT volumes in the TotalSegmentator layout (one mask per structure), read as slice sequences
+# --------------------------------------------------------------------------------------------
+
+# meta.csv as the TotalSegmentator release writes it (semicolon-separated, UTF-8 with BOM)
+TOTALSEG_META_COLUMNS = ("image_id", "age", "gender", "institute", "study_type", "split", "manufacturer",
+                         "scanner_model", "kvp", "pathology", "pathology_location")
+
+
+def abdomen_volume(rng: np.random.Generator, size: int = 64, depth: int = 16) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(HU volume, {structure: bool mask}) in RAS+ voxel order: liver (+ a hypodense tumour in about half the
+    cases) on the patient's right, spleen on the left, each over its own range of slices."""
+    hu, labels = ct_volume(rng, size, depth)
+    xx, yy, zz = np.mgrid[0:size, 0:size, 0:depth].astype(np.float64)
+    c = size / 2
+    sz = depth * rng.uniform(0.3, 0.7)
+    spleen = (((xx - (c - size * 0.24)) / (size * 0.08)) ** 2 + ((yy - (c + size * rng.uniform(-0.05, 0.05)))
+              / (size * 0.1)) ** 2 + ((zz - sz) / (depth * 0.22)) ** 2) <= 1
+    hu[spleen] = 60
+    # one mask per voxel class, as TotalSegmentator's are (they do not overlap): the tumour is cut out of the liver
+    if rng.random() < 0.5:
+        masks = {"liver": labels == 1, "spleen": spleen & (labels == 0), "tumor": labels == 2}
+    else:  # no lesion in this case: paint the tumour back as liver
+        hu[labels == 2] = 95
+        masks = {"liver": labels > 0, "spleen": spleen & (labels == 0)}
+    return hu, masks
+
+
+def write_totalseg_volumes(out: Path, rng: np.random.Generator, n: int, test: int, size: int = 64,
+                           depth: int = 16, slices: int = 3) -> SynthDataset:
+    """``synthetic-ct-abdomen-slices``: case folders ``sNNNN/ct.nii.gz`` + ``sNNNN/segmentations/<structure>.nii.gz``
+    (an empty mask where a case has no tumour, as TotalSegmentator writes one file per class in every case) and a
+    ``meta.csv`` putting the last ``test`` cases in the test split; read as ``slices`` images per volume."""
+    import nibabel as nib
+
+    root = out / "synthetic-ct-abdomen-slices"
+    affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    rows = []
+    for i in range(n):
+        case = root / f"s{i:04d}"
+        (case / "segmentations").mkdir(parents=True, exist_ok=True)
+        hu, masks = abdomen_volume(rng, size, depth)
+        files = {"ct.nii.gz": hu.astype(np.int16)}
+        for name in ("liver", "spleen", "tumor"):
+            files[f"segmentations/{name}.nii.gz"] = masks.get(name, np.zeros(hu.shape, bool)).astype(np.uint8)
+        for name, data in files.items():
+            raw = nib.Nifti1Image(data, affine).to_bytes()
+            (case / name).write_bytes(gzip.compress(raw, compresslevel=6, mtime=0))
+        split = "test" if i >= n - test else "train"
+        rows.append(";".join([case.name, "", "", "", "ct abdomen", split, "", "", "", "", ""]))
+    (root / "meta.csv").write_text("\ufeff" + ";".join(TOTALSEG_META_COLUMNS) + "\n" + "\n".join(rows) + "\n",
+                                   encoding="utf-8")
+    spec = (f"nifti:{root}?name=synthetic-ct-abdomen-slices&organ=abdomen&modality=CT&window=soft-tissue"
+            f"&volume=slices:{slices}&volume_only=true")
+    return SynthDataset("synthetic-ct-abdomen-slices", spec, f"{n} volumes ({test} test) x {depth} slices",
+                        f"CT-like volumes, one mask per structure (TotalSegmentator layout), read as {slices}-slice "
+                        "sequences")

@@ -5,6 +5,7 @@ Layout of a build folder ``OUT``::
     OUT/MM-Caption.jsonl, MM-Instruct.jsonl, MM-Percept.jsonl   training split (LLaVA/XTuner JSONL)
     OUT/heldout/<split>/<subset>.jsonl                           val/test records, kept apart
     OUT/images/<source>/<md5>.png                                PNG, path relative to OUT in "image"
+                                                                 (a list of paths for a multi-image row)
     OUT/parquet/<subset>/<split>-00000-of-0000N.parquet          same rows, image bytes embedded
     OUT/rejects.jsonl                                            every input that did not make it, and why
     OUT/stats.json, OUT/README.md (dataset card), OUT/plots/*.png
@@ -35,7 +36,7 @@ ROW_FIELDS = ("id", "image", "conversations", "subset", "split", "source", "moda
               "generator", "ref")
 LIST_FIELDS = {"labels", "templates", "options"}
 TASK_CODES = {"classification": "cls", "segmentation": "seg", "detection": "det", "vqa": "vqa", "report": "rep",
-              "perception": "per", "conversation": "conv"}
+              "perception": "per", "conversation": "conv", "volume": "vol"}
 PARQUET_ROWS_PER_SHARD = 2000
 PARQUET_ROW_GROUP_ROWS = 100  # rows buffered before a row group is written (at a chunk's end)
 
@@ -122,6 +123,7 @@ def _features() -> Any:
             columns[name] = List(Value("string"))
         else:
             columns[name] = Value("string")
+    columns["images"] = List(Value("string"))  # every image of a multi-image row (a volume as slices); else []
     return Features(columns)
 
 
@@ -210,7 +212,10 @@ class ParquetShards:
             take = min(len(self.rows), PARQUET_ROWS_PER_SHARD - self.shard_rows)
             head, self.rows = self.rows[:take], self.rows[take:]
             # one list per column at once: cheaper than appending 19 values for every row as it arrives
-            self._write_group({name: [row[name] for row in head] for name in ROW_FIELDS})
+            columns = {name: [row[name] for row in head] for name in ROW_FIELDS}
+            columns["images"] = [list(v) if isinstance(v, list) else [] for v in columns["image"]]
+            columns["image"] = [v[0] if isinstance(v, list) else v for v in columns["image"]]  # the first one
+            self._write_group(columns)
             if self.shard_rows == PARQUET_ROWS_PER_SHARD:
                 self.writer.close()
                 self.writer, self.shard_rows = None, 0

@@ -63,6 +63,9 @@ def _benches(bench: list[str]):
         raise typer.BadParameter(str(err), param_hint="--bench") from err
 
 
+MAX_FAILURE_LINES = 20
+
+
 def _summary(report) -> None:
     from rich.console import Console
 
@@ -72,10 +75,23 @@ def _summary(report) -> None:
     for label, bench in report["benchmarks"].items():
         console.print(rich_table(["rule", "overall", "closed", "open", "choice", "n"], rule_rows(bench),
                                  title=f"{label}: {bench['n_items']} questions, {bench['n_failed']} failed"))
+        _print_failures(label, bench.get("failures", []))
 
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+def _print_failures(label: str, failures: list[dict]) -> None:
+    """One line per failed item (the first MAX_FAILURE_LINES; report.json lists them all)."""
+    for f in failures[:MAX_FAILURE_LINES]:
+        typer.echo(f"{label}: {f['qid']}: {f.get('stage', 'generation')} failure: {f['error']}", err=True)
+    if len(failures) > MAX_FAILURE_LINES:
+        typer.echo(f"{label}: ... and {len(failures) - MAX_FAILURE_LINES} more failures (all in report.json)",
+                   err=True)
+
+
+def _fail(err: BaseException) -> None:
+    """Any error at the command line boundary: one line naming it, never a traceback."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    kind = "" if isinstance(err, (FileNotFoundError, ValueError, KeyError)) else f"{type(err).__name__}: "
+    typer.secho(f"error: {kind}{text or type(err).__name__}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
 
@@ -112,7 +128,7 @@ def run_command(
         report = run_eval(model, specs, out, options,
                           config=GenerationConfig(max_new_tokens=max_new_tokens, temperature=temperature),
                           api_key=api_key, model_name=model_name, console=Console(stderr=True))
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
         _fail(err)
     _summary(report)
     typer.echo(f"wrote {out}/report.json, report.md, predictions.jsonl, scores.csv, breakdowns.csv")
@@ -136,7 +152,7 @@ def score_command(
     try:
         options = _options(rules, 16, limit, "plain", baselines, out, judge_url, judge_model, judge_api_key)
         report = score_file(predictions, specs, out, options)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - the CLI boundary: one line, never a traceback
         _fail(err)
     _summary(report)
     typer.echo(f"wrote {out}/report.json, report.md, predictions.jsonl, scores.csv, breakdowns.csv")
@@ -160,7 +176,7 @@ def compare_command(
         loaded = [load_run(r) for r in runs]
         headers, rows = comparison_table(loaded, names.split(",") if names else [str(r) for r in runs],
                                          rule=rule, by_type=by_type)
-    except (FileNotFoundError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - the CLI boundary
         _fail(err)
     Console().print(rich_table(headers, rows, title=f"accuracy (%), rule {rule}"))
     if markdown:

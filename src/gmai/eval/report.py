@@ -69,7 +69,10 @@ def markdown_report(report: dict[str, Any]) -> str:
                   markdown_table(["rule", "overall", "closed", "open", "choice", "n"], rule_rows(bench))]
         if bench.get("failures"):
             shown = bench["failures"][:5]
-            parts += ["", f"Failed items ({bench['n_failed']}, scored as wrong): "
+            unscorable = bench.get("n_unscorable", 0)
+            note = "scored as wrong" if not unscorable else \
+                f"{unscorable} unscorable release rows left out of the accuracies, the rest scored as wrong"
+            parts += ["", f"Failed items ({bench['n_failed']}, {note}): "
                       + "; ".join(f"{f['qid']}: {f['error']}" for f in shown)
                       + (" ..." if bench["n_failed"] > len(shown) else "")]
         if bench.get("not_questions"):

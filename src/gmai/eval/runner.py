@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from gmai.eval import scoring
-from gmai.eval.benchmarks import BenchItem, ImageLoadError, get_spec, load_benchmark
+from gmai.eval.benchmarks import BenchItem, ImageLoadError, Loaded, get_spec, load_benchmark
 from gmai.eval.scoring import DEFAULT_RULE, RULES
 
 DEFAULT_RULES = ("gmai@1", "gmai-recall@1", "lmms-eval-exact@1", "multimedeval@1", "medevalkit@1")
@@ -112,6 +112,16 @@ class PredictionCache:
                 fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
 
+class MemoryCache:
+    """:class:`PredictionCache`'s interface without a file, for callers that need no resume."""
+
+    def __init__(self):
+        self.entries: dict[str, dict[str, Any]] = {}
+
+    def add(self, entries: Iterable[dict[str, Any]]) -> None:
+        self.entries.update({str(e["qid"]): e for e in entries})
+
+
 def fingerprint(model: str, config: Any, prompt_style: str, max_side: int = 0) -> str:
     blob = json.dumps({"model": model, "config": asdict(config), "prompt": prompt_style, "max_side": max_side},
                       sort_keys=True)
@@ -132,16 +142,19 @@ def _prepare_batch(chunk: Sequence[BenchItem], prompt_style: str, max_side: int)
     return ready, failed
 
 
-def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache,
+def generate_predictions(backend, items: Sequence[BenchItem], config, cache: PredictionCache | MemoryCache | None = None,
                          batch_size: int = 16, prompt_style: str = "plain",
                          progress: Callable[[int], None] | None = None,
                          max_side: int = 0) -> dict[str, dict[str, Any]]:
-    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry.
+    """Replies for every item not in the cache yet, in batches; returns qid -> cache entry
+    (``{"qid", "prediction", "error"}``; an item whose image fails has prediction None and the error).
+    The one evaluation loop of the project: ``gmai eval`` and the R1 evaluation (``gmai.rl.evaluate``).
 
     The next batch's images are decoded in a background thread while the current batch generates
     (PIL releases the GIL while decoding and resizing), so image I/O overlaps model time."""
     from concurrent.futures import ThreadPoolExecutor
 
+    cache = MemoryCache() if cache is None else cache
     todo = [it for it in items if it.qid not in cache.entries]
     if progress:
         progress(len(items) - len(todo))
@@ -335,22 +348,25 @@ def check_rules(rules: Sequence[str]) -> list[str]:
 _NOT_QUESTIONS: dict[BenchSpec, dict[str, int]] = {}  # gmai held-out rows that are not questions, per spec
 
 
-def load_items(spec: BenchSpec, limit: int | None) -> list[BenchItem]:
+def load_items(spec: BenchSpec, limit: int | None) -> Loaded:
+    """The benchmark's scorable items (first ``limit``) with ``failures``: its rows that cannot be scored."""
     items = load_benchmark(spec.name, spec.path, split=spec.split)
     if spec.name == "gmai":
         from gmai.eval.benchmarks import gmai_heldout
 
         _NOT_QUESTIONS[spec] = dict(gmai_heldout.LAST_SKIPPED)
-    return items[:limit] if limit else items
+    return Loaded(items[:limit], items.failures) if limit else items
 
 
 def benchmark_report(spec: BenchSpec, items: Sequence[BenchItem], rows: list[dict[str, Any]],
                      options: EvalOptions) -> dict[str, Any]:
-    failures = [{"qid": r["qid"], "error": r["error"]} for r in rows if r["error"]]
+    failed = [{"qid": r["qid"], "error": r["error"], "stage": "generation"} for r in rows if r["error"]]
+    unscorable = [{"qid": f["qid"], "error": f["reason"], "stage": "load"} for f in getattr(items, "failures", [])]
     summary = summarise(rows, effective_rules(options))
     report = {"benchmark": spec.name, "path": str(spec.path), "split": items[0].split if items else spec.split,
-              "n_items": len(rows), "n_scored": len(rows) - len(failures), "n_failed": len(failures),
-              "failures": failures, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
+              "n_items": len(rows) + len(unscorable), "n_scored": len(rows) - len(failed),
+              "n_failed": len(failed) + len(unscorable), "n_unscorable": len(unscorable),
+              "failures": failed + unscorable, "rules": summary["rules"], "breakdowns": summary["breakdowns"],
               "open_metrics": open_question_metrics(rows)}
     if spec in _NOT_QUESTIONS:
         report["not_questions"] = _NOT_QUESTIONS[spec]
@@ -393,14 +409,10 @@ def run_eval(model: str, benches: Sequence[BenchSpec], out: str | Path, options:
 
 def read_prediction_file(path: str | Path) -> list[dict[str, Any]]:
     """JSONL with ``qid`` and ``prediction`` (optional ``benchmark``, ``error``)."""
+    from gmai.eval.benchmarks.base import jsonl_rows
+
     rows = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON: {err}") from err
+    for n, row in jsonl_rows(path):
         if "qid" not in row or ("prediction" not in row and "error" not in row):
             raise ValueError(f"{path}:{n}: each line needs 'qid' and 'prediction'")
         rows.append(row)

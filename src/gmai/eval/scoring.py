@@ -18,6 +18,11 @@ Rules (``RULES``):
   :func:`extract_choice` (letter, "B) Pneumonia", "(B)", "Option B", or an option's text).
 - ``gmai-recall@1``: as ``gmai@1`` but non-yes/no questions are correct when token recall of
   the gold answer (after :func:`normalize_text`) is >= 0.75.
+- ``gmai-synonyms@1``: as ``gmai@1``, and a non-yes/no answer is also correct when the whole
+  extracted answer and the whole gold are names of the same thing in :data:`SYNONYMS` (imaging
+  modalities from :mod:`gmai.data.modalities`, British/American spellings, plane names). Only true
+  equivalents are listed: a part is not its whole ("brain" is not "head"), a finding not a
+  diagnosis ("mass" is not "tumor"), and single letters ("l") are not names.
 - ``lmms-eval-exact@1``: lmms-eval's SLAKE scorer. Exact match after :func:`lmms_normalize`.
   Closed vs open from the dataset's ``answer_type``. No tag extraction.
 - ``multimedeval@1``: MultiMedEval's VQA scorer. VQA-v2 cleaning (:func:`vqa_v2_clean`), tokens
@@ -530,6 +535,40 @@ def _gmai_judge(pred: str, gold: str, answer_type: str, options: Mapping[str, st
     return Verdict(token_recall(span, gold) >= open_threshold, kind)
 
 
+def _synonym_table() -> dict[str, list[str]]:
+    from gmai.data.modalities import ANSWER_SYNONYMS
+
+    spelled = {"tumor": ["tumour"], "hemorrhage": ["haemorrhage"], "edema": ["oedema"], "anemia": ["anaemia"],
+               "ischemia": ["ischaemia"], "esophagus": ["oesophagus"], "fetus": ["foetus"], "leukemia":
+               ["leukaemia"], "hematoma": ["haematoma"], "anesthesia": ["anaesthesia"], "fetal": ["foetal"],
+               "esophageal": ["oesophageal"], "hemangioma": ["haemangioma"]}
+    planes = {"axial": ["transverse", "axial plane", "transverse plane"], "coronal": ["coronal plane", "frontal plane"],
+              "sagittal": ["sagittal plane"], "left": ["left side"], "right": ["right side"]}
+    return {**{k.lower(): v for k, v in ANSWER_SYNONYMS.items()}, **spelled, **planes}
+
+
+#: canonical name -> other names of the same thing (compared after :func:`normalize_text`), version 1
+SYNONYMS: dict[str, list[str]] = _synonym_table()
+_SYNONYM_INDEX: dict[str, str] = {}
+for _canonical, _others in SYNONYMS.items():
+    for _name in (_canonical, *_others):
+        _SYNONYM_INDEX.setdefault(normalize_text(_name), normalize_text(_canonical))
+
+
+def canonical_answer(text: str) -> str:
+    """:func:`normalize_text`, with a whole answer listed in :data:`SYNONYMS` replaced by its canonical
+    name ("Magnetic resonance imaging" -> "mr")."""
+    norm = normalize_text(text)
+    return _SYNONYM_INDEX.get(norm, norm)
+
+
+def _synonym_judge(pred: str, gold: str, answer_type: str, options: Mapping[str, str]) -> Verdict:
+    verdict = _gmai_judge(pred, gold, answer_type, options)
+    if verdict.correct or verdict.kind == "choice" or gold_polarity(gold) is not None:
+        return verdict
+    return Verdict(canonical_answer(extract_answer(pred)) == canonical_answer(gold), verdict.kind)
+
+
 def _lmms_judge(pred: str, gold: str, answer_type: str, options: Mapping[str, str]) -> Verdict | None:
     if answer_type == "choice":
         return None  # its SLAKE scorer has no multiple-choice path
@@ -558,6 +597,8 @@ RULES: dict[str, Rule] = {r.name: r for r in [
          lambda p, g, t, o: _gmai_judge(p, g, t, o)),
     Rule("gmai-recall@1", "as gmai@1, but non-yes/no answers are correct at token recall >= 0.75",
          lambda p, g, t, o: _gmai_judge(p, g, t, o, open_threshold=0.75)),
+    Rule("gmai-synonyms@1", "as gmai@1, and a non-yes/no answer is also correct when it and the gold are names "
+         "of the same thing in scoring.SYNONYMS (modalities, spellings, planes)", _synonym_judge),
     Rule("lmms-eval-exact@1", "lmms-eval SLAKE scorer: exact match after its normalisation; closed/open "
          "from the dataset's answer_type; no extraction; no multiple choice", _lmms_judge),
     Rule("multimedeval@1", "MultiMedEval VQA: VQA-v2 cleaning, token sets; closed (gold yes/no) at recall "

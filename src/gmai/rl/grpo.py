@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
+from gmai.train.logs import METRICS_FILE, read_metrics  # noqa: F401 (read_metrics: the one reader of run metrics)
+
 QUESTION_REWARDS_FILE = "question_rewards.jsonl"
 
 
@@ -51,6 +52,7 @@ class R1GRPOConfig:
     """The recipe's ``grpo:`` section (maps onto ``trl.GRPOConfig``)."""
 
     rewards: dict[str, float] = field(default_factory=lambda: {"format": 0.5, "accuracy": 1.0})
+    scoring_rule: str = "gmai@1"  # the evaluation rule the accuracy rewards score under (1.0 = it counts correct)
     num_generations: int = 4  # group size G
     beta: float = 0.04  # KL coefficient (0 = no reference model)
     epsilon: float = 0.2  # PPO-style clipping
@@ -320,11 +322,6 @@ def _finite(value):
     return value
 
 
-def read_metrics(out: str | Path) -> list[dict[str, Any]]:
-    path = Path(out) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 class QuestionRewardLog:
     """Every question's rewards each time GRPO samples it: ``OUT/question_rewards.jsonl``.
 
@@ -543,7 +540,7 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
                          f"({config.per_device_train_batch_size} x {config.gradient_accumulation_steps}) must be a "
                          f"multiple of num_generations ({config.num_generations})")
     model, processor = load_checkpoint(model_path)  # from its folder: TRL rebuilds the reference model from it
-    funcs, weights, names = get_rewards(config.rewards)
+    funcs, weights, names = get_rewards(config.rewards, rule=config.scoring_rule)
     funcs = QuestionRewardLog(out, funcs, weights, names).wrapped()
     dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)
     callbacks = [MetricsCallback(out, names)] + list(extra_callbacks or [])

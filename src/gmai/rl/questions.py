@@ -28,11 +28,13 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gmai.data.write import write_jsonl  # the atomic writer, one for the project
+from gmai.eval.benchmarks.base import jsonl_rows
 from gmai.rl.rewards import parse_box
 
 R1_INSTRUCTION = ("First think step by step inside <think> </think> tags, then give the final answer "
@@ -105,17 +107,6 @@ def _field(row: dict[str, Any], key: str, default: Any = None) -> Any:
     return default
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-
-
 def _resolve_image(base: Path, image: str, where: str) -> str:
     path = Path(image) if os.path.isabs(image) else base / image
     if not path.exists():
@@ -184,9 +175,9 @@ def collect_data_engine(folder: Path) -> list[ImageFacts]:
     files += sorted(p for name in SUBSET_FILES for p in folder.glob(f"heldout/*/{name}"))
     facts: dict[str, ImageFacts] = {}
     for path in files:
-        for n, row in enumerate(read_jsonl(path), 1):
-            if not row.get("image"):
-                continue  # text-only dialogue: no image to ask about
+        for n, row in jsonl_rows(path):
+            if not row.get("image") or isinstance(row["image"], list):
+                continue  # text-only dialogue, or several images (a volume as slices): not one image's facts
             base = folder if (folder / row["image"]).exists() else path.parent
             image = _resolve_image(base, row["image"], f"{path}:{n}")
             f = facts.get(image)
@@ -386,21 +377,11 @@ def llava_row(q: Question, reply: str, out: Path, reasoning_prompt: bool = True,
     return row
 
 
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with open(path, "w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row) + "\n")
-            n += 1
-    return n
-
-
 def load_questions(path: str | Path) -> list[Question]:
     """Questions written by :func:`build_questions` (image paths resolved against the file's folder)."""
     path = Path(path)
     out = []
-    for n, row in enumerate(read_jsonl(path), 1):
+    for n, row in jsonl_rows(path):
         missing = [k for k in ("id", "image", "question", "answer", "answer_type") if k not in row]
         if missing:
             raise ValueError(f"{path}:{n}: question lacks {missing}")

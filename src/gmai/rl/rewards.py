@@ -7,11 +7,14 @@ arguments, one value per completion. A reward returns ``None`` for a completion 
 does not apply to (TRL treats None as "not scored" and ignores it in the weighted sum), so the
 type-specific accuracies can be combined freely.
 
-One implementation, two uses: answer extraction and judging are :mod:`gmai.eval.scoring`'s
-(``extract_answer``, ``judge``, ``token_f1``, ``normalize_text``, ``extract_choice``); a reward
-scored 1.0 is a reply the evaluation suite counts correct under the same rule (``gmai@1``).
-What is added here is only what RL needs beyond a verdict: partial credit (token F1, IoU), a
-synonyms table for open answers, numeric tolerance and the format check.
+The contract with evaluation: every accuracy reward names a scoring rule (``rule``, default
+``gmai@1``; any name in ``gmai.eval.scoring.RULES``, e.g. ``gmai-synonyms@1`` to accept synonyms) and
+scores 1.0 exactly when ``scoring.judge`` under that rule counts the reply correct. Anything else a
+reward gives is partial credit below 1.0 (token F1 for open answers, capped at 0.99), or None where the
+rule does not score the question. The verdicts are :mod:`gmai.eval.scoring`'s; what is added here is
+only what RL needs beyond a verdict: partial credit (token F1, IoU), numeric tolerance and the format
+check. Numeric and box questions, which no VQA rule covers, are judged here (tolerance; IoU, counted
+correct by :func:`is_correct` at IoU >= 0.5).
 """
 
 from __future__ import annotations
@@ -118,10 +121,17 @@ def format_partial_reward(completions: Sequence[Any], **kwargs: Any) -> list[flo
 # ---------------------------------------------------------------------------------------------
 
 
+def _verdict(reply: str, gold: str, kind: str, options: Mapping[str, str], rule: str) -> float | None:
+    """1.0 / 0.0 from ``scoring.judge`` under ``rule``; None where the rule does not score the question."""
+    verdict = scoring.judge(reply, gold, kind, options, rule)
+    return None if verdict is None else (1.0 if verdict.correct else 0.0)
+
+
 def choice_reward(completions: Sequence[Any], answer: Sequence[str] | None = None,
                   options: Sequence[Any] | None = None, answer_type: Sequence[str] | None = None,
-                  **kwargs: Any) -> list[float | None]:
-    """1.0 when the picked option (``scoring.extract_choice``) is the gold one; None for non-choice rows."""
+                  rule: str = RULE, **kwargs: Any) -> list[float | None]:
+    """1.0 when ``rule`` counts the picked option right (``gmai@1``: ``scoring.extract_choice`` is the gold
+    option); None for non-choice rows."""
     n = len(completions)
     golds, opts = _col(answer, n, "answer"), _col(options, n, "options")
     types = _col(answer_type, n, "answer_type", "choice")
@@ -130,15 +140,14 @@ def choice_reward(completions: Sequence[Any], answer: Sequence[str] | None = Non
         if kind != "choice" or gold is None:
             out.append(None)
             continue
-        verdict = scoring.judge(completion_text(completion), str(gold), "choice", options_mapping(option_list), RULE)
-        out.append(1.0 if verdict and verdict.correct else 0.0)
+        out.append(_verdict(completion_text(completion), str(gold), "choice", options_mapping(option_list), rule))
     return out
 
 
 def yes_no_reward(completions: Sequence[Any], answer: Sequence[str] | None = None,
-                  answer_type: Sequence[str] | None = None, **kwargs: Any) -> list[float | None]:
-    """1.0 when the reply's polarity (``scoring.polarity``: negations, hedges, uncertainty) matches
-    a yes/no gold; None for rows whose gold is not yes/no."""
+                  answer_type: Sequence[str] | None = None, rule: str = RULE, **kwargs: Any) -> list[float | None]:
+    """1.0 when ``rule`` counts the reply right for a yes/no gold (``gmai@1``: the reply's polarity,
+    ``scoring.polarity``, with negations, hedges, uncertainty); None for rows whose gold is not yes/no."""
     n = len(completions)
     out: list[float | None] = []
     for completion, gold, kind in zip(completions, _col(answer, n, "answer"),
@@ -146,84 +155,34 @@ def yes_no_reward(completions: Sequence[Any], answer: Sequence[str] | None = Non
         if gold is None or kind == "choice" or scoring.gold_polarity(str(gold)) is None:
             out.append(None)
             continue
-        verdict = scoring.judge(completion_text(completion), str(gold), "closed", {}, RULE)
-        out.append(1.0 if verdict.correct else 0.0)
+        out.append(_verdict(completion_text(completion), str(gold), kind if kind in ("open", "closed") else "closed",
+                            {}, rule))
     return out
 
 
 # ---------------------------------------------------------------------------------------------
-# Open answers: normalised match (with medical synonyms), else token F1 as partial credit
+# Open answers: the rule's verdict, else token F1 as partial credit (< 1)
 # ---------------------------------------------------------------------------------------------
 
-# Canonical name -> other ways of saying it (all compared after scoring.normalize_text).
-MEDICAL_SYNONYMS: dict[str, list[str]] = {
-    "mri": ["mr", "magnetic resonance imaging", "magnetic resonance", "mri scan", "mr scan", "mr image"],
-    "ct": ["computed tomography", "ct scan", "cat scan", "computerized tomography", "ct image"],
-    "x ray": ["xray", "radiograph", "plain film", "x ray image", "plain radiograph", "roentgenogram"],
-    "ultrasound": ["us", "sonography", "ultrasonography", "sonogram", "ultrasound image"],
-    "pet": ["positron emission tomography", "pet scan"],
-    "fundus photograph": ["fundus", "fundus image", "fundus photo", "retinal photograph", "retina photograph"],
-    "histopathology": ["pathology", "histology", "histopathology image", "pathology slide", "h e stain"],
-    "endoscopy": ["endoscopic image", "endoscope image"],
-    "dermoscopy": ["dermatoscopy", "dermoscopic image", "epiluminescence microscopy"],
-    "oct": ["optical coherence tomography"],
-    "mammography": ["mammogram"],
-    "chest": ["thorax", "thoracic cavity", "lungs"],
-    "abdomen": ["abdominal cavity", "abd", "belly"],
-    "head": ["brain", "skull", "cranium"],
-    "kidney": ["renal"],
-    "liver": ["hepatic"],
-    "lung": ["pulmonary"],
-    "heart": ["cardiac"],
-    "myocardial infarction": ["heart attack", "mi"],
-    "pneumothorax": ["collapsed lung", "ptx"],
-    "pleural effusion": ["effusion", "fluid in pleural space"],
-    "hemorrhage": ["haemorrhage", "bleed", "bleeding"],
-    "tumor": ["tumour", "neoplasm", "mass"],
-    "edema": ["oedema"],
-    "benign": ["non malignant", "noncancerous", "not malignant"],
-    "malignant": ["cancerous", "malignancy", "cancer"],
-    "normal": ["no abnormality", "unremarkable", "no finding", "no findings", "healthy"],
-    "left": ["left side", "l"],
-    "right": ["right side", "r"],
-    "axial": ["transverse", "axial plane", "transverse plane"],
-    "coronal": ["coronal plane", "frontal plane"],
-    "sagittal": ["sagittal plane"],
-}
 
-
-def _build_synonym_index(table: Mapping[str, list[str]]) -> dict[str, str]:
-    index = {}
-    for canonical, others in table.items():
-        key = scoring.normalize_text(canonical)
-        index[key] = key
-        for other in others:
-            index.setdefault(scoring.normalize_text(other), key)
-    return index
-
-
-_SYNONYMS = _build_synonym_index(MEDICAL_SYNONYMS)
-
-
-def canonical(text: str) -> str:
-    """Normalised text (``scoring.normalize_text``) with a whole-answer synonym replaced by its
-    canonical name ("magnetic resonance imaging" -> "mri")."""
-    norm = scoring.normalize_text(text)
-    return _SYNONYMS.get(norm, norm)
-
-
-def open_answer_score(reply: str, gold: str) -> float:
-    """1.0 for the eval suite's exact match or a synonym match of the extracted answer; otherwise
-    the token F1 between the (synonym-canonicalised) answer and gold, as partial credit < 1."""
-    span = scoring.extract_answer(reply, RULE)
-    if scoring.exact_match(span, gold) or canonical(span) == canonical(gold):
+def open_answer_score(reply: str, gold: str, rule: str = RULE, kind: str = "open") -> float:
+    """1.0 when ``rule`` counts the reply right for an open gold; otherwise the token F1 between the
+    extracted answer and the gold (canonical names under a synonym rule) as partial credit, capped at
+    0.99 so that only a reply the rule accepts earns a full point."""
+    verdict = scoring.judge(reply, gold, kind, {}, rule)
+    if verdict is None:
+        return 0.0
+    if verdict.correct:
         return 1.0
-    f1 = max(scoring.token_f1(span, gold), scoring.token_f1(canonical(span), canonical(gold)))
-    return min(f1, 0.99)  # only a match the eval suite would accept earns a full 1.0
+    span = scoring.extract_answer(reply, RULE)
+    f1 = scoring.token_f1(span, gold)
+    if rule.startswith("gmai-synonyms@"):
+        f1 = max(f1, scoring.token_f1(scoring.canonical_answer(span), scoring.canonical_answer(gold)))
+    return min(f1, 0.99)
 
 
 def open_reward(completions: Sequence[Any], answer: Sequence[str] | None = None,
-                answer_type: Sequence[str] | None = None, **kwargs: Any) -> list[float | None]:
+                answer_type: Sequence[str] | None = None, rule: str = RULE, **kwargs: Any) -> list[float | None]:
     """:func:`open_answer_score` on open rows; None for choice, yes/no, numeric and box rows."""
     n = len(completions)
     out: list[float | None] = []
@@ -232,7 +191,7 @@ def open_reward(completions: Sequence[Any], answer: Sequence[str] | None = None,
         if gold is None or kind not in ("open", "closed") or scoring.gold_polarity(str(gold)) is not None:
             out.append(None)
             continue
-        out.append(open_answer_score(completion_text(completion), str(gold)))
+        out.append(open_answer_score(completion_text(completion), str(gold), rule, kind))
     return out
 
 
@@ -342,7 +301,7 @@ def box_iou_reward(completions: Sequence[Any], answer: Sequence[str] | None = No
 _BY_TYPE: dict[str, RewardFn] = {}
 
 
-def accuracy_reward(completions: Sequence[Any], answer_type: Sequence[str] | None = None,
+def accuracy_reward(completions: Sequence[Any], answer_type: Sequence[str] | None = None, rule: str = RULE,
                     **kwargs: Any) -> list[float | None]:
     """Routes each row to its type's reward: choice, yes/no (closed with a yes/no gold), open,
     numeric, box. Use this single accuracy in mixed-type recipes."""
@@ -355,9 +314,11 @@ def accuracy_reward(completions: Sequence[Any], answer_type: Sequence[str] | Non
         sub["answer_type"] = [kind] * len(idx)
         comps = [completions[i] for i in idx]
         if kind in ("closed", "open"):
-            yes_no = yes_no_reward(comps, **sub)
-            opened = open_reward(comps, **sub)
+            yes_no = yes_no_reward(comps, rule=rule, **sub)
+            opened = open_reward(comps, rule=rule, **sub)
             scores = [y if y is not None else o for y, o in zip(yes_no, opened)]
+        elif kind == "choice":
+            scores = choice_reward(comps, rule=rule, **sub)
         elif kind in _BY_TYPE:
             scores = _BY_TYPE[kind](comps, **sub)
         else:
@@ -367,14 +328,14 @@ def accuracy_reward(completions: Sequence[Any], answer_type: Sequence[str] | Non
     return out
 
 
-_BY_TYPE.update({"choice": choice_reward, "numeric": numeric_reward, "box": box_iou_reward})
+_BY_TYPE.update({"numeric": numeric_reward, "box": box_iou_reward})
 
 
-def accuracy_strict_reward(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
+def accuracy_strict_reward(completions: Sequence[Any], rule: str = RULE, **kwargs: Any) -> list[float | None]:
     """:func:`accuracy_reward`, but 0 unless the reply is :func:`format_valid` (the answer must be inside a
     well-formed ``<think>..</think><answer>..</answer>``). With the plain accuracy an answer without tags
     still earns full credit, so a policy can buy accuracy by dropping the format."""
-    scores = accuracy_reward(completions, **kwargs)
+    scores = accuracy_reward(completions, rule=rule, **kwargs)
     return [s if s is None or format_valid(c) else 0.0 for s, c in zip(scores, completions)]
 
 
@@ -391,9 +352,15 @@ REWARDS: dict[str, RewardFn] = {
 }
 
 
-def get_rewards(weights: Mapping[str, float]) -> tuple[list[RewardFn], list[float], list[str]]:
+RULED = {"accuracy", "accuracy_strict", "choice", "yes_no", "open"}  # the rewards that take a scoring rule
+
+
+def get_rewards(weights: Mapping[str, float], rule: str = RULE) -> tuple[list[RewardFn], list[float], list[str]]:
     """Recipe ``rewards: {format: 0.5, accuracy: 1.0}`` -> (functions, weights, names), for
-    ``GRPOTrainer(reward_funcs=...)`` and ``GRPOConfig(reward_weights=...)``."""
+    ``GRPOTrainer(reward_funcs=...)`` and ``GRPOConfig(reward_weights=...)``; the accuracy rewards
+    score under ``rule`` (a name in ``scoring.RULES``)."""
+    if rule not in scoring.RULES:
+        raise ValueError(f"unknown scoring rule {rule!r}; known: {', '.join(scoring.RULES)}")
     unknown = [name for name in weights if name not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; known: {', '.join(REWARDS)}")
@@ -403,22 +370,23 @@ def get_rewards(weights: Mapping[str, float]) -> tuple[list[RewardFn], list[floa
     funcs = []
     for name in names:
         fn = REWARDS[name]
+        bound = {"rule": rule} if name in RULED else {}
         # TRL names a reward function by __name__ in its logs ("rewards/<name>/mean"): use the registry name.
-        def named(completions, _fn=fn, **kw):
-            return _fn(completions, **kw)
+        def named(completions, _fn=fn, _bound=bound, **kw):
+            return _fn(completions, **_bound, **kw)
         named.__name__ = name
         funcs.append(named)
     return funcs, [float(weights[n]) for n in names], names
 
 
-def is_correct(reply: str, question: Mapping[str, Any]) -> bool:
-    """Does the eval suite (rule ``gmai@1``) count ``reply`` correct for ``question``? Box and
-    numeric questions, which the VQA rules do not cover, count at IoU >= 0.5 / within tolerance."""
+def is_correct(reply: str, question: Mapping[str, Any], rule: str = RULE) -> bool:
+    """Does the eval suite (``rule``, default ``gmai@1``) count ``reply`` correct for ``question``? Box
+    and numeric questions, which the VQA rules do not cover, count at IoU >= 0.5 / within tolerance."""
     kind = question.get("answer_type", "open")
     gold = str(question["answer"])
     if kind == "box":
         return (box_iou_reward([reply], answer=[gold], answer_type=["box"])[0] or 0.0) >= 0.5
     if kind == "numeric":
         return numeric_score(reply, gold, rel_tol=float(question.get("tolerance") or 0.05)) == 1.0
-    verdict = scoring.judge(reply, gold, kind, options_mapping(question.get("options")), RULE)
+    verdict = scoring.judge(reply, gold, kind, options_mapping(question.get("options")), rule)
     return bool(verdict and verdict.correct)

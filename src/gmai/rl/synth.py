@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gmai.rl.questions import SFT_FILE, Question, llava_row, load_questions, write_jsonl
+from gmai.data.write import write_jsonl
+from gmai.rl.questions import SFT_FILE, Question, llava_row, load_questions
 from gmai.rl.rewards import format_valid, is_correct
 
 SYNTH_REPORT, UNSOLVED_FILE = "synth-report.json", "unsolved.jsonl"

@@ -102,10 +102,19 @@ def demo_ui_command(
     max_new_tokens: int = typer.Option(256, help="Reply length limit."),
     device: str = typer.Option("", help="cpu or cuda (default: cuda when available)."),
     torch_threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
+    password: str = typer.Option("", help="Demo password, required off loopback (default: env GMAI_DEMO_PASSWORD)."),
+    insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                          help="Allow a non-loopback host without a password."),
 ) -> None:
     """A Gradio demo: upload PNG/JPEG/DICOM/NIfTI, see the normalised image and the de-identified header,
     chat with the model, with <think> reasoning folded apart from the answer."""
-    from gmai.serve.ui import launch_demo
+    from gmai.serve.ui import demo_auth, launch_demo
 
+    password = password or os.environ.get("GMAI_DEMO_PASSWORD") or None
+    try:
+        demo_auth(host, password, insecure_no_auth)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     launch_demo(checkpoint, host=host, port=port, api_key=api_key or os.environ.get("GMAI_API_KEY") or None,
-                max_new_tokens=max_new_tokens, device=device or None, torch_threads=torch_threads)
+                max_new_tokens=max_new_tokens, device=device or None, torch_threads=torch_threads,
+                password=password, insecure_no_auth=insecure_no_auth)

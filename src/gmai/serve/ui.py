@@ -6,11 +6,14 @@ DICOM, the de-identified header summary; ask questions about it. A reply's ``<th
 is shown folded apart (an accordion) from its ``<answer>``.
 
 Research demo, not a medical device. Uploads are read only through gmai.data.imaging (DICOM
-headers de-identified on read; only a whitelist of non-identifying fields is shown).
+headers de-identified on read, the same path as the data engine's; only numbers and coded words are
+shown), and the raw upload is deleted as soon as it has been read. Off loopback the demo needs a
+password (``--password`` or ``GMAI_DEMO_PASSWORD``), as ``gmai serve`` needs an API key.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 from dataclasses import dataclass, field
@@ -93,6 +96,31 @@ def load_scan(path: str | Path, limits: ImageLimits = ImageLimits()) -> Scan:
         raise ValueError(f"{path.name}: not a readable image ({type(err).__name__})") from None
 
 
+def read_upload(path: str | Path, limits: ImageLimits = ImageLimits()) -> Scan:
+    """:func:`load_scan`, then the raw upload is deleted: the only copy the demo keeps is the display-ready,
+    de-identified one in the session."""
+    try:
+        return load_scan(path, limits)
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
+def demo_auth(host: str, password: str | None, insecure_no_auth: bool = False) -> Any:
+    """Gradio's ``auth`` for this host: a password check, or None on loopback without a password.
+    Raises ValueError for a non-loopback host without a password (unless ``insecure_no_auth``)."""
+    if password:
+        def check(_user: str, given: str) -> bool:  # any user name; the password is what counts
+            return hmac.compare_digest(given.encode(), password.encode())
+
+        return check
+    from gmai.serve.cli import _is_loopback  # the rule `gmai serve` applies to its API key
+
+    if not _is_loopback(host) and not insecure_no_auth:
+        raise ValueError(f"refusing to serve the demo on {host} without a password: give --password or "
+                         "GMAI_DEMO_PASSWORD (or --insecure-no-auth)")
+    return None
+
+
 class DemoSession:
     """The demo's logic without Gradio (testable): one model, the chat turns, the reasoning."""
 
@@ -120,7 +148,7 @@ def build_demo(backend: Any, max_new_tokens: int = 256, limits: ImageLimits = Im
         if not file_path:
             return None, gr.Slider(visible=False), None, {}, ""
         try:
-            scan = load_scan(file_path, limits)
+            scan = read_upload(file_path, limits)
         except ValueError as err:
             return None, gr.Slider(visible=False), None, {}, f"**Could not read the upload:** {err}"
         middle = len(scan.frames) // 2
@@ -183,7 +211,9 @@ def build_demo(backend: Any, max_new_tokens: int = 256, limits: ImageLimits = Im
 
 
 def launch_demo(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, api_key: str | None = None,
-                max_new_tokens: int = 256, device: str | None = None, torch_threads: int = 0) -> None:
+                max_new_tokens: int = 256, device: str | None = None, torch_threads: int = 0,
+                password: str | None = None, insecure_no_auth: bool = False) -> None:
+    auth = demo_auth(host, password, insecure_no_auth)  # before loading a model: fail fast
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home; the machine may be offline
     from gmai.infer import load_backend
 
@@ -195,4 +225,5 @@ def launch_demo(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, api_
     demo = build_demo(backend, max_new_tokens=max_new_tokens)
     # one generation at a time (the model is shared); uploads bounded in size
     demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(server_name=host, server_port=port, max_file_size="200mb", ssr_mode=False, show_error=True)
+    demo.launch(server_name=host, server_port=port, max_file_size="200mb", ssr_mode=False, show_error=True,
+                auth=auth, auth_message="gmai demo: enter the demo password (any user name)" if auth else None)

@@ -28,9 +28,13 @@ class Sample:
     id: str
     subset: str
     messages: list[dict[str, str]]  # [{"role": "user"|"assistant"|"system", "content": str}], no "<image>"
-    image: Path | None = None  # absolute path; None = text-only dialogue
+    image: Path | None = None  # absolute path (the first one of a multi-image sample); None = text-only dialogue
     group: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    images: tuple[Path, ...] = ()  # every image of a multi-image sample (a volume as slices), in order
+
+    def all_images(self) -> tuple[Path, ...]:
+        return self.images or ((self.image,) if self.image is not None else ())
 
     def assistant_texts(self) -> list[str]:
         return [m["content"] for m in self.messages if m["role"] == "assistant"]
@@ -39,7 +43,7 @@ class Sample:
         return "\n".join(m["content"] for m in self.messages)
 
 
-def _messages(conversations: Any, where: str, has_image: bool) -> list[dict[str, str]]:
+def _messages(conversations: Any, where: str, has_image: bool, n_images: int = 1) -> list[dict[str, str]]:
     if not isinstance(conversations, list) or not conversations:
         raise DataError(f"{where}: 'conversations' must be a non-empty list")
     messages, placeholders = [], 0
@@ -54,8 +58,10 @@ def _messages(conversations: Any, where: str, has_image: bool) -> list[dict[str,
         # The image goes in as a content part at the start of the first user turn (LLaVA convention).
         text = text.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "").strip()
         messages.append({"role": role, "content": text})
-    if placeholders > 1:
-        raise DataError(f"{where}: {placeholders} '<image>' placeholders; one image per sample is supported")
+    if n_images > 1 and placeholders != n_images:
+        raise DataError(f"{where}: {placeholders} '<image>' placeholders for {n_images} images")
+    if n_images <= 1 and placeholders > 1:
+        raise DataError(f"{where}: {placeholders} '<image>' placeholders for one image")
     if placeholders and not has_image:
         raise DataError(f"{where}: the text has an '<image>' placeholder but the line has no 'image'")
     if not any(m["role"] == "assistant" for m in messages):
@@ -80,15 +86,16 @@ def read_subset(path: Path, root: Path, args: DataArgs, counts: Counter) -> list
             if split not in args.train_splits:
                 counts[f"held out (split={split})"] += 1
                 continue
-            image = None
-            if row.get("image"):
-                image = (root / row["image"]).resolve()
+            paths = row.get("image") or []
+            images = tuple((root / p).resolve() for p in ([paths] if isinstance(paths, str) else paths))
+            for image in images:
                 if not image.is_file():
                     raise DataError(f"{where}: image file {str(image)!r} does not exist")
-            messages = _messages(row.get("conversations"), where, image is not None)
+            messages = _messages(row.get("conversations"), where, bool(images), len(images))
             meta = {k: v for k, v in row.items() if k not in ("id", "image", "conversations")}
             samples.append(Sample(id=str(row.get("id", f"{subset}:{lineno}")), subset=subset, messages=messages,
-                                  image=image, meta=meta))
+                                  image=images[0] if images else None, meta=meta,
+                                  images=images if len(images) > 1 else ()))
             if args.max_records and len(samples) >= args.max_records:
                 break
     counts[f"read ({subset})"] += len(samples)

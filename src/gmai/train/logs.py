@@ -51,7 +51,15 @@ class MetricsLog:
             self._tb_stage = None
 
 
-def read_metrics(path: Path) -> list[dict]:
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (training stages and GRPO alike): ``path`` is the file or the
+    run folder that holds it; [] when there is none yet."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -26,6 +26,10 @@ class Encoded:
     labels: list[int]
     image_key: str | None  # key into the pixel cache; None for text-only samples
     sample_id: str
+    more_keys: tuple[str, ...] = ()  # the further images of a multi-image sample, in order
+
+    def image_keys(self) -> tuple[str, ...]:
+        return ((self.image_key,) if self.image_key is not None else ()) + self.more_keys
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -42,11 +46,13 @@ class Encoder:
         self._cache: dict[tuple, Encoded] = {}
 
     def chat_messages(self, sample, image=None) -> list[dict]:
-        """LLaVA turns -> HF chat messages; the image becomes a content part of the first user turn."""
+        """LLaVA turns -> HF chat messages; the image (or each image of a list, in order) becomes a content part
+        of the first user turn."""
         messages, placed = [], sample.image is None
+        images = image if isinstance(image, list) else [image]
         for m in sample.messages:
             if not placed and m["role"] == "user":
-                messages.append({"role": "user", "content": [{"type": "image", "image": image},
+                messages.append({"role": "user", "content": [*({"type": "image", "image": im} for im in images),
                                                              {"type": "text", "text": m["content"]}]})
                 placed = True
             else:
@@ -54,20 +60,26 @@ class Encoder:
         return messages
 
     def encode(self, sample) -> Encoded:
-        key = (sample.id, sample.subset, sample.image)
+        files = tuple(getattr(sample, "images", ()) or ()) or ((sample.image,) if sample.image is not None else ())
+        key = (sample.id, sample.subset, files)
         if key in self._cache:
             return self._cache[key]
-        if sample.image is not None:
+        more: tuple[str, ...] = ()
+        if files:
             from PIL import Image
 
-            with Image.open(sample.image) as im:
-                image = im.copy()
-            enc = self.processor.apply_chat_template(self.chat_messages(sample, image), tokenize=True,
-                                                     return_dict=True, return_assistant_tokens_mask=True,
-                                                     return_tensors="pt")
+            opened = []
+            for file in files:
+                with Image.open(file) as im:
+                    opened.append(im.copy())
+            enc = self.processor.apply_chat_template(
+                self.chat_messages(sample, opened if len(opened) > 1 else opened[0]), tokenize=True,
+                return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt")
             ids, mask = enc["input_ids"][0].tolist(), enc["assistant_masks"][0].tolist()
-            image_key = str(sample.image)
-            self.pixels.setdefault(image_key, enc["pixel_values"][0])
+            keys = [str(file) for file in files]
+            for k, image_key in enumerate(keys):
+                self.pixels.setdefault(image_key, enc["pixel_values"][k])
+            image_key, more = keys[0], tuple(keys[1:])
         else:
             enc = self.tokenizer.apply_chat_template(self.chat_messages(sample), tokenize=True, return_dict=True,
                                                      return_assistant_tokens_mask=True)
@@ -75,7 +87,7 @@ class Encoder:
             image_key = None
         labels = [t if m else IGNORE for t, m in zip(ids, mask)]
         labels[0] = IGNORE  # never learn a sample's first token from the previous packed sample
-        out = Encoded(ids, labels, image_key, sample.id)
+        out = Encoded(ids, labels, image_key, sample.id, more)
         self._cache[key] = out
         return out
 
@@ -97,7 +109,7 @@ def fit_length(enc: Encoded, max_length: int, truncate: bool, image_token_id: in
     labels = enc.labels[:max_length]
     if all(t == IGNORE for t in labels):
         return None, f"no supervised token left within max_length={max_length}"
-    return Encoded(ids, labels, enc.image_key, enc.sample_id), ""
+    return Encoded(ids, labels, enc.image_key, enc.sample_id, enc.more_keys), ""
 
 
 def prepare(encoded: list[Encoded], max_length: int, truncate: bool, image_token_id: int
@@ -214,8 +226,7 @@ def collate(rows: list[list[int]], encoded: list[Encoded], pixels: dict, pad_id:
             input_ids[r, at:at + n] = torch.tensor(enc.input_ids)
             labels[r, at:at + n] = torch.tensor(enc.labels)
             position_ids[r, at:at + n] = torch.arange(n)
-            if enc.image_key is not None:
-                images.append(pixels[enc.image_key])
+            images.extend(pixels[key] for key in enc.image_keys())  # in token order: LLaVA fills them in turn
             at += n
         last = position_ids[r, at - 1].item()
         position_ids[r, at:] = torch.arange(last + 1, last + 1 + width - at)

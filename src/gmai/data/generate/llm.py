@@ -97,8 +97,10 @@ class LLMGenerator:
     # ---------------------------------------------------------------- generation
     def generate(self, record: Record, rng: random.Random) -> list[Sample]:
         template_samples = self.template.generate(record, rng)
-        if record.task in ("vqa", "conversation", "report") or not (record.labels or record.boxes):
-            return template_samples  # dataset text passes through; nothing for a model to ground
+        if record.task in ("vqa", "conversation", "report", "volume") or not (record.labels or record.boxes):
+            # dataset text passes through; nothing for a model to ground; a volume's questions (several images) are
+            # the template's, whose answers come from the masks
+            return template_samples
         messages = build_messages(record)
         for attempt in range(self.max_retries + 1):
             try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from gmai.data.generate import Sample
 from gmai.data.masks import location_phrase  # the same words as MaskFacts.location
+from gmai.data.modalities import modality_noun
 from gmai.data.records import Box, Record
 
 IMAGE_TOKEN = "<image>"
@@ -25,23 +26,8 @@ IMAGE_TOKEN = "<image>"
 # Words for things
 
 
-_MODALITY_NOUN = {
-    "ct": "CT scan", "mr": "MRI scan", "mri": "MRI scan", "x-ray": "X-ray", "xray": "X-ray", "cr": "X-ray",
-    "dx": "X-ray", "radiograph": "X-ray", "ultrasound": "ultrasound image", "us": "ultrasound image",
-    "fundus": "fundus photograph", "pathology": "histopathology image", "histopathology": "histopathology image",
-    "endoscopy": "endoscopic image", "dermoscopy": "dermoscopic image", "microscopy": "microscopy image",
-    "pet": "PET scan", "oct": "OCT scan", "mammography": "mammogram", "radiology": "radiology image",
-}
 # Acronym letters that are read with a leading vowel sound ("an MRI", "an X-ray", "an OCT").
 _VOWEL_SOUND_LETTERS = set("AEFHILMNORSX")
-
-
-def modality_noun(modality: str) -> str:
-    """'CT' -> 'CT scan', 'fundus' -> 'fundus photograph'; unknown names -> '<name> image'."""
-    key = modality.strip().lower()
-    if not key:
-        return "medical image"
-    return _MODALITY_NOUN.get(key, f"{modality.strip()} image")
 
 
 def with_article(noun: str) -> str:
@@ -201,6 +187,59 @@ BANKS: dict[str, list[str]] = {
     "percept_count.answer": ["{n}.", "The count is {n}.", "{n}", "Number of {label} regions: {n}.", "I count {n}.",
                              "{n} in total."],
     "vqa.prompt": ["{question}"],
+    # a volume as N slices in one conversation (task "volume")
+    "volume.intro": [
+        "These {n} images are slices of one {noun}, in order.", "Here are {n} evenly spaced slices of the same {noun}.",
+        "The {n} images are sections through one {noun}, from first to last.",
+        "You are given {n} slices of {a_noun}{of_organ}, in order.",
+    ],
+    "volume_caption.prompt": ["Describe these slices.", "Describe this volume.", "What do these slices show?",
+                              "Summarise what is visible across the slices."],
+    "volume_caption.answer": ["{n} slices of {a_noun}{of_organ}: {facts}.", "Across the {n} slices: {facts}.",
+                              "{A_noun}{of_organ} shown as {n} slices. {Facts}."],
+    "volume_structures.prompt": [
+        "Which structures are visible across these slices?", "What annotated structures appear in this volume?",
+        "List the structures seen in these slices.", "Which organs or lesions do these slices show?",
+    ],
+    "volume_structures.answer": ["{structures}.", "The slices show {structures}.", "Visible structures: {structures}.",
+                                 "{structures}"],
+    "volume_largest.prompt": [
+        "On which slice is the {label} largest? Answer with its number, 1 to {n}.",
+        "Which of the {n} slices shows the largest section of the {label}?",
+        "Give the number of the slice where the {label} is largest.",
+    ],
+    "volume_largest.answer": ["Slice {k}.", "The {label} is largest on slice {k}.", "{k}", "On slice {k}."],
+    "volume_side.prompt": [
+        "On which side of the image is the {label}: left, right or center?",
+        "Is the {label} on the left or the right of the image?", "Where, left or right in the image, is the {label}?",
+    ],
+    "volume_side.answer": ["{Side}.", "The {label} is {side_phrase}.", "It lies {side_phrase}.", "{side}"],
+    "volume_extent.prompt": [
+        "In how many of the {n} slices does the {label} appear?", "On how many slices is the {label} visible?",
+        "Count the slices that show the {label}.",
+    ],
+    "volume_extent.answer": ["{e}.", "The {label} appears on {e} of the {n} slices.", "{e}", "On {e} slices."],
+    # multi-label tables (CheXpert-style): which findings, yes/no per finding, "no finding"
+    "findings.prompt": [
+        "Which findings are present in this {noun}?", "List the findings seen in this image.",
+        "What findings does this {noun} show?", "Name every finding present in this image.",
+        "Which abnormalities or devices can be seen in this {noun}?", "What are the findings in this image?",
+    ],
+    "findings.answer": ["{findings}.", "The findings are: {findings}.", "Findings: {findings}.",
+                        "This {noun} shows {findings}.", "{findings}"],
+    "findings.none": ["No finding.", "There is no finding.", "No finding is present in this {noun}.",
+                      "The image shows no finding."],
+    # the table's "No Finding" label (CheXpert: no pathology; a support device may still be present)
+    "no_finding.prompt": [
+        "Is this a study with no finding?", "Would you label this image 'no finding'?",
+        "Does the label 'no finding' apply to this {noun}?", "Is this {noun} labelled 'no finding'?",
+    ],
+    "no_finding.yes": ["Yes.", "Yes, there is no finding.", "Yes, no finding is present."],
+    "no_finding.no": ["No.", "No, it shows {label}.", "No, the image shows {label}."],
+    "findings_choice.prompt": [
+        "Which of the following findings is present in this image?", "Which of these findings does this {noun} show?",
+        "Select the finding that is present.", "One of these findings is present: which one?",
+    ],
     "multi_turn.prompt": [
         "Let us look at this image together.", "I have a few questions about this image.",
         "Please help me read this {noun}.", "Answer my questions about this image.",
@@ -257,8 +296,11 @@ class TemplateGenerator:
         ctx.regions = self._regions_of(record)
         ctx.labels = self._labels(record)
         ctx.perception = self._perception_facts(record, ctx)
+        if record.task == "volume":  # a volume as N images: volume-level questions only
+            samples = self._volume(record, ctx, rng)
+            return [s for s in samples if s.format in self.formats] if self.formats else samples
         builders = [self._caption, self._report, self._regions, self._grounding, self._instruction,
-                    self._vqa, self._perception, self._multi_turn, self._passthrough]
+                    self._vqa, self._perception, self._multi_turn, self._passthrough, self._findings]
         samples: list[Sample] = []
         for build in builders:
             samples.extend(build(record, ctx, rng))
@@ -370,8 +412,8 @@ class TemplateGenerator:
 
     def _instruction(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         labels = ctx.labels
-        if record.task in ("vqa", "report", "conversation") or not labels:
-            return []
+        if record.task in ("vqa", "report", "conversation") or not labels or _is_findings_table(record):
+            return []  # a findings table's questions come from _findings (its distractors are stated negatives)
         distractors = sorted({label_text(x) for x in record.label_set} - set(labels) - {""})
         if record.task in ("segmentation", "detection"):  # annotated structures: what / is there ...?
             kinds = (["qa_region_open"] if len(labels) == 1 else []) + (["qa_presence"] if distractors else [])
@@ -414,7 +456,8 @@ class TemplateGenerator:
         gold = "yes" if truthful else "no"
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "label", "closed", gold)
 
-    def _qa_choice(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random) -> Sample:
+    def _qa_choice(self, labels: list[str], distractors: list[str], ctx: _Context, rng: random.Random,
+                   prompt_family: str = "qa_choice.prompt") -> Sample:
         used: list[str] = []
         label = labels[0]
         wrong = rng.sample(distractors, k=min(3, len(distractors)))
@@ -423,7 +466,7 @@ class TemplateGenerator:
         letters = "ABCD"
         letter = letters[options.index(label)]
         listed = [f"{letters[i]}. {opt}" for i, opt in enumerate(options)]
-        question = self._turn(rng, ctx, "qa_choice.prompt", used)
+        question = self._turn(rng, ctx, prompt_family, used)
         prompt = question + "\n" + "\n".join(listed) + "\nAnswer with the option's letter from the given choices."
         answer = self._turn(rng, ctx, "qa_choice.answer", used, letter=letter, label=label)
         return Sample("MM-Instruct", self._conv(prompt, answer), "qa_choice", used, "label", "choice", letter, listed)
@@ -489,6 +532,103 @@ class TemplateGenerator:
             flat += [question, answer]
         return [Sample("MM-Instruct", self._conv(*flat), "multi_turn", used)]
 
+    def _volume(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
+        """Caption, structures present, and one of largest slice / side / extent for one structure. The first
+        human turn holds one ``<image>`` per slice, in order (LLaVA's multi-image convention)."""
+        volume = record.meta.get("volume") or {}
+        structures = volume.get("structures") or {}
+        n = len(record.images)
+        if not structures or n < 2:
+            return []
+        images = IMAGE_TOKEN + "\n"
+
+        def conv(*turns: str) -> list[dict[str, str]]:
+            first = self._conv(*turns)
+            first[0]["value"] = images * (n - 1) + first[0]["value"]
+            return first
+
+        def ask(kind: str, family: str, subset: str, gold: str, **values: object) -> Sample:
+            used: list[str] = []
+            intro = self._turn(rng, ctx, "volume.intro", used, n=n)
+            prompt = self._turn(rng, ctx, f"{family}.prompt", used, n=n, **values)
+            answer = self._turn(rng, ctx, f"{family}.answer", used, n=n, **values)
+            answer_type = "" if subset == "MM-Caption" else "open"
+            return Sample(subset, conv(f"{intro} {prompt}", answer), family, used, kind, answer_type,
+                          gold if answer_type else "")
+
+        names = sorted(structures)
+        facts = "; ".join(self._volume_phrase(label_text(name), structures[name], n) for name in names)
+        listed = ", ".join(label_text(name) for name in names)
+        samples = [ask("", "volume_caption", "MM-Caption", "", facts=facts, Facts=capitalise(facts)),
+                   ask("structures", "volume_structures", "MM-Instruct", listed, structures=listed)]
+        name = names[rng.randrange(len(names))]
+        fact, label = structures[name], label_text(name)
+        kind = ("largest", "side", "extent")[rng.randrange(3)]
+        if kind == "largest":
+            samples.append(ask(kind, "volume_largest", "MM-Instruct", str(fact["largest"]), label=label,
+                               k=fact["largest"]))
+        elif kind == "side":
+            side = fact["side"]
+            phrase = "in the middle of the image" if side == "center" else f"on the {side} of the image"
+            samples.append(ask(kind, "volume_side", "MM-Instruct", side, label=label, side=side,
+                               Side=capitalise(side), side_phrase=phrase))
+        else:
+            samples.append(ask(kind, "volume_extent", "MM-Instruct", str(fact["extent"]), label=label,
+                               e=fact["extent"]))
+        return samples
+
+    @staticmethod
+    def _volume_phrase(label: str, fact: dict, n: int) -> str:
+        shown = fact["images"]
+        span = f"slice {shown[0]}" if len(shown) == 1 else f"slices {shown[0]}-{shown[-1]}"
+        where = "in the middle of the image" if fact["side"] == "center" else f"on the {fact['side']} of the image"
+        return f"{label} on {span} of {n}, {where}, largest on slice {fact['largest']}"
+
+    def _findings(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
+        """Multi-label table questions. Only stated facts are used: a "no" answer or a distractor is always a
+        finding the table states negative (``findings_negative``), never an uncertain or unmentioned one."""
+        if not _is_findings_table(record):
+            return []
+        positive = [label_text(x) for x in record.meta.get("findings_positive", [])]
+        negative = [label_text(x) for x in record.meta.get("findings_negative", [])]
+        samples = []
+        if _findings_determined(record):
+            used: list[str] = []
+            prompt = self._turn(rng, ctx, "findings.prompt", used)
+            gold = ", ".join(positive) if positive else "no finding"
+            answer = (self._turn(rng, ctx, "findings.answer", used, findings=gold) if positive
+                      else self._turn(rng, ctx, "findings.none", used))
+            samples.append(Sample("MM-Instruct", self._conv(prompt, answer), "qa_findings", used, "findings",
+                                  "open", gold))
+        pools = [p for p in (positive, negative) if p]
+        if pools:
+            samples.append(self._yes_no_finding(positive, negative, ctx, rng))
+        no_finding = record.meta.get("no_finding")
+        if no_finding is not None and (no_finding or positive):
+            used = []
+            prompt = self._turn(rng, ctx, "no_finding.prompt", used)
+            answer = self._turn(rng, ctx, f"no_finding.{'yes' if no_finding else 'no'}", used,
+                                label=" and ".join(positive))
+            samples.append(Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "no_finding",
+                                  "closed", "yes" if no_finding else "no"))
+        if positive and negative:
+            chosen = positive[rng.randrange(len(positive))]
+            sample = self._qa_choice([chosen], negative, ctx, rng, prompt_family="findings_choice.prompt")
+            sample.question_type = "findings"
+            samples.append(sample)
+        return samples
+
+    def _yes_no_finding(self, positive: list[str], negative: list[str], ctx: _Context, rng: random.Random) -> Sample:
+        used: list[str] = []
+        truthful = bool(positive) and (not negative or rng.random() < 0.5)
+        pool = positive if truthful else negative
+        candidate = pool[rng.randrange(len(pool))]
+        prompt = self._turn(rng, ctx, "qa_presence.prompt", used, c=candidate)
+        shown = " and ".join(positive) or "no finding"
+        answer = self._turn(rng, ctx, f"qa_presence.{'yes' if truthful else 'no'}", used, label=shown, c=candidate)
+        return Sample("MM-Instruct", self._conv(prompt, answer), "qa_yesno", used, "finding", "closed",
+                      "yes" if truthful else "no")
+
     def _passthrough(self, record: Record, ctx: _Context, rng: random.Random) -> list[Sample]:
         if not record.conversations:
             return []
@@ -497,3 +637,16 @@ class TemplateGenerator:
             conv[0]["value"] = f"{IMAGE_TOKEN}\n{conv[0]['value']}"
         subset = str(record.meta.get("subset", "MM-Instruct"))
         return [Sample(subset, conv, "llava", ["llava.passthrough"], generator="passthrough")]
+
+
+def _is_findings_table(record: Record) -> bool:
+    return "findings_negative" in record.meta
+
+
+def _findings_determined(record: Record) -> bool:
+    """Every finding of the image has a stated value that a complete list may imply: none unmentioned under
+    blank=ignore, and no uncertain one unless the policy makes it positive."""
+    findings = record.meta.get("findings", {})
+    if any(value is None for value in findings.values()):
+        return False
+    return record.meta.get("uncertain_policy") == "positive" or not record.meta.get("findings_uncertain")

@@ -46,6 +46,8 @@ _MODULES = {
     "slake": "slake",
     "llava": "llava",
     "reports": "reports",
+    "dicom-seg": "dicom_seg",
+    "rtstruct": "rtstruct",
 }
 _REGISTRY: dict[str, Source] = {}
 

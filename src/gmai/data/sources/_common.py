@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from gmai.data.modalities import default_department, normalise_modality  # noqa: F401 (re-exported to the sources)
 from gmai.data.records import Record, Reject
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
@@ -27,56 +28,11 @@ _SPLIT_ALIASES = {
     "testing": "test",
 }
 
-# Default clinical department by modality (overridden by the `department` option).
-_DEPARTMENTS = {
-    "CT": "radiology",
-    "MR": "radiology",
-    "X-ray": "radiology",
-    "ultrasound": "radiology",
-    "radiology": "radiology",
-    "PET": "nuclear medicine",
-    "nuclear medicine": "nuclear medicine",
-    "mammography": "radiology",
-    "fundus": "ophthalmology",
-    "OCT": "ophthalmology",
-    "pathology": "pathology",
-    "microscopy": "pathology",
-    "dermoscopy": "dermatology",
-    "endoscopy": "gastroenterology",
-}
-# Modality spellings seen in datasets -> the project's words.
-_MODALITY_WORDS = {
-    "ct": "CT",
-    "mr": "MR",
-    "mri": "MR",
-    "x-ray": "X-ray",
-    "xray": "X-ray",
-    "x ray": "X-ray",
-    "cr": "X-ray",
-    "dx": "X-ray",
-    "us": "ultrasound",
-    "ultrasound": "ultrasound",
-    "pet": "PET",
-    "fundus": "fundus",
-    "oct": "OCT",
-    "pathology": "pathology",
-    "histopathology": "pathology",
-    "microscopy": "microscopy",
-    "dermoscopy": "dermoscopy",
-    "endoscopy": "endoscopy",
-}
+# The modality vocabulary (spellings, departments) lives in gmai.data.modalities.
 
 
 class OptionError(ValueError):
     """A bad source option (unknown value, wrong type)."""
-
-
-def normalise_modality(text: str) -> str:
-    return _MODALITY_WORDS.get(text.strip().lower(), text.strip())
-
-
-def default_department(modality: str) -> str:
-    return _DEPARTMENTS.get(modality, "")
 
 
 def normalise_split(text: str) -> str:

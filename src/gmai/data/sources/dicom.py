@@ -1,30 +1,33 @@
 """``dicom``: DICOM files: a single file, a folder of files, or a folder of series folders.
 
 Every file is read through :func:`gmai.data.imaging.read_dicom`, which de-identifies the header
-before anything reads it, rejects ``BurnedInAnnotation=YES`` (option ``allow_burned_in=true``
-to keep them), rejects non-image objects (SEG, RT, SR, ...) and truncated files, applies rescale
-slope/intercept, the window (option ``window``: a CT preset, ``file``, ``percentile``; default:
-the file's own window, else soft tissue for CT, else percentiles) and inverts MONOCHROME1.
-Multi-frame files give up to ``max_frames`` (default 8) evenly spaced frames. Records carry only
-:func:`gmai.data.imaging.safe_header_summary` fields in ``meta``; the series is the file's folder.
+(:mod:`gmai.data.deid`) before anything reads it, rejects non-image objects (SEG, RT, SR, ...) and
+truncated files, and applies the burned-in text policy, option ``burned_in``: ``reject`` (default:
+every file at risk, see :func:`gmai.data.deid.burned_in_risk`, is rejected), ``ocr`` (at-risk files are
+kept when Tesseract finds no legible text) or ``redact`` (the words found are blacked out). Then rescale
+slope/intercept, the window (option ``window``: a CT preset, ``file``, ``percentile``; default: the
+file's own window, else soft tissue for CT, else percentiles) and MONOCHROME1 inversion. Multi-frame
+files give up to ``max_frames`` (default 8) evenly spaced frames. Records carry only
+:func:`gmai.data.imaging.safe_header_summary` fields in ``meta``.
 
-File and folder *names* are not DICOM attributes and are kept in ``ref`` so a reject can be
-found; when an archive names folders after patients, pass ``hash_paths=true`` and refs become
-``ROOT/<digest of the relative path>`` (the series grouping keeps working on the digests).
+File and folder names often hold a patient's name, MRN or birth date, so none of them leaves this
+adapter: ``ref`` is ``dicom-<HMAC of the relative path>`` keyed with the build's secret (see
+:func:`gmai.data.deid.keyed_hash`), the series is the HMAC of the folder, and the dataset name is
+``name=`` or ``dicom``, never a folder name.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
-from gmai.data.imaging import ImageReadError, read_dicom
+from gmai.data.deid import current_options, keyed_hash
+from gmai.data.imaging import BURNED_IN_MODES, ImageReadError, read_dicom
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
 from gmai.data.sources._common import (
-    bool_option,
+    OptionError,
     check_window_option,
     int_option,
     limit_items,
@@ -33,28 +36,15 @@ from gmai.data.sources._common import (
     reject,
 )
 
-_DICOM_EXTS = {".dcm", ".dicom", ".ima", ""}
-_BODY_PARTS = {
-    "abdomen": "abdomen",
-    "chest": "chest",
-    "head": "head",
-    "brain": "brain",
-    "extremity": "extremity",
-    "pelvis": "pelvis",
-    "breast": "breast",
-    "spine": "spine",
-    "neck": "neck",
-    "knee": "knee",
-    "whole body": "whole body",
-    "heart": "heart",
-    "liver": "liver",
-}
+DEFAULT_NAME = "dicom"
+_REMOVED_OPTIONS = {"hash_paths": "paths are always hashed now",
+                    "allow_burned_in": "use burned_in=ocr or burned_in=redact"}
 
 
 def _looks_like_dicom(p: Path) -> bool:
-    return (
-        p.is_file() and p.suffix.lower() in _DICOM_EXTS and p.name.upper() != "DICOMDIR" and not p.name.startswith(".")
-    )
+    """Every file but a DICOMDIR index: archives name DICOM files anything (``IM0001``, ``DOE.JOHN``), and a
+    file that is not DICOM becomes a reject saying so rather than being skipped unseen."""
+    return p.is_file() and p.name.upper() != "DICOMDIR"
 
 
 @register("dicom")
@@ -62,34 +52,29 @@ class DicomSource:
     @staticmethod
     def items(path: Path, options: dict[str, str]) -> list[str]:
         check_window_option(options)
+        _burned_in_mode(options)
         if path.is_file():
             return [path.name]
         if not path.is_dir():
-            raise FileNotFoundError(f"dicom source {path} does not exist")
+            raise FileNotFoundError("dicom source does not exist")
         files = sorted(p for p in path.rglob("*") if _looks_like_dicom(p))
         return limit_items([str(p.relative_to(path)) for p in files], options)
 
     @staticmethod
     def load(path: Path, item: str, options: dict[str, str]) -> list[Record | Reject]:
         root = path.parent if path.is_file() else path
-        file = root / item
-        hashed = bool_option(options, "hash_paths", False)
-        shown = root / _digest(item) if hashed else file  # what refs and rejects show
-        probe = record_fields(path, options)
+        shown = hashed_ref(item)
+        probe = record_fields(path, options, default_name=DEFAULT_NAME)
         try:
-            image = read_dicom(
-                file,
-                window=options.get("window") or None,
-                allow_burned_in=bool_option(options, "allow_burned_in", False),
-            )
+            image = read_dicom(root / item, window=options.get("window") or None, burned_in=_burned_in_mode(options))
         except ImageReadError as err:
             return [reject(shown, probe["source"], err.reason)]
         opts = dict(options)
         opts.setdefault("modality", image.modality)
-        body_part = str(image.summary.get("body_part", "")).strip().lower()
-        fields = record_fields(path, opts, default_organ=_BODY_PARTS.get(body_part, body_part))
-        series = str(Path(item).parent) if str(Path(item).parent) != "." else ""
-        series = _digest(series) if hashed and series else series
+        fields = record_fields(path, opts, default_name=DEFAULT_NAME,
+                               default_organ=str(image.summary.get("body_part", "")))
+        folder = str(Path(item).parent)
+        series = keyed_hash(current_options().secret, "series\0" + folder) if folder != "." else ""
         meta = {"dicom": image.summary, "windowing": image.windowing, "series": series, "notes": image.notes}
         frames = _pick_frames(len(image.frames), int_option(options, "max_frames", 8))
         multi = len(image.frames) > 1
@@ -105,8 +90,19 @@ class DicomSource:
         ]
 
 
-def _digest(relative: str) -> str:
-    return hashlib.sha256(relative.encode()).hexdigest()[:16]
+def hashed_ref(item: str) -> str:
+    """A file's ref: an HMAC of its path relative to the source, keyed with this build's secret."""
+    return "dicom-" + keyed_hash(current_options().secret, "ref\0" + item)
+
+
+def _burned_in_mode(options: dict[str, str]) -> str:
+    for key, hint in _REMOVED_OPTIONS.items():
+        if key in options:
+            raise OptionError(f"dicom option {key} is no longer accepted: {hint}")
+    mode = options.get("burned_in", "reject").strip().lower() or "reject"
+    if mode not in BURNED_IN_MODES:
+        raise OptionError(f"option burned_in={mode!r}: use one of {', '.join(BURNED_IN_MODES)}")
+    return mode
 
 
 def _pick_frames(count: int, wanted: int) -> list[int]:

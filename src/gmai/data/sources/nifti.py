@@ -13,6 +13,17 @@ with no foreground are reported in one summary reject per volume (``empty_every=
 Nth of them as a negative record instead). Intensities: ``window`` = a CT preset
 (soft-tissue, lung, bone, brain) or ``percentile`` (0.5-99.5, MR); default by modality.
 Unlabelled volumes give up to ``max_slices`` (default 16) evenly spaced perception records.
+
+Per-structure mask folders (the TotalSegmentator layout): ``ROOT/<case>/ct.nii.gz`` (or any one volume
+in the case folder) with ``ROOT/<case>/segmentations/<structure>.nii.gz``, one binary mask per structure,
+the file name being the structure's name; ``ROOT/meta.csv`` (semicolon-separated, ``image_id`` and
+``split`` columns), when present, gives each case's split. The masks are combined into one label map
+(ids by sorted name) and follow the same recipe; all-empty masks (structures outside the field of view)
+are left out, and voxels claimed by two masks are reported.
+
+``volume=slices:N`` (2-32) also writes, per labelled volume, one sample of N windowed slices evenly
+spaced over the labelled extent, as N images in one conversation with volume-level questions
+(:mod:`gmai.data.sources.volume`); ``volume_only=true`` writes only those.
 """
 
 from __future__ import annotations
@@ -25,8 +36,11 @@ from gmai.data.imaging import ImageReadError, load_nifti, volume_slice, volume_t
 from gmai.data.masks import facts_for_label
 from gmai.data.records import Record, Reject
 from gmai.data.sources import register
+from gmai.data.sources._dicom_series import volume_option
+from gmai.data.sources.volume import volume_records
 from gmai.data.sources._common import (
     OptionError,
+    bool_option,
     check_window_option,
     int_option,
     label_map_from_json,
@@ -110,7 +124,8 @@ class NiftiSource:
                     )
                 )
         if not image_dirs:
-            items = [(p.name, None, "") for p in sorted(filter(_is_nifti, path.iterdir()))]
+            items = _structure_folder_items(path) or [(p.name, None, "") for p in sorted(filter(_is_nifti, path.iterdir()))]
+        volume_option(options)  # fail early on a malformed volume option
         return limit_items(items, options)
 
     @staticmethod
@@ -128,7 +143,11 @@ class NiftiSource:
         try:
             volume = load_nifti(image_file)
             display, windowing = volume_to_uint8(volume, window=options.get("window"), modality=fields["modality"])
-            labels = load_nifti(root / label_rel, integer=True) if label_rel else None
+            if label_rel and (root / label_rel).is_dir():
+                labels, names, notes = _combine_structure_masks(root / label_rel, volume.shape)
+            else:
+                labels = load_nifti(root / label_rel, integer=True) if label_rel else None
+                names, notes = None, []
         except ImageReadError as err:
             return [reject(err.path, fields["source"], err.reason)]
         except ValueError as err:  # unknown window preset
@@ -142,7 +161,7 @@ class NiftiSource:
                     root / label_rel, fields["source"], f"label map shape {labels.shape} != image shape {volume.shape}"
                 )
             ]
-        label_map = _label_map(root, options)
+        label_map = names if names is not None else _label_map(root, options)
         areas = _label_areas(labels, axis)
         unknown = sorted(set(areas.present) - set(label_map) - {0})
         if unknown:
@@ -153,7 +172,76 @@ class NiftiSource:
                     f"label map has id(s) {unknown} not named in the label map {label_map}",
                 )
             ]
-        return _labelled(display, labels, areas, label_map, image_file, fields, axis, options, meta)
+        out = [reject(root / label_rel, fields["source"], note) for note in notes]
+        count = volume_option(options)
+        if count and bool_option(options, "volume_only", False):  # the slice sequence alone (no 2-D records)
+            return out + _volume(display, labels, areas, label_map, image_file, fields, axis, count, meta)
+        out += _labelled(display, labels, areas, label_map, image_file, fields, axis, options, meta)
+        if count:
+            out += _volume(display, labels, areas, label_map, image_file, fields, axis, count, meta)
+        return out
+
+
+def _volume(display, labels, areas, label_map, image_file, fields, axis, count, meta) -> list[Record | Reject]:
+    ids = [i for i in areas.ids if i in label_map]
+    per_structure = {label_map[i]: areas.counts[:, areas.ids.index(i)] for i in ids}
+    return volume_records(
+        lambda k: volume_slice(display, axis, k),
+        lambda name, k: volume_slice(labels, axis, k) == next(i for i in ids if label_map[i] == name),
+        per_structure, count, str(image_file), fields, {**meta, "label_set": sorted(set(label_map.values()))},
+    )
+
+
+def _structure_folder_items(path: Path) -> list[tuple[str, str | None, str]]:
+    """TotalSegmentator layout: case folders each with one volume and a ``segmentations/`` folder."""
+    splits = _meta_csv_splits(path)
+    items = []
+    for case in sorted(p for p in path.iterdir() if p.is_dir() and (p / "segmentations").is_dir()):
+        volumes = sorted(filter(_is_nifti, case.iterdir()))
+        if len(volumes) == 1:
+            items.append((str(volumes[0].relative_to(path)), str((case / "segmentations").relative_to(path)),
+                          splits.get(case.name, "")))
+        else:  # not silently lost: the load reports it
+            items.append((str(case.relative_to(path)), None, ""))
+    return items
+
+
+def _meta_csv_splits(path: Path) -> dict[str, str]:
+    import csv
+
+    meta = path / "meta.csv"
+    if not meta.is_file():
+        return {}
+    with open(meta, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    return {r["image_id"].strip(): r["split"].strip() for r in rows if r.get("image_id") and r.get("split")}
+
+
+def _combine_structure_masks(folder: Path, shape: tuple[int, ...]) -> tuple[np.ndarray, dict[int, str], list[str]]:
+    """One label map from one binary mask per structure (ids by sorted name); notes on empty/overlapping masks."""
+    files = sorted(filter(_is_nifti, folder.iterdir()), key=_case_name)
+    if not files:
+        raise ImageReadError(folder, "segmentations folder holds no .nii/.nii.gz mask")
+    dtype = np.uint8 if len(files) < 255 else np.uint16
+    labels = np.zeros(shape, dtype=dtype)
+    names: dict[int, str] = {}
+    overlaps = []
+    for number, file in enumerate(files, 1):
+        mask = load_nifti(file, integer=True)
+        if mask.shape != shape:
+            raise ImageReadError(file, f"mask shape {mask.shape} != image shape {shape}")
+        mask = mask > 0
+        if not mask.any():
+            continue
+        clash = int(np.count_nonzero(mask & (labels > 0)))
+        if clash:
+            overlaps.append(f"{clash} voxel(s) of {_case_name(file)} also belong to an earlier structure "
+                            f"(kept as {_case_name(file)})")
+        labels[mask] = number
+        names[number] = _case_name(file)
+    if not names:
+        raise ImageReadError(folder, f"all {len(files)} structure masks are empty")
+    return labels, names, overlaps
 
 
 def _unlabelled(

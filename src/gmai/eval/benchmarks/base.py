@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,13 +20,35 @@ class ImageLoadError(RuntimeError):
     """An item's image is missing or cannot be decoded (counted as a failed item, never skipped)."""
 
 
+class UnknownSplit(ValueError):
+    """A split name the benchmark's release does not have: the message lists the valid ones."""
+
+
+class Loaded(list):
+    """A loader's items (a plain list) plus ``failures``: one ``{"qid", "reason"}`` per release row that
+    cannot be scored (no option matches the gold, the gold is withheld, ...). Such rows are never
+    silently dropped: reports count and list them, and the benchmark goes on without them."""
+
+    def __init__(self, items=(), failures=None):
+        super().__init__(items)
+        self.failures: list[dict[str, str]] = list(failures or [])
+
+    def fail(self, qid: Any, reason: str) -> None:
+        self.failures.append({"qid": str(qid), "reason": reason})
+
+
 @dataclass
 class ImageRef:
-    """A lazy image: a file path, or encoded bytes (parquet / base64 TSV), decoded on demand."""
+    """A lazy image: a file path, encoded bytes (parquet), or a base64 cell of a TSV row (``tsv`` file,
+    the row's byte ``offset``, the ``column`` index): read and decoded on demand, so a benchmark's
+    images are held in memory one batch at a time, never all at once."""
 
     path: str | None = None
     data: bytes | None = None
     name: str = ""  # what the image is called in the source (for messages and galleries)
+    tsv: str | None = None
+    offset: int = 0
+    column: int = -1
 
     @classmethod
     def from_base64(cls, text: str, name: str = "") -> "ImageRef":
@@ -43,6 +66,8 @@ class ImageRef:
         try:
             if self.data is not None:
                 image = Image.open(io.BytesIO(self.data))
+            elif self.tsv:
+                image = Image.open(io.BytesIO(base64.b64decode(read_tsv_row(self.tsv, self.offset)[self.column])))
             elif self.path:
                 if not Path(self.path).is_file():
                     raise ImageLoadError(f"missing image file: {self.path}")
@@ -50,7 +75,7 @@ class ImageRef:
             else:
                 raise ImageLoadError(f"no image data for {self.name or 'item'}")
             image.load()
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, IndexError) as err:
             raise ImageLoadError(f"cannot decode image {self.describe()}: {err}") from err
         image = image.convert("RGB")
         if max_side > 0 and max(image.size) > max_side:
@@ -124,6 +149,13 @@ def require_dir(name: str, path: str | Path) -> Path:
     return p
 
 
+def check_split(name: str, split: str, valid: tuple[str, ...] | dict) -> str:
+    """``split`` itself when the release has it, else :class:`UnknownSplit` naming the valid ones."""
+    if split not in valid:
+        raise UnknownSplit(f"{name}: unknown split {split!r}; this release has: {', '.join(valid)}")
+    return split
+
+
 def closed_or_open(answer: str) -> str:
     """The type for datasets without one: closed when the gold is yes/no."""
     return "closed" if normalize_text(answer) in (YES, NO) else "open"
@@ -153,15 +185,28 @@ def parquet_image(value: Any, name: str) -> ImageRef:
 
 
 def find_split_parquet(root: Path, split: str) -> list[Path]:
-    """HF dataset layout: ``data/<split>-00000-of-00001-*.parquet`` (or at the top level)."""
-    aliases = {"val": "validation", "dev": "validation"}
-    split = aliases.get(split, split)
+    """HF dataset layout: ``data/<split>-00000-of-0000N-*.parquet`` shards (or at the top level)."""
     found = []
     for folder in (root / "data", root):
         found = sorted(folder.glob(f"{split}-*.parquet")) + sorted(folder.glob(f"{split}.parquet"))
         if found:
             break
     return found
+
+
+def jsonl_rows(path: str | Path):
+    """(line number, row) for each non-blank line of a JSONL file; a line that is not JSON is a
+    ValueError naming the file and the line. The one JSONL reader of eval and rl."""
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
 
 
 def load_json(path: Path, name: str) -> Any:
@@ -171,3 +216,70 @@ def load_json(path: Path, name: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{name}: {path} is not valid JSON: {err}") from err
+
+
+class _NoGlobals(pickle.Unpickler):
+    """Unpickles plain containers only: a release pickle that names any class or function is refused,
+    so reading one cannot run code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain lists/dicts/strings are read")
+
+
+def load_plain_pickle(path: Path, name: str) -> Any:
+    try:
+        with path.open("rb") as fh:
+            return _NoGlobals(fh).load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+        raise ValueError(f"{name}: cannot read {path}: {err}") from err
+
+
+class _CountingLines:
+    """Decoded lines of a binary file that remember the byte position after the last line handed out
+    (``csv.reader`` pulls exactly the lines of one record at a time, so this is where the next starts)."""
+
+    def __init__(self, fh):
+        self.fh, self.pos = fh, fh.tell()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        line = self.fh.readline()
+        if not line:
+            raise StopIteration
+        self.pos += len(line)
+        return line.decode("utf-8")
+
+
+def _tsv_reader(lines: _CountingLines):
+    import csv
+    import sys
+
+    csv.field_size_limit(sys.maxsize)  # base64 images are far longer than csv's default limit
+    return csv.reader(lines, delimiter="\t")
+
+
+def iter_tsv_rows(path: str | Path):
+    """(header, then (byte offset, cells) per record) of a TSV, streamed: one record in memory at a time."""
+    with open(path, "rb") as fh:
+        lines = _CountingLines(fh)
+        reader = _tsv_reader(lines)
+        header = next(reader, None)
+        if header is None:
+            return
+        yield header
+        start = lines.pos
+        for record in reader:
+            yield start, record
+            start = lines.pos
+
+
+def read_tsv_row(path: str | Path, offset: int) -> list[str]:
+    """The cells of the TSV record that starts at byte ``offset``."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        record = next(_tsv_reader(_CountingLines(fh)), None)
+    if record is None:
+        raise ValueError(f"no TSV record at byte {offset} of {path}")
+    return record

@@ -10,11 +10,11 @@ questions: they are counted per reason in ``LAST_SKIPPED`` and in the report, ne
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
-from gmai.eval.benchmarks.base import BenchItem, ImageRef, closed_or_open, missing, register, require_dir
+from gmai.eval.benchmarks.base import (BenchItem, ImageRef, closed_or_open, jsonl_rows, missing, register,
+                                       require_dir)
 
 NAME = "gmai"
 _OPTION = re.compile(r"^\s*\(?([A-Z])[\).:]\s*(.*)$")
@@ -48,13 +48,7 @@ def load(path: str | Path, split: str = "test") -> list[BenchItem]:
     LAST_SKIPPED.clear()
     items = []
     for jsonl in files:
-        for n, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{jsonl}:{n}: not JSON: {err}") from err
+        for n, row in jsonl_rows(jsonl):
             item = _item(row, image_root, split, f"{jsonl.stem}-{n}")
             if item is not None:
                 items.append(item)

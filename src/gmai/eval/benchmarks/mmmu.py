@@ -1,4 +1,7 @@
-"""MMMU (Yue et al. 2024), Health & Medicine subjects, Hugging Face parquet layout (``MMMU/MMMU``)."""
+"""MMMU (Yue et al. 2024), Health & Medicine subjects, Hugging Face parquet layout (``MMMU/MMMU``):
+``<Subject>/{dev,validation,test}-00000-of-00001.parquet``. ``dev`` is MMMU's own few-shot split (5 items
+per subject), ``validation`` the 30-per-subject split papers report, ``test`` has its answers withheld
+(such rows are counted as failures with that reason)."""
 
 from __future__ import annotations
 
@@ -6,8 +9,8 @@ import ast
 import re
 from pathlib import Path
 
-from gmai.eval.benchmarks.base import (BenchItem, find_split_parquet, missing, parquet_image, read_parquet_rows,
-                                       register, require_dir)
+from gmai.eval.benchmarks.base import (BenchItem, Loaded, find_split_parquet, missing, parquet_image,
+                                       read_parquet_rows, register, require_dir)
 
 NAME = "mmmu"
 HEALTH_AND_MEDICINE = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine",
@@ -16,18 +19,22 @@ HEALTH_AND_MEDICINE = ("Basic_Medical_Science", "Clinical_Medicine", "Diagnostic
 
 @register(NAME, "MMMU Health & Medicine (5 subjects; validation split by default)",
           fetch="Fetch the Hugging Face dataset MMMU/MMMU subject folders "
-                f"({', '.join(HEALTH_AND_MEDICINE)}), each with validation-*.parquet, and pass their parent folder.",
-          splits=("validation", "dev"))
+                f"({', '.join(HEALTH_AND_MEDICINE)}), each with {{dev,validation,test}}-*.parquet, and pass their "
+                "parent folder.",
+          splits=("validation", "dev", "test"))
 def load(path: str | Path, split: str = "validation",
-         subjects: tuple[str, ...] = HEALTH_AND_MEDICINE) -> list[BenchItem]:
+         subjects: tuple[str, ...] = HEALTH_AND_MEDICINE) -> Loaded:
     root = require_dir(NAME, path)
-    items = []
+    items = Loaded()
     for subject in subjects:
         files = find_split_parquet(root / subject, split)
         if not files:
             raise missing(NAME, root, f"{subject}/{split}-*.parquet")
         for row in read_parquet_rows(files):
-            items.append(_item(row, subject, split))
+            try:
+                items.append(_item(row, subject, split))
+            except ValueError as err:
+                items.fail(row.get("id", "?"), str(err))
     return items
 
 
@@ -38,7 +45,7 @@ def _item(row: dict, subject: str, split: str) -> BenchItem:
     try:
         option_list = ast.literal_eval(raw) if isinstance(raw, str) else list(raw)
     except (ValueError, SyntaxError) as err:
-        raise ValueError(f"mmmu {row['id']}: unreadable options {raw!r}") from err
+        raise ValueError(f"unreadable options {raw!r}") from err
     options = {chr(ord("A") + i): str(o) for i, o in enumerate(option_list)}
     choice = row.get("question_type", "multiple-choice") == "multiple-choice" and bool(options)
     question = re.sub(r"<image (\d)>", r"[image \1]", str(row["question"]))

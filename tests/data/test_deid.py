@@ -1,0 +1,414 @@
+"""De-identification against an adversarial DICOM shelf (issue #12), at the pipeline level.
+
+A default ``gmai data build --source dicom:DIR`` over the shelf from ``adversarial_dicom`` must leave
+no marker in any output byte (Parquet decoded too, PNG text chunks too), stdout or stderr, and must
+reject every file with a burned-in text risk. Every dataset the pipeline reads must come back from
+the reader with no planted header value. ``test_mutation_*`` checks that these scans fail when
+``deidentify`` is the identity.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from adversarial_dicom import MARKERS, marker, write_shelf
+
+from gmai.data import deid, imaging
+
+# Markers that live in the pixels (rendered text) or in a coded (CS) attribute kept in the header
+# for the vocabulary to judge: they must not reach outputs, but a de-identified header may hold them.
+_NOT_HEADER = ("MKRBT", "MKRBP")
+
+
+def _build(shelf: Path, out: Path, capfd) -> tuple[str, str, int]:
+    from gmai.cli import app
+
+    try:
+        app(["data", "build", "--source", f"dicom:{shelf}", "--out", str(out), "--quiet", "--no-plots"],
+            standalone_mode=False)
+        code = 0
+    except SystemExit as exit_:  # typer.Exit
+        code = int(exit_.code or 0)
+    captured = capfd.readouterr()
+    return captured.out, captured.err, code
+
+
+def _output_bytes(out: Path) -> dict[str, bytes]:
+    """Every output file's bytes, plus decoded views of compressed containers (Parquet, PNG text)."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    views: dict[str, bytes] = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        views[str(path)] = data
+        if path.suffix == ".parquet":
+            views[f"{path} (decoded)"] = repr(pq.read_table(path).to_pylist()).encode()
+        if path.suffix == ".png":
+            views[f"{path} (text chunks)"] = repr(Image.open(io.BytesIO(data)).info).encode()
+    return views
+
+
+def _found(blobs: dict[str, bytes], markers: list[str]) -> list[tuple[str, str]]:
+    hits = []
+    for where, data in blobs.items():
+        upper = data.upper()
+        hits += [(where, m) for m in markers if m.encode() in upper]
+    return hits
+
+
+@pytest.fixture
+def shelf(tmp_path):
+    root = tmp_path / f"{marker('RT')}-SMITH^JANE"
+    expect = write_shelf(root)
+    return root, expect
+
+
+def _run_and_scan(shelf_root: Path, out: Path, capfd, read: list) -> dict:
+    real = imaging.read_dicom_dataset
+
+    def spy(path, **kwargs):  # keep what the pipeline itself read, as bytes a scan can grep
+        ds = real(path, **kwargs)
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=False)
+        read.append(buffer.getvalue() + (getattr(ds, "preamble", None) or b""))
+        return ds
+
+    imaging.read_dicom_dataset, saved = spy, real
+    try:
+        stdout, stderr, code = _build(shelf_root, out, capfd)
+    finally:
+        imaging.read_dicom_dataset = saved
+    blobs = {**_output_bytes(out), "stdout": stdout.encode(), "stderr": stderr.encode()}
+    header_markers = [m for m in MARKERS if not m.startswith(_NOT_HEADER)]
+    return {
+        "code": code,
+        "output_hits": _found(blobs, list(MARKERS)) + _found(blobs, [str(shelf_root.parent)]),
+        "header_hits": _found({f"read #{i}": b for i, b in enumerate(read)}, header_markers),
+        "stdout": stdout,
+    }
+
+
+def test_default_build_leaves_no_marker_and_rejects_every_burned_in_risk(shelf, tmp_path):
+    """The user's view: ``gmai data build`` in its own process; every output byte, stdout and stderr."""
+    import os
+    import subprocess
+    import sys
+
+    root, expect = shelf
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(imaging.__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-m", "gmai.cli", "data", "build", "--source", f"dicom:{root}",
+                           "--out", str(out)], capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    blobs = {**_output_bytes(out), "stdout": done.stdout, "stderr": done.stderr}
+    assert _found(blobs, list(MARKERS) + [str(root.parent)]) == []
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    burned = [r for r in rejects if r["reason"].startswith("burned-in text risk")]
+    assert len(burned) == sum(v == "burned-in" for v in expect.values())
+    assert len(rejects) == sum(v != "kept" for v in expect.values())
+    assert all(r["ref"].startswith("dicom-") and r["source"] == "dicom" for r in rejects)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["records_kept"] == 2 and stats["sources"] == ["dicom"]
+    assert stats["records_by_source"] == {"dicom": 2}
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["dicom"]
+
+
+def test_every_dataset_the_pipeline_reads_is_deidentified(shelf, tmp_path, capfd):
+    root, expect = shelf
+    read: list[bytes] = []
+    result = _run_and_scan(root, tmp_path / "out", capfd, read)
+    assert result["code"] == 0, result["stdout"]
+    assert result["output_hits"] == [] and result["header_hits"] == []
+    assert len(read) == sum(v != "not DICOM" for v in expect.values())  # the scan saw every DICOM file
+
+
+def test_mutation_identity_deidentify_turns_the_scan_red(shelf, tmp_path, capfd, monkeypatch):
+    """If the header were not de-identified, the pipeline test above must fail."""
+    root, _ = shelf
+    monkeypatch.setattr(imaging, "deidentify", lambda ds, options=None: ds)
+    result = _run_and_scan(root, tmp_path / "out", capfd, [])
+    assert result["header_hits"], "the scan cannot see a header that was not de-identified"
+    found = {m[:5] for _, m in result["header_hits"]}
+    assert {"MKRPN", "MKRID", "MKRPV", "MKROV", "MKRCV", "MKRD3", "MKRAE", "MKRPR"} <= found
+
+
+def test_mutation_keeping_burned_in_files_turns_the_scan_red(shelf, tmp_path, capfd, monkeypatch):
+    root, expect = shelf
+    monkeypatch.setattr(imaging, "burned_in_risk", lambda ds: None)
+    out = tmp_path / "out"
+    _run_and_scan(root, out, capfd, [])
+    rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sum(r["reason"].startswith("burned-in") for r in rejects) < sum(v == "burned-in" for v in expect.values())
+
+
+# --------------------------------------------------------------------------------------------
+# The table and its application
+
+
+def test_table_is_the_full_2026c_basic_profile():
+    entries = deid.table()
+    assert len(entries) == 655
+    actions = {e.action for e in entries}
+    assert actions == {"D", "Z", "X", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
+    assert deid.action_for(0x00100010) == "Z"  # Patient's Name
+    assert deid.action_for(0x00080018) == "U"  # SOP Instance UID
+    assert deid.action_for(0x60123000) == "X"  # Overlay Data, any 60xx group
+    assert deid.action_for(0x50161234) == "X"  # Curve Data, any element of any 50xx group
+    assert deid.action_for(0x00280010) is None  # Rows: not in the table
+
+
+def _dataset_with_everything(tmp_path: Path) -> pydicom.Dataset:
+    write_shelf(tmp_path / "shelf")
+    path = next(p for p in (tmp_path / "shelf").rglob("*_ct.dcm"))
+    return pydicom.dcmread(path)
+
+
+def test_uids_remap_consistently_per_secret_and_differ_between_secrets(tmp_path):
+    ds = _dataset_with_everything(tmp_path)
+    study = str(ds.StudyInstanceUID)
+    one, two = deid.DeidOptions(b"1" * 32), deid.DeidOptions(b"2" * 32)
+    a, b, c = (deid.deidentify(pydicom.dcmread(ds.filename), o) for o in (one, one, two))
+    assert a.StudyInstanceUID == b.StudyInstanceUID != c.StudyInstanceUID
+    assert study not in str(a.StudyInstanceUID) and str(a.StudyInstanceUID).startswith("2.25.")
+    assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
+    assert a.SOPClassUID == ds.SOPClassUID  # class UIDs name kinds of objects, not patients
+    assert "<hidden>" in repr(one) and "1111" not in repr(one)
+
+
+def test_deidentify_records_the_method_and_cleans_meta_and_preamble(tmp_path):
+    ds = deid.deidentify(_dataset_with_everything(tmp_path), deid.DeidOptions(b"k" * 32))
+    assert ds.PatientIdentityRemoved == "YES"
+    assert "2026c" in ds.DeidentificationMethod
+    assert [i.CodeValue for i in ds.DeidentificationMethodCodeSequence] == ["113100"]
+    assert ds.preamble == b"\0" * 128
+    assert set(ds.file_meta.dir()) <= {"FileMetaInformationVersion", "MediaStorageSOPClassUID",
+                                       "MediaStorageSOPInstanceUID", "TransferSyntaxUID", "ImplementationClassUID"}
+    assert not ds.PatientName and not ds.PatientBirthDate and "PatientAge" not in ds
+    assert ds.ClinicalTrialSubjectID == "REMOVED"  # D: a dummy of the same VR
+    assert not any(elem.tag.is_private for elem in ds.iterall())
+    assert not any(0x5000 <= elem.tag.group <= 0x60FF for elem in ds.iterall())
+    deep = ds.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0]
+    assert "ReferencedImageSequence" not in deep  # X/Z/U*: removed with what it held
+
+
+def test_retain_patient_characteristics_is_an_explicit_option(tmp_path):
+    ds = _dataset_with_everything(tmp_path)
+    ds.PatientSex, ds.PatientAge = "F", "045Y"
+    kept = deid.deidentify(ds, deid.DeidOptions(b"k" * 32, retain_patient_characteristics=True))
+    assert kept.PatientSex == "F" and kept.PatientAge == "045Y"
+    assert [i.CodeValue for i in kept.DeidentificationMethodCodeSequence] == ["113100", "113108"]
+    assert not kept.PatientName
+
+
+def test_reading_prints_no_invalid_value(tmp_path, capfd, caplog):
+    write_shelf(tmp_path / "shelf")
+    capfd.readouterr()
+    caplog.clear()
+    for path in sorted((tmp_path / "shelf").rglob("*.dcm")):
+        try:
+            imaging.read_dicom(path)
+        except imaging.ImageReadError as error:
+            assert "MKR" not in error.reason
+    captured = capfd.readouterr()
+    assert "MKR" not in captured.out + captured.err + caplog.text
+    pydicom.dcmread(next((tmp_path / "shelf").rglob("*_ct.dcm"))).FrameOfReferenceUID  # noqa: B018
+    assert "MKRUI" in caplog.text  # the check can fail: a plain pydicom read does log the value
+
+
+def test_secret_file_is_created_private_and_reused(tmp_path):
+    path = tmp_path / "keys" / "deid.key"
+    first = deid.load_or_create_secret(path)
+    assert deid.load_or_create_secret(path) == first and len(first) == 32
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    path.write_text("not hex")
+    with pytest.raises(ValueError, match="not a de-identification secret"):
+        deid.load_or_create_secret(path)
+
+
+def test_body_part_goes_through_a_vocabulary(tmp_path):
+    ds = _dataset_with_everything(tmp_path)
+    assert "body_part" not in imaging.safe_header_summary(ds)  # free text: dropped
+    ds.BodyPartExamined = "CHEST"
+    assert imaging.safe_header_summary(ds)["body_part"] == "chest"
+    assert "manufacturer" not in imaging.safe_header_summary(ds)
+
+
+# --------------------------------------------------------------------------------------------
+# Burned-in text: the opt-in OCR check (Debian's tesseract-ocr through pytesseract)
+
+
+@pytest.fixture(scope="session")
+def tesseract() -> None:
+    """Debian's tesseract-ocr, installed with apt-get when missing (as the browser test does for chromium);
+    skips with the reason when it cannot be."""
+    import shutil
+    import subprocess
+
+    pytesseract = pytest.importorskip("pytesseract", reason="pytesseract not installed (pip install '.[all]')")
+    if shutil.which("tesseract") is None:
+        apt = shutil.which("apt-get")
+        if apt is None:
+            pytest.skip("tesseract-ocr is not installed and apt-get is not available to install it")
+        try:
+            install = [apt, "install", "-y", "-q", "tesseract-ocr"]
+            if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
+                subprocess.run([apt, "update", "-q"], check=True, capture_output=True, timeout=300)
+                subprocess.run(install, check=True, capture_output=True, timeout=600)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, PermissionError) as err:
+            pytest.skip(f"could not install tesseract-ocr with apt-get ({type(err).__name__}); "
+                        "install it with `apt-get install -y tesseract-ocr`")
+    pytesseract.get_tesseract_version()
+
+
+def _us_file(tmp_path: Path, pixels) -> Path:
+    from pydicom.uid import UltrasoundImageStorage
+
+    path = tmp_path / "us.dcm"
+    imaging.write_dicom(path, pixels, {"Modality": "US", "SOPClassUID": UltrasoundImageStorage})
+    return path
+
+
+def test_ocr_finds_rendered_text_rejects_or_redacts_it(tmp_path, tesseract):
+    from adversarial_dicom import rendered_text
+
+    texted = _us_file(tmp_path, rendered_text("MRN 4471902"))
+    with pytest.raises(imaging.ImageReadError, match="burned-in text risk"):
+        imaging.read_dicom(texted)  # the default
+    with pytest.raises(imaging.ImageReadError, match="burned-in text found by OCR"):
+        imaging.read_dicom(texted, burned_in="ocr")
+    redacted = imaging.read_dicom(texted, burned_in="redact")
+    assert imaging.find_text_boxes(redacted.frames[0]) == []  # nothing legible is left
+    assert imaging.find_text_boxes(imaging.read_dicom(texted, burned_in="redact", window="percentile").frames[0]) == []
+    clean = np.random.default_rng(0).integers(0, 60, size=(128, 128)).astype(np.uint8)
+    assert imaging.read_dicom(_us_file(tmp_path, clean), burned_in="ocr").frames  # no text: kept
+
+
+def test_ocr_mode_without_tesseract_rejects_with_the_reason(tmp_path, monkeypatch):
+    pytesseract = pytest.importorskip("pytesseract")
+
+    def missing():
+        raise pytesseract.TesseractNotFoundError()
+
+    monkeypatch.setattr(pytesseract, "get_tesseract_version", missing)
+    from adversarial_dicom import rendered_text
+
+    with pytest.raises(imaging.ImageReadError, match="needs tesseract-ocr"):
+        imaging.read_dicom(_us_file(tmp_path, rendered_text("X")), burned_in="ocr")
+
+
+# --------------------------------------------------------------------------------------------
+# Coverage: every Table E.1-1 entry, at the top level and nested two sequences deep
+
+
+def _sample_value(vr: str):
+    from pydicom.dataset import Dataset
+
+    values = {"PN": "MKRTAB^PERSON", "DA": "20200101", "TM": "101010", "DT": "20200101101010", "UI": "1.2.3.4.5.6",
+              "AS": "045Y", "AT": 0x00100010, "UR": "http://mkrtab.example", "FL": 7.0, "FD": 7.0, "US": 7,
+              "SS": 7, "UL": 7, "SL": 7, "SV": 7, "UV": 7, "IS": "7", "DS": "7.5"}
+    if vr == "SQ":
+        item = Dataset()
+        item.CodeMeaning = "MKRTAB"
+        item.PatientName = "MKRTAB^ITEM"
+        return [item]
+    if vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+        return b"MKRTAB00"
+    return values.get(vr, "MKRTAB")
+
+
+def _entry_tag(entry) -> int:
+    key = (entry.group + entry.element).replace("XX", "02", 1).replace("XXXX", "0000")
+    return int(key.replace("X", "0"), 16)
+
+
+def coverage() -> dict[str, dict[str, int]]:
+    """For each entry: plant a value, de-identify, check the original value is gone (or, with U, remapped)."""
+    from pydicom.datadict import dictionary_VR
+    from pydicom.dataset import Dataset
+
+    options = deid.DeidOptions(b"c" * 32)
+    result = {"top-level": {"handled": 0, "total": 0}, "nested (depth 2)": {"handled": 0, "total": 0}}
+    for entry in deid.table():
+        tag = _entry_tag(entry)
+        try:
+            vr = dictionary_VR(tag).split(" or ")[0]
+        except KeyError:  # newer than pydicom's dictionary: planted as LO
+            vr = "LO"
+        vr = {"OB or OW": "OB", "US or SS": "US", "US or OW": "US"}.get(vr, vr)
+        for where in result:
+            holder = Dataset()
+            with deid.quiet_pydicom():
+                holder.add_new(tag, vr, _sample_value(vr))
+            root = holder
+            if where.startswith("nested"):
+                inner = Dataset()
+                inner.AnatomicRegionModifierSequence = [holder]  # sequences the table does not list
+                root = Dataset()
+                root.AnatomicRegionSequence = [inner]
+            original = repr(holder[tag].value)
+            deid.deidentify(root, options)
+            after = repr(holder[tag].value) if tag in holder else None
+            gone = after is None or (after != original and "MKRTAB" not in after)
+            result[where]["total"] += 1
+            result[where]["handled"] += int(gone)
+    return result
+
+
+def test_every_table_entry_is_applied_at_the_top_level_and_nested():
+    table = coverage()
+    assert table == {"top-level": {"handled": 655, "total": 655}, "nested (depth 2)": {"handled": 655, "total": 655}}
+
+
+# --------------------------------------------------------------------------------------------
+# The per-build secret and source labels
+
+
+def test_secret_file_makes_refs_repeatable_across_builds_and_workers(shelf, tmp_path, capfd):
+    from gmai.cli import app
+
+    root, _ = shelf
+    key = tmp_path / "keys" / "deid.key"
+    refs = []
+    for workers, out in (("1", "a"), ("2", "b"), ("1", "c")):
+        args = ["data", "build", "--source", f"dicom:{root}", "--out", str(tmp_path / out), "-q", "--no-plots",
+                "-w", workers]
+        app(args + (["--deid-secret-file", str(key)] if out != "c" else []), standalone_mode=False)
+        lines = (tmp_path / out / "rejects.jsonl").read_text().splitlines()
+        refs.append(sorted(json.loads(line)["ref"] for line in lines))
+    assert refs[0] == refs[1]  # same secret: same refs, whichever process read the file
+    assert not set(refs[0]) & set(refs[2])  # a fresh secret (the default): nothing in common
+    assert key.read_text().strip() not in "".join(
+        p.read_text(errors="ignore") for p in (tmp_path / "a").rglob("*") if p.is_file())
+
+
+def test_source_labels_carry_no_path():
+    from gmai.data.build import SourceSpec
+
+    assert SourceSpec("npz", "/data/DOE_JOHN/breast.npz", {"name": "breastmnist"}).label() == "npz:breastmnist"
+    assert SourceSpec("dicom", "/data/DOE_JOHN", {}).label() == "dicom"
+
+
+def test_a_dicom_build_resumes_only_with_the_same_secret(tmp_path):
+    from gmai.data.build import BuildConfig, SourceSpec
+
+    dicom = [SourceSpec("dicom", str(tmp_path))]
+    same = BuildConfig(dicom, tmp_path / "o", deid_secret=b"a" * 32).fingerprint()
+    assert BuildConfig(dicom, tmp_path / "o", deid_secret=b"a" * 32).fingerprint() == same
+    assert BuildConfig(dicom, tmp_path / "o", deid_secret=b"b" * 32).fingerprint() != same
+    npz = [SourceSpec("npz", str(tmp_path / "x.npz"))]  # no secret in its output: resumes with any
+    assert BuildConfig(npz, tmp_path / "o").fingerprint() == BuildConfig(npz, tmp_path / "o").fingerprint()
+
+
+def test_dicom_source_checks_its_burned_in_option(tmp_path):
+    from gmai.data.sources import get_source
+    from gmai.data.sources._common import OptionError
+
+    with pytest.raises(OptionError, match="burned_in='keep'"):
+        get_source("dicom").items(tmp_path, {"burned_in": "keep"})
+    assert get_source("dicom").items(tmp_path, {"burned_in": "ocr"}) == []
