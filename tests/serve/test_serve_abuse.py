@@ -88,6 +88,16 @@ def test_the_structure_bound_refuses_a_million_messages_before_parsing_them():
     assert err.value.code == "too_many_messages" and time.perf_counter() - start < 0.3
 
 
+def test_large_bodies_are_validated_in_a_worker_process_small_ones_inline():
+    with TestClient(create_app(FakeBackend(), _config())) as c:
+        parsers = c.app.service.parsers
+        assert c.post(URL, headers=AUTH, json=_body()).status_code == 200
+        assert parsers.tasks == 0
+        r = c.post(URL, headers={**AUTH, "content-type": "application/json"}, content=_many_empty_messages(60_000))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "too_many_messages"
+        assert parsers.tasks == 1
+
+
 def test_message_and_content_part_counts_are_bounded():
     with TestClient(create_app(FakeBackend(), _config(max_messages=4, max_content_parts=3))) as c:
         r = c.post(URL, headers=AUTH, json={**_body(), "messages": [{"role": "user", "content": "x"}] * 5})

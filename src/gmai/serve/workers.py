@@ -94,6 +94,7 @@ class WorkerPool:
         self._slots: asyncio.Semaphore | None = None
         self.waiting = 0
         self.restarts = 0
+        self.tasks = 0  # submitted so far
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -130,6 +131,7 @@ class WorkerPool:
             async with self._slots:
                 pool = self._executor()
                 future = pool.submit(_run_task, fn, args)
+                self.tasks += 1
                 try:
                     return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
                 except asyncio.TimeoutError:
