@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gmai.data.deid import DeidOptions, current_options
 from gmai.data.imaging import ImageReadError, read_dicom, read_dicom_dataset
 from gmai.data.masks import facts_for_label
 from gmai.data.records import Record, Reject
@@ -35,11 +36,14 @@ class FolderIndex:
 def folder_index(root: Path) -> FolderIndex:
     files = sorted(p for p in root.rglob("*") if _looks_like_dicom(p))
     signature = tuple((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in files)
-    return _index(str(root), signature)
+    # the index holds remapped UIDs, so it is only valid under the de-identification options (secret) it was
+    # read with: a build sets its own secret after a first look at the folder, and its annotations are read
+    # with that secret, so a cached index from another secret would match no series
+    return _index(str(root), signature, current_options())
 
 
 @lru_cache(maxsize=4)
-def _index(root: str, signature: tuple[tuple[str, int], ...]) -> FolderIndex:
+def _index(root: str, signature: tuple[tuple[str, int], ...], options: DeidOptions) -> FolderIndex:
     series: dict[str, list[str]] = {}
     annotations: dict[str, list[str]] = {"SEG": [], "RTSTRUCT": []}
     unreadable = []
