@@ -234,3 +234,36 @@ def test_fractional_segments_are_cut_at_one_half(fixture, tmp_path):
     for record in records:
         (fact,) = record.mask_facts
         assert iou([fact.box.x1, fact.box.y1, fact.box.x2, fact.box.y2], mask_box(masks["liver"][record.meta["slice"]])) >= 0.95
+
+
+def test_identifiers_typed_into_segment_labels_and_roi_names_never_reach_outputs(tmp_path, capfd):
+    """SegmentLabel / ROIName are free text a person typed: de-identification keeps only names made of
+    anatomy and lesion words and names any other structure generically ("structure <number>")."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    markers = {"tumor": "MKRSEGLABEL^JANE", "spleen": "MRN 44170923 MKRROINAME"}
+    root = tmp_path / "case"
+    write_ct_seg_rtstruct(root, np.random.default_rng(5), labels=markers)
+    assert {str(s.SegmentLabel) for s in pydicom.dcmread(root / "seg.dcm").SegmentSequence} >= {markers["tumor"]}
+    out = tmp_path / "out"
+    specs = [SourceSpec("dicom-seg", str(root)), SourceSpec("rtstruct", str(root))]
+    stats = run_build(BuildConfig(sources=specs, out=out, plots=False), progress=False, log=print).stats
+    assert stats["records_kept"] > 0
+    views = []
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        views.append(path.read_bytes())
+        if path.suffix == ".parquet":
+            views.append(repr(pq.read_table(path).to_pylist()).encode())
+        if path.suffix == ".png":
+            views.append(repr(Image.open(io.BytesIO(path.read_bytes())).info).encode())
+    captured = capfd.readouterr()
+    everything = b"\n".join([*views, captured.out.encode(), captured.err.encode()]).upper()
+    for word in ("MKRSEGLABEL", "MKRROINAME", "44170923"):
+        assert word.encode() not in everything, word
+    rows = [json.loads(line) for line in (out / "MM-Percept.jsonl").open()]
+    labels = {label for row in rows for label in row.get("labels", [])}
+    # renamed, not lost: the segment (number 2) and the ROI (number 1) are still there under generic names
+    assert {"structure 1", "structure 2", "liver"} <= labels, labels
