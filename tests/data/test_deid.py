@@ -417,3 +417,44 @@ def test_dicom_source_checks_its_burned_in_option(tmp_path):
     with pytest.raises(OptionError, match="burned_in='keep'"):
         get_source("dicom").items(tmp_path, {"burned_in": "keep"})
     assert get_source("dicom").items(tmp_path, {"burned_in": "ocr"}) == []
+
+
+# --------------------------------------------------------------------------------------------
+# What SEG / RTSTRUCT readers need: structure names through a vocabulary, codes through the dictionary
+
+
+def test_structure_names_pass_only_through_the_anatomy_and_lesion_vocabulary():
+    assert deid.structure_name("Liver_Tumor") == "liver tumor"
+    assert deid.structure_name("Kidney-Left") == "kidney left"
+    assert deid.structure_name("GTV 1") == "gtv 1" and deid.structure_name("L5 vertebra") == "l5 vertebra"
+    for typed in ("DOE^JANE", "liver DOE", "spleen 44170923", "", None, "liver " * 7):
+        assert deid.structure_name(typed) is None, typed
+
+
+def test_segment_label_roi_name_and_codes_after_deidentification():
+    from pydicom.dataset import Dataset
+
+    def coded(value, scheme, meaning):
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        return item
+
+    segment = Dataset()
+    segment.SegmentNumber, segment.SegmentLabel = 3, "MKRSL^PATIENT"
+    # a standard code (SCT 10200004 Liver) with a name typed into its meaning, and a local code
+    segment.SegmentedPropertyTypeCodeSequence = [coded("10200004", "SCT", "MKRCM")]
+    segment.SegmentedPropertyCategoryCodeSequence = [coded("MKRCV", "99LOCAL", "MKRLC")]
+    liver = Dataset()
+    liver.SegmentNumber, liver.SegmentLabel = 4, "Liver"
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 7, "MKRRN"
+    ds = Dataset()
+    ds.SegmentSequence, ds.StructureSetROISequence = [segment, liver], [roi]
+    deid.deidentify(ds, deid.DeidOptions(b"s" * 32))
+    assert "MKR" not in str(ds)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["structure 3", "liver"]
+    assert ds.StructureSetROISequence[0].ROIName == "structure 7"
+    known = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
+    assert (known.CodeValue, known.CodingSchemeDesignator, known.CodeMeaning) == ("10200004", "SCT", "Liver")
+    local = ds.SegmentSequence[0].SegmentedPropertyCategoryCodeSequence[0]
+    assert (local.CodeValue, local.CodingSchemeDesignator) == ("UNKNOWN", "99GMAI")

@@ -294,8 +294,12 @@ def _known_codes() -> dict[tuple[str, str], str]:
     """(scheme, code value) -> meaning, for every code pydicom's dictionaries list (DCM, SCT, UCUM, ...)."""
     from pydicom.sr._concepts_dict import concepts
 
-    return {(scheme, value): meaning for scheme, keywords in concepts.items() for codes in keywords.values()
-            for value, (meaning, _) in codes.items()}
+    known: dict[tuple[str, str], str] = {}
+    for scheme, keywords in concepts.items():
+        for codes in keywords.values():
+            for value, (meaning, _) in codes.items():
+                known.setdefault((scheme, value), meaning)  # the first keyword's meaning (the context groups' one)
+    return known
 
 
 def _apply(dataset: Any, elem: Any, action: str, options: DeidOptions) -> None:
