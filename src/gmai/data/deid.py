@@ -29,8 +29,9 @@ through a check rather than as typed:
 - ``AlgorithmName`` / ``AlgorithmVersion`` (Type 1 in a SEG's algorithm identification): ``REMOVED``;
 - the X/Z/U* sequences (``SourceImageSequence``, ``ReferencedImageSequence``) are kept under U*, their
   UIDs remapped with the same keyed map as everything else, because a SEG places each frame on its
-  source slice through them; everything else inside is scrubbed like any other item. What was done is recorded in
-``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence``.
+  source slice through them; everything else inside is scrubbed like any other item.
+
+What was done is recorded in ``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence``.
 
 Pixels are not touched here. :func:`burned_in_risk` names the rule by which a file may carry text in
 its pixels; the DICOM reader rejects such files unless the caller opts into an OCR check.
@@ -434,10 +435,11 @@ def _is_multi(value: Any) -> bool:
 # Structure names (SEG SegmentLabel, RTSTRUCT ROIName): a controlled vocabulary
 
 
-# Words a structure name may be made of: anatomy (the organ and structure names of TotalSegmentator, the
-# RT organs-at-risk of AAPM TG-263, the BodyPartExamined terms), lesion words, RT target volumes and
-# qualifiers. A name is kept (normalised: lower case, words split on spaces, _ and -) only when every word
-# is in this set, a vertebra or rib number (c1-c7, t1-t12, l1-l5, s1-s5, 1-24) or a one-digit index.
+# Words a structure name may be made of, picked by hand: common anatomy words (of the kind TotalSegmentator
+# classes, AAPM TG-263 organ-at-risk names and the BodyPartExamined terms use; not their full lists), lesion
+# words, RT target volumes and qualifiers. A name is kept (normalised: lower case, words split on spaces, _
+# and -) only when every word is in this set, a vertebra label (c1-c7, t1-t12, l1-l5, s1-s5) or a number
+# from 1 to 24 (ribs, indices): no longer number, so no MRN or date, passes.
 STRUCTURE_WORDS = frozenset("""
 abdomen adrenal airway anus aorta aortic appendix arch arm artery atrial atrium auricle autochthon
 bladder bone bowel brachiocephalic brain brainstem breast bronchus canal carotid cartilage cauda cava
