@@ -194,7 +194,10 @@ def test_deidentify_records_the_method_and_cleans_meta_and_preamble(tmp_path):
     assert not any(elem.tag.is_private for elem in ds.iterall())
     assert not any(0x5000 <= elem.tag.group <= 0x60FF for elem in ds.iterall())
     deep = ds.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0]
-    assert "ReferencedImageSequence" not in deep  # X/Z/U*: removed with what it held
+    # X/Z/U*: kept under U* (a SEG places its frames on the source slices through these sequences), with
+    # what it held scrubbed like any item: UIDs remapped, table entries applied, free text gone
+    kept = deep.ReferencedImageSequence[0]
+    assert "MKR" not in str(kept).upper() and not kept.get("PatientID") and kept.PersonName == "ANONYMOUS"
 
 
 def test_retain_patient_characteristics_is_an_explicit_option(tmp_path):
@@ -351,9 +354,11 @@ def coverage() -> dict[str, dict[str, int]]:
                 inner.AnatomicRegionModifierSequence = [holder]  # sequences the table does not list
                 root = Dataset()
                 root.AnatomicRegionSequence = [inner]
-            original = repr(holder[tag].value)
+            # a sequence's repr does not show its items: compare what it prints, items included
+            show = (lambda: str(holder)) if vr == "SQ" else (lambda: repr(holder[tag].value))  # noqa: B023
+            original = show()
             deid.deidentify(root, options)
-            after = repr(holder[tag].value) if tag in holder else None
+            after = show() if tag in holder else None
             gone = after is None or (after != original and "MKRTAB" not in after)
             result[where]["total"] += 1
             result[where]["handled"] += int(gone)
@@ -412,3 +417,44 @@ def test_dicom_source_checks_its_burned_in_option(tmp_path):
     with pytest.raises(OptionError, match="burned_in='keep'"):
         get_source("dicom").items(tmp_path, {"burned_in": "keep"})
     assert get_source("dicom").items(tmp_path, {"burned_in": "ocr"}) == []
+
+
+# --------------------------------------------------------------------------------------------
+# What SEG / RTSTRUCT readers need: structure names through a vocabulary, codes through the dictionary
+
+
+def test_structure_names_pass_only_through_the_anatomy_and_lesion_vocabulary():
+    assert deid.structure_name("Liver_Tumor") == "liver tumor"
+    assert deid.structure_name("Kidney-Left") == "kidney left"
+    assert deid.structure_name("GTV 1") == "gtv 1" and deid.structure_name("L5 vertebra") == "l5 vertebra"
+    for typed in ("DOE^JANE", "liver DOE", "spleen 44170923", "", None, "liver " * 7):
+        assert deid.structure_name(typed) is None, typed
+
+
+def test_segment_label_roi_name_and_codes_after_deidentification():
+    from pydicom.dataset import Dataset
+
+    def coded(value, scheme, meaning):
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+        return item
+
+    segment = Dataset()
+    segment.SegmentNumber, segment.SegmentLabel = 3, "MKRSL^PATIENT"
+    # a standard code (SCT 10200004 Liver) with a name typed into its meaning, and a local code
+    segment.SegmentedPropertyTypeCodeSequence = [coded("10200004", "SCT", "MKRCM")]
+    segment.SegmentedPropertyCategoryCodeSequence = [coded("MKRCV", "99LOCAL", "MKRLC")]
+    liver = Dataset()
+    liver.SegmentNumber, liver.SegmentLabel = 4, "Liver"
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName = 7, "MKRRN"
+    ds = Dataset()
+    ds.SegmentSequence, ds.StructureSetROISequence = [segment, liver], [roi]
+    deid.deidentify(ds, deid.DeidOptions(b"s" * 32))
+    assert "MKR" not in str(ds)
+    assert [s.SegmentLabel for s in ds.SegmentSequence] == ["structure 3", "liver"]
+    assert ds.StructureSetROISequence[0].ROIName == "structure 7"
+    known = ds.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
+    assert (known.CodeValue, known.CodingSchemeDesignator, known.CodeMeaning) == ("10200004", "SCT", "Liver")
+    local = ds.SegmentSequence[0].SegmentedPropertyCategoryCodeSequence[0]
+    assert (local.CodeValue, local.CodingSchemeDesignator) == ("UNKNOWN", "99GMAI")

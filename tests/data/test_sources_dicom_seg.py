@@ -38,6 +38,12 @@ def run(kind: str, path: Path, options: dict[str, str] | None = None) -> tuple[l
     return [o for o in out if isinstance(o, Record)], [o for o in out if isinstance(o, Reject)]
 
 
+def both(root: Path) -> list[SourceSpec]:
+    """Both sources over one folder, under one dataset name: the same slices under two dataset names would be
+    cross-dataset duplicates, which the build rejects (and the default names are the source kinds)."""
+    return [SourceSpec(kind, str(root), {"name": "ct-case"}) for kind in ("dicom-seg", "rtstruct")]
+
+
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
@@ -63,10 +69,7 @@ def test_files_are_what_the_libraries_write(fixture):
 def test_build_gives_region_captions_and_grounding_with_the_fixture_boxes(fixture, tmp_path):
     root, masks = fixture
     out = tmp_path / "out"
-    # one dataset name for both (the folder's): the same slices under two dataset names would be cross-dataset
-    # duplicates, which the build rejects
-    specs = [SourceSpec("dicom-seg", str(root)), SourceSpec("rtstruct", str(root))]
-    stats = run_build(BuildConfig(sources=specs, out=out, plots=False), progress=False, log=lambda _: None).stats
+    stats = run_build(BuildConfig(sources=both(root), out=out, plots=False), progress=False, log=lambda _: None).stats
     assert stats["accounting_ok"] and stats["records_kept"] > 0
     rows = [json.loads(line) for name in ("MM-Caption", "MM-Percept") for line in (out / f"{name}.jsonl").open()]
     checked = {"region_caption": 0, "grounding": 0}
@@ -79,7 +82,7 @@ def test_build_gives_region_captions_and_grounding_with_the_fixture_boxes(fixtur
         label = ref.group(1) if ref else next(n for n in row["labels"] if n in row["conversations"][0]["value"])
         box = [float(v) for v in BOX.search(text).group(1).split(",")]
         file, index = row["ref"].rsplit("#slice=", 1)
-        kind, index = Path(file).stem, int(index)
+        kind, index = "seg" if file.startswith("dicom-seg-") else "rtstruct", int(index)
         assert label in row["labels"] and label in CT_SERIES_STRUCTURES[kind]
         assert iou(box, mask_box(masks[label][index])) >= 0.9, (row["ref"], label, box)
         checked[row["format"]] += 1
@@ -87,7 +90,7 @@ def test_build_gives_region_captions_and_grounding_with_the_fixture_boxes(fixtur
     assert checked["region_caption"] >= 10 and checked["grounding"] >= 10, checked
     assert names == {k: set(v) for k, v in CT_SERIES_STRUCTURES.items()}
     # laterality in image words: the liver (patient's right) is on the left of the image, the spleen on the right
-    captions = [r for r in rows if r["format"] == "caption" and "rtstruct.dcm" in r["ref"] and "spleen" in str(r)]
+    captions = [r for r in rows if r["format"] == "caption" and r["ref"].startswith("rtstruct-") and "spleen" in str(r)]
     assert captions and all("right" in r["conversations"][1]["value"].split("spleen")[1] for r in captions)
 
 
@@ -125,21 +128,24 @@ def test_the_seg_rtstruct_and_series_headers_the_sources_parse_are_deidentified(
     modalities = {str(ds.Modality) for ds in seen}
     assert {"SEG", "RTSTRUCT", "CT"} <= modalities and len(seen) == 2 + 2 * 12
     for ds in seen:
-        assert ds.PatientIdentityRemoved == "YES" and "PatientName" not in ds and "PatientID" not in ds
-        assert "StudyDate" not in ds and str(ds.SOPInstanceUID) not in originals
+        # Table E.1-1 gives Z (zero length) for these Type 2 attributes: present, empty
+        assert ds.PatientIdentityRemoved == "YES" and not ds.get("PatientName") and not ds.get("PatientID")
+        assert not ds.get("StudyDate") and str(ds.SOPInstanceUID) not in originals
 
 
 def test_every_file_read_is_deidentified(fixture, tmp_path):
     root, _ = fixture
     out = tmp_path / "out"
-    specs = [SourceSpec("dicom-seg", str(root)), SourceSpec("rtstruct", str(root))]
-    run_build(BuildConfig(sources=specs, out=out, plots=False), progress=False, log=lambda _: None)
+    run_build(BuildConfig(sources=both(root), out=out, plots=False), progress=False, log=lambda _: None)
     written = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     for value in ("SYNTHETIC^PHANTOM", FAKE_IDENTITY["PatientID"], FAKE_IDENTITY["AccessionNumber"],
                   FAKE_IDENTITY["InstitutionName"]):
         assert value.encode() not in written
     original = str(pydicom.dcmread(root / "seg.dcm").SOPInstanceUID)
     assert original.encode() not in written
+    # no path, file or folder name either (issue #12): refs are keyed hashes, the dataset name is name=
+    for name in (str(root.parent), "ctseg", "seg.dcm", "rtstruct.dcm", "slice_0"):
+        assert name.encode() not in written, name
 
 
 def test_reference_to_a_series_not_in_the_folder_is_rejected(fixture, tmp_path):
@@ -148,10 +154,12 @@ def test_reference_to_a_series_not_in_the_folder_is_rejected(fixture, tmp_path):
     lonely.mkdir()
     shutil.copy(root / "seg.dcm", lonely / "seg.dcm")
     shutil.copy(root / "rtstruct.dcm", lonely / "rtstruct.dcm")
-    for kind in ("dicom-seg", "rtstruct"):
+    from gmai.data.sources.dicom import hashed_ref
+
+    for kind, file in (("dicom-seg", "seg.dcm"), ("rtstruct", "rtstruct.dcm")):
         records, rejects = run(kind, lonely)
         assert not records and len(rejects) == 1
-        assert "which is not in the source folder" in rejects[0].reason and rejects[0].ref.startswith(str(lonely))
+        assert "which is not in the source folder" in rejects[0].reason and rejects[0].ref == hashed_ref(file, kind)
 
 
 def test_contour_outside_the_grid_is_rejected_and_the_other_roi_kept(fixture, tmp_path):
@@ -198,7 +206,8 @@ def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
     ).save_as(folder / "seg.dcm")
     records, rejects = run("dicom-seg", folder)
     empty = [r for r in rejects if "has an empty mask" in r.reason]
-    assert len(empty) == 1 and "'nothing'" in empty[0].reason and empty[0].ref.endswith("#segment=2")
+    # "nothing" is not an anatomy or lesion word: de-identification names the segment generically
+    assert len(empty) == 1 and "'structure 2'" in empty[0].reason and empty[0].ref.endswith("#segment=2")
     assert records and all(r.labels == ["liver"] for r in records)
 
 
@@ -232,3 +241,35 @@ def test_fractional_segments_are_cut_at_one_half(fixture, tmp_path):
     for record in records:
         (fact,) = record.mask_facts
         assert iou([fact.box.x1, fact.box.y1, fact.box.x2, fact.box.y2], mask_box(masks["liver"][record.meta["slice"]])) >= 0.95
+
+
+def test_identifiers_typed_into_segment_labels_and_roi_names_never_reach_outputs(tmp_path, capfd):
+    """SegmentLabel / ROIName are free text a person typed: de-identification keeps only names made of
+    anatomy and lesion words and names any other structure generically ("structure <number>")."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    markers = {"tumor": "MKRSEGLABEL^JANE", "spleen": "MRN 44170923 MKRROINAME"}
+    root = tmp_path / "case"
+    write_ct_seg_rtstruct(root, np.random.default_rng(5), labels=markers)
+    assert {str(s.SegmentLabel) for s in pydicom.dcmread(root / "seg.dcm").SegmentSequence} >= {markers["tumor"]}
+    out = tmp_path / "out"
+    stats = run_build(BuildConfig(sources=both(root), out=out, plots=False), progress=False, log=print).stats
+    assert stats["records_kept"] > 0
+    views = []
+    for path in (p for p in out.rglob("*") if p.is_file()):
+        views.append(path.read_bytes())
+        if path.suffix == ".parquet":
+            views.append(repr(pq.read_table(path).to_pylist()).encode())
+        if path.suffix == ".png":
+            views.append(repr(Image.open(io.BytesIO(path.read_bytes())).info).encode())
+    captured = capfd.readouterr()
+    everything = b"\n".join([*views, captured.out.encode(), captured.err.encode()]).upper()
+    for word in ("MKRSEGLABEL", "MKRROINAME", "44170923"):
+        assert word.encode() not in everything, word
+    rows = [json.loads(line) for line in (out / "MM-Percept.jsonl").open()]
+    labels = {label for row in rows for label in row.get("labels", [])}
+    # renamed, not lost: the segment (number 2) and the ROI (number 1) are still there under generic names
+    assert {"structure 1", "structure 2", "liver"} <= labels, labels

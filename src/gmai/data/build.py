@@ -47,7 +47,7 @@ from gmai.data.sources._common import OptionError
 JOURNAL = ".build"
 PLAN_VERSION = 1
 THREE_D_KINDS = {"nifti"}
-SECRET_KINDS = {"dicom"}  # sources whose output depends on the de-identification secret
+SECRET_KINDS = {"dicom", "dicom-seg", "rtstruct"}  # sources whose output depends on the de-identification secret
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,25 @@ item of every sequence, at any depth:
 Beyond the table: private, unknown-to-the-dictionary and UN elements, every repeating overlay (60xx)
 and curve (50xx) group, every person name, date, time and free-text element (SH, LO, ST, LT, UT, UC,
 UR, AE) left anywhere, and every non-standard UID not in the table are removed or remapped too.
-The preamble is zeroed and the file meta keeps only what decoding needs. What was done is recorded in
-``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence``.
+The preamble is zeroed and the file meta keeps only what decoding needs.
+
+What segmentation readers (highdicom for SEG, rt-utils for RTSTRUCT) structurally need survives, each
+through a check rather than as typed:
+
+- structure names (``SegmentLabel``, ``ROIName``): through :func:`structure_name`, a controlled vocabulary
+  of anatomy and lesion words; a name with any other word (a patient name, an MRN, a comment) becomes
+  ``structure <number>``, never copied raw. ROIName is Z in the table: a generic name is what Z allows,
+  and the readers look ROIs up by name, so every ROI needs one;
+- coded concepts (items holding ``CodeValue`` + ``CodingSchemeDesignator``: segmented property category
+  and type, algorithm family, derivation and purpose-of-reference codes): kept only when pydicom's
+  dictionary of standard codes (DCM, SCT, ...) knows the pair, with the dictionary's ``CodeMeaning``
+  (never the file's); any other code becomes ``99GMAI/UNKNOWN``;
+- ``AlgorithmName`` / ``AlgorithmVersion`` (Type 1 in a SEG's algorithm identification): ``REMOVED``;
+- the X/Z/U* sequences (``SourceImageSequence``, ``ReferencedImageSequence``) are kept under U*, their
+  UIDs remapped with the same keyed map as everything else, because a SEG places each frame on its
+  source slice through them; everything else inside is scrubbed like any other item.
+
+What was done is recorded in ``DeidentificationMethod`` and ``DeidentificationMethodCodeSequence``.
 
 Pixels are not touched here. :func:`burned_in_risk` names the rule by which a file may carry text in
 its pixels; the DICOM reader rejects such files unless the caller opts into an OCR check.
@@ -28,6 +45,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import warnings
 from collections.abc import Iterator
@@ -50,6 +68,12 @@ _CODES = {
     "patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
 }
 _DUMMY_TEXT = "REMOVED"
+# Structure-name attributes -> the attribute that numbers the structure (for the generic name)
+_STRUCTURE_NAME_TAGS = {0x00620005: 0x00620004, 0x30060026: 0x30060022}  # SegmentLabel, ROIName
+# Type 1 in a SEG's Segmentation Algorithm Identification: kept present, content replaced
+_PLACEHOLDER_TAGS = {0x00660036, 0x00660031}  # AlgorithmName, AlgorithmVersion
+_CODE_TAGS = (0x00080100, 0x00080102, 0x00080103, 0x00080104, 0x00080119, 0x00080120)
+_UNKNOWN_CODE = ("UNKNOWN", "99GMAI", "unknown concept")
 _DUMMIES = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000Y", "PN": "ANONYMOUS"}
 _NUMERIC_VRS = {"US", "SS", "UL", "SL", "FL", "FD", "IS", "DS", "SV", "UV"}
 _BINARY_VRS = {"OB", "OW", "OD", "OF", "OL", "OV", "UN"}
@@ -209,6 +233,7 @@ def _always_removed(tag: Any, vr: str) -> bool:
 def _scrub(dataset: Any, options: DeidOptions) -> None:
     from pydicom.datadict import dictionary_has_tag, repeater_has_tag
 
+    _check_code(dataset)
     for tag in list(dataset.keys()):
         try:
             elem = dataset[tag]
@@ -219,8 +244,20 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
         if _always_removed(elem.tag, elem.VR) or not (known or elem.tag.element == 0):
             del dataset[tag]
             continue
+        if int(tag) in _STRUCTURE_NAME_TAGS:
+            number = dataset.get(_STRUCTURE_NAME_TAGS[int(tag)])
+            elem.value = structure_name(elem.value) or f"structure {_number_text(number)}"
+            continue
+        if int(tag) in _PLACEHOLDER_TAGS:
+            elem.value = _DUMMY_TEXT
+            continue
+        if int(tag) in _CODE_TAGS and "CodeValue" in dataset:  # already checked by _check_code
+            continue
         action = action_for(tag)
-        if action is not None:
+        if action == "X/Z/U*" and elem.VR == "SQ":  # U*: kept, UIDs inside remapped (see the module docstring)
+            for item in elem.value:
+                _scrub(item, options)
+        elif action is not None:
             _apply(dataset, elem, action, options)
         elif elem.VR in _IDENTIFYING_VRS or elem.VR in _FREE_TEXT_VRS:
             del dataset[tag]
@@ -229,6 +266,41 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
         elif elem.VR == "SQ":
             for item in elem.value:
                 _scrub(item, options)
+
+
+def _number_text(element: Any) -> str:
+    value = getattr(element, "value", None)
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _check_code(item: Any) -> None:
+    """A coded-concept item keeps its code only when the standard's dictionary knows it, with the
+    dictionary's meaning; any other code (anyone can type a name into a local one) becomes 99GMAI/UNKNOWN."""
+    if "CodeValue" not in item and "CodingSchemeDesignator" not in item:
+        return
+    key = (str(item.get("CodingSchemeDesignator", "")).strip(), str(item.get("CodeValue", "")).strip())
+    meaning = _known_codes().get(key)
+    for tag in _CODE_TAGS:
+        if tag in item:
+            del item[tag]
+    value, scheme, meaning = (key[1], key[0], meaning) if meaning else _UNKNOWN_CODE
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+
+
+@lru_cache(maxsize=1)
+def _known_codes() -> dict[tuple[str, str], str]:
+    """(scheme, code value) -> meaning, for every code pydicom's dictionaries list (DCM, SCT, UCUM, ...)."""
+    from pydicom.sr._concepts_dict import concepts
+
+    known: dict[tuple[str, str], str] = {}
+    for scheme, keywords in concepts.items():
+        for codes in keywords.values():
+            for value, (meaning, _) in codes.items():
+                known.setdefault((scheme, value), meaning)  # the first keyword's meaning (the context groups' one)
+    return known
 
 
 def _apply(dataset: Any, elem: Any, action: str, options: DeidOptions) -> None:
@@ -357,3 +429,45 @@ def _upper(value: Any) -> str:
 
 def _is_multi(value: Any) -> bool:
     return hasattr(value, "__len__") and not isinstance(value, (str, bytes))
+
+
+# --------------------------------------------------------------------------------------------
+# Structure names (SEG SegmentLabel, RTSTRUCT ROIName): a controlled vocabulary
+
+
+# Words a structure name may be made of, picked by hand: common anatomy words (of the kind TotalSegmentator
+# classes, AAPM TG-263 organ-at-risk names and the BodyPartExamined terms use; not their full lists), lesion
+# words, RT target volumes and qualifiers. A name is kept (normalised: lower case, words split on spaces, _
+# and -) only when every word is in this set, a vertebra label (c1-c7, t1-t12, l1-l5, s1-s5) or a number
+# from 1 to 24 (ribs, indices): no longer number, so no MRN or date, passes.
+STRUCTURE_WORDS = frozenset("""
+abdomen adrenal airway anus aorta aortic appendix arch arm artery atrial atrium auricle autochthon
+bladder bone bowel brachiocephalic brain brainstem breast bronchus canal carotid cartilage cauda cava
+caudate cavity cerebellum cerebral cervix chest chiasm clavicle coccyx cochlea colon common cord coronary
+costal cricoid cyst diaphragm disc duct duodenum ear esophagus eye extremity face femoral femur fibula
+gallbladder gland glottis gluteus hand head heart hepatic hip hippocampus humerus iliac iliopsoas
+ileum inferior intestine jejunum joint kidney kidneys knee larynx lens lip lips liver lobe lung lungs lymph
+mammary mandible thymus tongue teeth
+maximus medius minimus muscle myocardium nasal neck nerve node nodule optic oral orbit ovary pancreas
+parotid pelvis penis pericardium pharynx pituitary portal prostate psoas pulmonary radius rectum rib
+ribs sacrum scapula seminal septum sigmoid skin skull small spinal spine spleen splenic sternum stomach
+submandibular superior testis thyroid tibia trachea trunk ulna ureter urethra uterus vagina valve vein
+ventricle vertebra vertebrae vesicle vessel whole body
+left right lt rt l r upper lower middle anterior posterior medial lateral main proximal distal total
+of and the
+tumor tumour lesion mass metastasis metastases cancer carcinoma neoplasm edema oedema necrosis enhancing
+necrotic non core infarct hemorrhage haemorrhage calcification fluid effusion pneumothorax consolidation
+fracture stone abscess polyp ground glass opacity nodules
+gtv ctv ptv itv oar target boost external body couch
+""".split())
+_NUMBERED_WORD = re.compile(r"(?:c[1-7]|t(?:[1-9]|1[0-2])|l[1-5]|s[1-5]|[1-9]|1[0-9]|2[0-4])")
+
+
+def structure_name(value: Any) -> str | None:
+    """A SEG segment label or RTSTRUCT ROI name in the controlled vocabulary (normalised), or None when any
+    word of it is outside the vocabulary: the caller then names the structure generically."""
+    text = str(value or "").strip().lower()
+    words = [w for w in re.split(r"[\s_\-]+", text) if w]
+    if not words or len(words) > 6 or not all(w in STRUCTURE_WORDS or _NUMBERED_WORD.fullmatch(w) for w in words):
+        return None
+    return " ".join(words)

@@ -777,12 +777,14 @@ def ct_series_masks(rng: np.random.Generator, size: int = 64, slices: int = 12) 
 
 def write_ct_seg_rtstruct(
     root: Path, rng: np.random.Generator, *, size: int = 64, slices: int = 12, spacing: float = 0.8,
-    thickness: float = 2.5,
+    thickness: float = 2.5, labels: dict[str, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Write ``root/ct/*.dcm`` (a CT series, pydicom, with a fake identity), ``root/seg.dcm`` (a DICOM SEG
     of liver + tumor written by highdicom) and ``root/rtstruct.dcm`` (an RTSTRUCT of spleen + liver written
     by rt-utils). Returns the masks they were made from, {structure: bool (slices, rows, cols)}.
+    ``labels`` writes other SegmentLabel / ROIName text for some structures (de-identification tests).
     """
+    labels = labels or {}
     import highdicom as hd
     import pydicom
     from pydicom.sr.codedict import codes
@@ -809,7 +811,7 @@ def write_ct_seg_rtstruct(
     )
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=i + 1, segment_label=name,
+            segment_number=i + 1, segment_label=labels.get(name, name),
             segmented_property_category=codes.SCT.Organ if name != "tumor" else codes.SCT.MorphologicallyAbnormalStructure,
             segmented_property_type=codes.SCT.Liver if name == "liver" else codes.SCT.Neoplasm,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
@@ -827,7 +829,7 @@ def write_ct_seg_rtstruct(
     rtstruct = RTStructBuilder.create_new(dicom_series_path=str(root / "ct"))
     for name in CT_SERIES_STRUCTURES["rtstruct"]:
         # rt-utils takes masks as (rows, columns, slices) in its own slice order (ascending position)
-        rtstruct.add_roi(mask=np.transpose(masks[name], (1, 2, 0)), name=name)
+        rtstruct.add_roi(mask=np.transpose(masks[name], (1, 2, 0)), name=labels.get(name, name))
     rtstruct.save(str(root / "rtstruct.dcm"))
     return masks
 

@@ -4,6 +4,10 @@ Every file is read through :func:`gmai.data.imaging.read_dicom_dataset` / :func:
 so headers are de-identified before anything looks at them. De-identification replaces each instance UID by
 the same hash wherever it occurs, so a SEG's or RTSTRUCT's references still match the series it annotates.
 Matching is by UID inside the source folder only (SeriesInstanceUID, then SOPInstanceUID per slice).
+
+As in the ``dicom`` source, no file or folder name leaves these adapters: a ref is ``<kind>-<HMAC of the
+SEG/RTSTRUCT file's path relative to the source>`` (:func:`gmai.data.sources.dicom.hashed_ref`) and the
+dataset name is ``name=`` or the source kind, never the folder's name.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from gmai.data.deid import DeidOptions, current_options
 from gmai.data.imaging import ImageReadError, read_dicom, read_dicom_dataset
 from gmai.data.masks import facts_for_label
 from gmai.data.records import Record, Reject
 from gmai.data.sources._common import OptionError, int_option, make_record, reject
-from gmai.data.sources.dicom import _looks_like_dicom
+from gmai.data.sources.dicom import _looks_like_dicom, hashed_ref
+
+SOURCE_KINDS = {"SEG": "dicom-seg", "RTSTRUCT": "rtstruct"}
 
 
 @dataclass(frozen=True)
@@ -35,11 +42,14 @@ class FolderIndex:
 def folder_index(root: Path) -> FolderIndex:
     files = sorted(p for p in root.rglob("*") if _looks_like_dicom(p))
     signature = tuple((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in files)
-    return _index(str(root), signature)
+    # the index holds remapped UIDs, so it is only valid under the de-identification options (secret) it was
+    # read with: a build sets its own secret after a first look at the folder, and its annotations are read
+    # with that secret, so a cached index from another secret would match no series
+    return _index(str(root), signature, current_options())
 
 
 @lru_cache(maxsize=4)
-def _index(root: str, signature: tuple[tuple[str, int], ...]) -> FolderIndex:
+def _index(root: str, signature: tuple[tuple[str, int], ...], options: DeidOptions) -> FolderIndex:
     series: dict[str, list[str]] = {}
     annotations: dict[str, list[str]] = {"SEG": [], "RTSTRUCT": []}
     unreadable = []
@@ -123,19 +133,21 @@ def load_annotated(
     from gmai.data.sources._common import record_fields
 
     file = path / item
-    probe = record_fields(path, options)
+    kind = SOURCE_KINDS[annotation]
+    shown = hashed_ref(item, kind)
+    probe = record_fields(path, options, default_name=kind)
     try:
         parsed, referenced = parse(read_dicom_dataset(file), file)
         series = load_series(path, match_series(path, referenced, item), options)
-    except ImageReadError as err:
-        return [reject(err.path, probe["source"], err.reason)]
-    fields = record_fields(path, {"modality": series.summary.get("modality", ""), **options})
-    masks, rejects = masks_of(parsed, series, str(file), fields["source"])
+    except ImageReadError as err:  # the reason names the problem; the ref is the annotation file's hash
+        return [reject(shown, probe["source"], err.reason)]
+    fields = record_fields(path, {"modality": series.summary.get("modality", ""), **options}, default_name=kind)
+    masks, rejects = masks_of(parsed, series, shown, fields["source"])
     if not masks:
-        return [*rejects, reject(file, fields["source"], f"no {annotation} structure with foreground on the "
-                                                         "referenced series")]
+        return [*rejects, reject(shown, fields["source"], f"no {annotation} structure with foreground on the "
+                                                          "referenced series")]
     meta = {"dicom": series.summary, "windowing": series.windowing, "annotation": annotation, "dim": "3d"}
-    return [*rejects, *structure_records(series, masks, str(file), fields, options, meta)]
+    return [*rejects, *structure_records(series, masks, shown, fields, options, meta)]
 
 
 # --------------------------------------------------------------------------------------------

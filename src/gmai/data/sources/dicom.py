@@ -90,9 +90,10 @@ class DicomSource:
         ]
 
 
-def hashed_ref(item: str) -> str:
-    """A file's ref: an HMAC of its path relative to the source, keyed with this build's secret."""
-    return "dicom-" + keyed_hash(current_options().secret, "ref\0" + item)
+def hashed_ref(item: str, kind: str = "dicom") -> str:
+    """A file's ref: an HMAC of its path relative to the source, keyed with this build's secret (``kind``
+    names the source kind, so a ref says which adapter read the file and nothing about its name)."""
+    return f"{kind}-" + keyed_hash(current_options().secret, "ref\0" + item)
 
 
 def _burned_in_mode(options: dict[str, str]) -> str:

@@ -3,8 +3,9 @@
 The source is a folder holding one or more image series and SEG files (any depth, as archives such as
 TCIA's ship them). Each SEG is matched to its referenced series by SeriesInstanceUID and to the series'
 slices by SOPInstanceUID, inside the folder; its segments become structures named by their
-SegmentLabel, and each slice with foreground becomes a segmentation record with mask facts (boxes,
-areas, locations), as the ``nifti`` source does. Everything is read de-identified.
+SegmentLabel as de-identification leaves it (anatomy and lesion words, else ``structure <number>``), and
+each slice with foreground becomes a segmentation record with mask facts (boxes, areas, locations), as
+the ``nifti`` source does. Everything is read de-identified; refs are keyed hashes, never file names.
 
 FRACTIONAL segments (probabilities or occupancies) count a voxel from one half on.
 

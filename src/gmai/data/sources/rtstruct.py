@@ -3,7 +3,8 @@
 The source is a folder holding one or more image series and RTSTRUCT files. Each RTSTRUCT is matched
 to its referenced series by SeriesInstanceUID (RTReferencedSeriesSequence) inside the folder; each ROI's
 contours are rasterised onto that series' pixel grid (rt-utils, which fills the polygons slice by
-slice), named by ROIName, and turned into the same segmentation records as ``dicom-seg``. Everything is
+slice), named by ROIName (as de-identification leaves it: anatomy and lesion words, else
+``structure <number>``), and turned into the same segmentation records as ``dicom-seg``. Everything is
 read de-identified.
 
 Rejected with the reason: an RTSTRUCT whose referenced series is not in the folder; an ROI with a
