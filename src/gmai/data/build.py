@@ -302,13 +302,17 @@ def source_relative(spec: SourceSpec, ref: str) -> str:
 def output_ref(secret: bytes, spec: SourceSpec, ref: str) -> str:
     """The ref written out: ``KIND-HMAC(secret, ref relative to the source)``, never a path or file name.
 
-    Whoever keeps the build's secret (``--deid-secret-file``) maps a ref back by hashing candidate
-    relative refs (``keyed_hash(secret, "ref\\0" + relative_ref)``); nobody else can."""
+    A trailing position (``#slice=12``) stays as it is. Whoever keeps the build's secret
+    (``--deid-secret-file``) maps a ref back by hashing candidate relative refs
+    (``keyed_hash(secret, "ref\\0" + relative_ref)``); nobody else can."""
     if spec.kind in ADAPTER_KEYED_REFS:
         return ref
-    return f"{spec.kind}-{keyed_hash(secret, 'ref' + chr(0) + source_relative(spec, ref))}"
+    suffix = _POSITION.search(ref)  # a slice's or frame's number says nothing about anyone: it stays readable
+    base, position = (ref[: suffix.start()], suffix.group()) if suffix else (ref, "")
+    return f"{spec.kind}-{keyed_hash(secret, 'ref' + chr(0) + source_relative(spec, base))}{position}"
 
 
+_POSITION = re.compile(r"#[a-z_]+=(?:[a-z_]+:)?[0-9,\-]+$")  # "#slice=12", "#slice=4-6,9", "#volume=slices:2,5,8"
 _NAME_SPLIT = re.compile(r"[/\\#:?=\[\]]")
 
 
