@@ -206,6 +206,7 @@ def test_leakage_excludes_exactly_the_overlapping_training_images(tmp_path):
     assert not kept_refs & {out_ref(f"/data/fake/case{i}.png") for i in overlap_train}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["leakage"]["excluded"] == 3 and stats["leakage"]["benchmark_images"] == 5
+    assert stats["leakage"]["folders"] == ["benchmark"]  # the folder's name, not its path
     assert "**3 training records excluded**" in (out / "README.md").read_text()
 
 
@@ -298,20 +299,22 @@ def test_vqa_rad_and_npz_end_to_end_with_leakage_against_vqa_rad_test(tmp_path):
     npz = tmp_path / "breast.npz"
     _medmnist_npz(npz)
     out = tmp_path / "out"
+    vqa = SourceSpec.parse(f"vqa-rad:{VQA_RAD}")
     result = run_build(BuildConfig(
-        sources=[SourceSpec.parse(f"vqa-rad:{VQA_RAD}"),
-                 SourceSpec.parse(f"npz:{npz}?classes=malignant,benign&modality=ultrasound&name=breastmnist")],
-        out=out, workers=2, exclude_benchmarks=[str(bench)]), progress=False, log=lambda _: None)
+        sources=[vqa, SourceSpec.parse(f"npz:{npz}?classes=malignant,benign&modality=ultrasound&name=breastmnist")],
+        out=out, workers=2, exclude_benchmarks=[str(bench)], deid_secret=SECRET), progress=False, log=lambda _: None)
+    # refs are keyed hashes (#12): map them back to image names the way a user who keeps the secret would
+    names = {output_ref(SECRET, vqa, str(VQA_RAD / "images" / n)): n for n in train_images | test_images}
     rejects = jsonl(out / "rejects.jsonl")
-    leaked = {Path(r["ref"]).name for r in rejects if r["stage"] == "leakage"}
+    leaked = {names[r["ref"]] for r in rejects if r["stage"] == "leakage"}
     assert leaked == overlap and len(overlap) > 0
     assert sum(r["stage"] == "leakage" for r in rejects) == len(overlap)
     train_rows = [r for s in ("MM-Caption", "MM-Instruct", "MM-Percept") for r in jsonl(out / f"{s}.jsonl")]
-    vqa_train = {Path(r["ref"]).name for r in train_rows if r["source"] == "vqa-rad"}
+    vqa_train = {names[r["ref"]] for r in train_rows if r["source"] == "vqa-rad"}
     assert vqa_train == train_images - test_images
     assert sum(r["format"] == "vqa" for r in train_rows) == sum(q["image_name"] not in test_images for q in train)
     held = [r for f in (out / "heldout").rglob("*.jsonl") for r in jsonl(f)]
-    assert {Path(r["ref"]).name for r in held if r["source"] == "vqa-rad"} == test_images
+    assert {names[r["ref"]] for r in held if r["source"] == "vqa-rad"} == test_images
     assert sum(r["format"] == "vqa" and r["source"] == "vqa-rad" for r in held) == len(test)
     closed = [r for r in held if r["source"] == "vqa-rad" and r["answer_type"] == "closed"]
     assert len(closed) == sum(q["answer_type"].strip() == "CLOSED" for q in test)
