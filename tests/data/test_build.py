@@ -369,7 +369,7 @@ def test_resume_after_a_real_sigkill(tmp_path):
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "gmai.cli", "data", "build", "--source", spec, "--out", str(out), "-q",
-                "--no-plots"]
+                "--no-plots", "--deid-secret-file", str(tmp_path / "secret.hex")]  # refs are keyed with it (#12)
 
     reference = tmp_path / "reference"
     subprocess.run(command(reference), check=True, capture_output=True)

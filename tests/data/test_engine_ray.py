@@ -360,8 +360,9 @@ def _folder_of_images(folder: Path, count: int, size: int = 96) -> str:
 
 
 def _cli(spec: str, out: Path, *extra: str) -> list[str]:
+    # one kept secret for every build of a test (its outputs side by side): the refs are keyed with it (#12)
     return [sys.executable, "-m", "gmai.cli", "data", "build", "--source", spec, "--out", str(out), "-q",
-            "--no-plots", *extra]
+            "--no-plots", "--deid-secret-file", str(out.parent / "deid-secret.hex"), *extra]
 
 
 def _parts(out: Path) -> list[Path]:
