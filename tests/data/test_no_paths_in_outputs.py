@@ -106,3 +106,23 @@ def test_no_input_name_reaches_any_output_or_log(tmp_path):
     expected = "imagefolder-" + keyed_hash(bytes.fromhex(SECRET), "ref\0" + relative)
     assert output_ref(bytes.fromhex(SECRET), spec, str(Path(spec.path) / relative)) == expected
     assert expected in {r["ref"] for r in rows}
+
+
+def test_an_adapter_that_raises_with_a_path_is_reported_without_it(tmp_path, monkeypatch):
+    import gmai.data.sources as sources
+    from gmai.data.build import BuildConfig, run_build
+
+    folder = tmp_path / "MRN123456-DOE_JOHN"
+
+    def load(path, item, options):
+        raise ValueError(f"cannot open {path / item}")  # what a library's message does
+
+    monkeypatch.setitem(sources._MODULES, "raising", "raising")
+    monkeypatch.setitem(sources._REGISTRY, "raising", sources.Source("raising", lambda p, o: ["DOE_JOHN.png"], load))
+    spec = SourceSpec("raising", str(folder))
+    out = tmp_path / "out"
+    run_build(BuildConfig(sources=[spec], out=out, plots=False, deid_secret=b"k"), progress=False, log=lambda _: None)
+    [reject] = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert reject == {"ref": output_ref(b"k", spec, "item 'DOE_JOHN.png'"), "source": "raising",
+                      "reason": "adapter error: ValueError", "stage": "read"}
+    assert reject["ref"].startswith("raising-")

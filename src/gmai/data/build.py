@@ -265,9 +265,8 @@ def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
     try:
         outputs = list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
     except Exception as error:  # adapters should not raise; if one does, the item is reported, not lost
-        # the item and the error text may hold file names: the reject names the hashed item and the error type
-        ref = f"{spec.kind}-{keyed_hash(_STATE['config'].deid_secret, repr(item))}"
-        return [Reject(ref, spec.label(), f"adapter error: {type(error).__name__}")]
+        # the error text may hold file names: the reject names the item (keyed by the assembler) and the error type
+        return [Reject(f"item {item!r}", spec.label(), f"adapter error: {type(error).__name__}")]
     return [_with_source_name(output, spec.kind) for output in outputs]
 
 
