@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import gmai.data.sources as sources
-from gmai.data.build import BuildConfig, BuildInterrupted, SourceSpec, load_config_file, run_build
+from gmai.data.build import BuildConfig, BuildInterrupted, SourceSpec, load_config_file, output_ref, run_build
 from gmai.data.records import Box, MaskFacts, Record, Reject
 
 VQA_RAD = Path(__file__).resolve().parents[3] / "shared" / "data" / "vqa-rad"
@@ -70,9 +70,18 @@ def fake_source(monkeypatch):
     monkeypatch.setitem(sources._REGISTRY, "fake", sources.Source("fake", _fake_items, _fake_load))
 
 
+SECRET = b"a fixed secret: tests map refs back"
+
+
 def config(out: Path, n: int = 30, **kw) -> BuildConfig:
     kw.setdefault("plots", False)  # matplotlib text layout costs ~1.5 s a build; one test draws them
+    kw.setdefault("deid_secret", SECRET)
     return BuildConfig(sources=[SourceSpec("fake", "/data/fake", {"n": str(n)})], out=out, **kw)
+
+
+def out_ref(adapter_ref: str) -> str:
+    """The ref the build writes for the fake adapter's ``adapter_ref`` (keyed with SECRET, #12)."""
+    return output_ref(SECRET, SourceSpec("fake", "/data/fake"), adapter_ref)
 
 
 def tree(out: Path) -> dict[str, bytes]:
@@ -108,7 +117,7 @@ def test_build_writes_the_layout_and_accounts_for_every_input(tmp_path):
     held = [r for f in sorted((out / "heldout").rglob("*.jsonl")) for r in jsonl(f)]
     assert {r["split"] for r in rows} == {"train"} and {r["split"] for r in held} == {"test"}
     assert len(rows) + len(held) == stats["samples"]
-    assert {r["ref"] for r in rows + held} == {x.ref for x in produced if isinstance(x, Record)} - {
+    assert {r["ref"] for r in rows + held} == {out_ref(x.ref) for x in produced if isinstance(x, Record)} - {
         r["ref"] for r in rejects}
     for row in rows + held:
         assert (out / row["image"]).is_file() and row["conversations"][0]["value"].startswith("<image>\n")
@@ -190,12 +199,14 @@ def test_leakage_excludes_exactly_the_overlapping_training_images(tmp_path):
     out = tmp_path / "out"
     run_build(config(out, exclude_benchmarks=[str(bench)]), progress=False, log=lambda _: None)
     leaks = [r for r in jsonl(out / "rejects.jsonl") if r["stage"] == "leakage"]
-    assert sorted(r["ref"] for r in leaks) == sorted(f"/data/fake/case{i}.png" for i in overlap_train)
+    assert sorted(r["ref"] for r in leaks) == sorted(out_ref(f"/data/fake/case{i}.png") for i in overlap_train)
+    assert all(r["reason"].startswith("matches benchmark image benchmark/b") for r in leaks)  # benchmark-relative
     kept_refs = {r["ref"] for f in out.rglob("*.jsonl") if f.name != "rejects.jsonl" for r in jsonl(f)}
-    assert "/data/fake/case5.png" in kept_refs
-    assert not kept_refs & {f"/data/fake/case{i}.png" for i in overlap_train}
+    assert out_ref("/data/fake/case5.png") in kept_refs
+    assert not kept_refs & {out_ref(f"/data/fake/case{i}.png") for i in overlap_train}
     stats = json.loads((out / "stats.json").read_text())
     assert stats["leakage"]["excluded"] == 3 and stats["leakage"]["benchmark_images"] == 5
+    assert stats["leakage"]["folders"] == ["benchmark"]  # the folder's name, not its path
     assert "**3 training records excluded**" in (out / "README.md").read_text()
 
 
@@ -288,20 +299,22 @@ def test_vqa_rad_and_npz_end_to_end_with_leakage_against_vqa_rad_test(tmp_path):
     npz = tmp_path / "breast.npz"
     _medmnist_npz(npz)
     out = tmp_path / "out"
+    vqa = SourceSpec.parse(f"vqa-rad:{VQA_RAD}")
     result = run_build(BuildConfig(
-        sources=[SourceSpec.parse(f"vqa-rad:{VQA_RAD}"),
-                 SourceSpec.parse(f"npz:{npz}?classes=malignant,benign&modality=ultrasound&name=breastmnist")],
-        out=out, workers=2, exclude_benchmarks=[str(bench)]), progress=False, log=lambda _: None)
+        sources=[vqa, SourceSpec.parse(f"npz:{npz}?classes=malignant,benign&modality=ultrasound&name=breastmnist")],
+        out=out, workers=2, exclude_benchmarks=[str(bench)], deid_secret=SECRET), progress=False, log=lambda _: None)
+    # refs are keyed hashes (#12): map them back to image names the way a user who keeps the secret would
+    names = {output_ref(SECRET, vqa, str(VQA_RAD / "images" / n)): n for n in train_images | test_images}
     rejects = jsonl(out / "rejects.jsonl")
-    leaked = {Path(r["ref"]).name for r in rejects if r["stage"] == "leakage"}
+    leaked = {names[r["ref"]] for r in rejects if r["stage"] == "leakage"}
     assert leaked == overlap and len(overlap) > 0
     assert sum(r["stage"] == "leakage" for r in rejects) == len(overlap)
     train_rows = [r for s in ("MM-Caption", "MM-Instruct", "MM-Percept") for r in jsonl(out / f"{s}.jsonl")]
-    vqa_train = {Path(r["ref"]).name for r in train_rows if r["source"] == "vqa-rad"}
+    vqa_train = {names[r["ref"]] for r in train_rows if r["source"] == "vqa-rad"}
     assert vqa_train == train_images - test_images
     assert sum(r["format"] == "vqa" for r in train_rows) == sum(q["image_name"] not in test_images for q in train)
     held = [r for f in (out / "heldout").rglob("*.jsonl") for r in jsonl(f)]
-    assert {Path(r["ref"]).name for r in held if r["source"] == "vqa-rad"} == test_images
+    assert {names[r["ref"]] for r in held if r["source"] == "vqa-rad"} == test_images
     assert sum(r["format"] == "vqa" and r["source"] == "vqa-rad" for r in held) == len(test)
     closed = [r for r in held if r["source"] == "vqa-rad" and r["answer_type"] == "closed"]
     assert len(closed) == sum(q["answer_type"].strip() == "CLOSED" for q in test)
@@ -356,7 +369,7 @@ def test_resume_after_a_real_sigkill(tmp_path):
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "gmai.cli", "data", "build", "--source", spec, "--out", str(out), "-q",
-                "--no-plots"]
+                "--no-plots", "--deid-secret-file", str(tmp_path / "secret.hex")]  # refs are keyed with it (#12)
 
     reference = tmp_path / "reference"
     subprocess.run(command(reference), check=True, capture_output=True)

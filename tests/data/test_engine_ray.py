@@ -25,7 +25,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from gmai.cli import app
-from gmai.data.build import BuildConfig, SourceSpec, run_build
+from gmai.data.build import BuildConfig, SourceSpec, output_ref, run_build
 
 ray = pytest.importorskip("ray")
 
@@ -113,9 +113,12 @@ def rows(out: Path) -> list[dict]:
     return [json.loads(line) for f in files for line in f.read_text().splitlines() if line]
 
 
+SECRET = b"one secret for both engines"
+
+
 def build(specs: list[SourceSpec], bench: list[str], out: Path, log=lambda _: None, **kw) -> dict:
     kw.setdefault("plots", False)
-    kw.setdefault("deid_secret", b"one secret for both engines")  # DICOM refs and UIDs are keyed by it
+    kw.setdefault("deid_secret", SECRET)  # refs (and DICOM UIDs) are keyed by it
     config = BuildConfig(sources=specs, out=out, exclude_benchmarks=bench, **kw)
     return run_build(config, progress=False, log=log).stats
 
@@ -227,11 +230,17 @@ def test_a_worker_crash_on_one_file_rejects_that_file_and_the_build_goes_on(inpu
     finally:
         ray.shutdown()
     rejects = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
-    crashed = [r for r in rejects if CRASH_FILE in r["ref"]]
+    # refs are keyed hashes (#12): map them back to file names the way a user who keeps the secret would
+    from gmai.data.sources import get_source
+
+    items = get_source("imagefolder").items(folder, spec.options)
+    names = {output_ref(SECRET, spec, str(folder / item[-1])): Path(item[-1]).name for item in items}
+    crash = next(output_ref(SECRET, spec, f"item {item!r}") for item in items if item[-1].endswith(CRASH_FILE))
+    crashed = [r for r in rejects if r["ref"] == crash]
     assert len(crashed) == 1 and crashed[0]["stage"] == "read" and "worker failed on this item" in crashed[0]["reason"]
     files = sorted(p.name for p in folder.rglob("*.png"))
-    kept = {Path(r["ref"]).name for r in rows(tmp_path / "out")}
-    others = {Path(r["ref"]).name for r in rejects if CRASH_FILE not in r["ref"]}
+    kept = {names[r["ref"]] for r in rows(tmp_path / "out")}
+    others = {names[r["ref"]] for r in rejects if r["ref"] != crash}
     # every other file is converted or rejected for its own reason
     assert kept | others | {CRASH_FILE} == set(files) and CRASH_FILE not in kept | others
     assert stats["accounting_ok"] and stats["inputs"] == len(files)
@@ -351,8 +360,9 @@ def _folder_of_images(folder: Path, count: int, size: int = 96) -> str:
 
 
 def _cli(spec: str, out: Path, *extra: str) -> list[str]:
+    # one kept secret for every build of a test (its outputs side by side): the refs are keyed with it (#12)
     return [sys.executable, "-m", "gmai.cli", "data", "build", "--source", spec, "--out", str(out), "-q",
-            "--no-plots", *extra]
+            "--no-plots", "--deid-secret-file", str(out.parent / "deid-secret.hex"), *extra]
 
 
 def _parts(out: Path) -> list[Path]:

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from gmai.data.build import BuildConfig, SourceSpec, run_build
+from gmai.data.build import BuildConfig, SourceSpec, output_ref, run_build
 from gmai.data.generate.templates import TemplateGenerator
 from gmai.data.imaging import volume_slice
 from gmai.data.records import Record, Reject
@@ -177,8 +177,10 @@ def test_a_benchmark_image_among_the_slices_is_leakage(tmp_path):
     bench.mkdir()
     Image.fromarray(volume.images[1]).save(bench / "leaked.png")  # the second slice, not the first
     out = tmp_path / "out"
-    run_build(BuildConfig(sources=[SourceSpec.parse(data.spec)], out=out, plots=False, exclude_benchmarks=[str(bench)]),
-              progress=False, log=lambda _: None)
+    config = BuildConfig(sources=[SourceSpec.parse(data.spec)], out=out, plots=False, exclude_benchmarks=[str(bench)])
+    run_build(config, progress=False, log=lambda _: None)
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").open()]
     leaked = [r for r in rejects if r["stage"] == "leakage"]
-    assert len(leaked) == 1 and leaked[0]["ref"] == volume.ref and "leaked.png" in leaked[0]["reason"]
+    ref = output_ref(config.deid_secret, config.sources[0], volume.ref)  # keyed; the slices stay readable (#12)
+    assert ref.endswith("#volume=slices:2,5,8") and volume.ref.endswith("#volume=slices:2,5,8")
+    assert len(leaked) == 1 and leaked[0]["ref"] == ref and "leaked.png" in leaked[0]["reason"]

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,10 @@ from gmai.data.sources import get_source, parse_spec
 from gmai.data.sources._common import OptionError
 
 JOURNAL = ".build"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: part entries carry their source index ("src"); refs are keyed at assembly
 THREE_D_KINDS = {"nifti"}
-SECRET_KINDS = {"dicom", "dicom-seg", "rtstruct"}  # sources whose output depends on the de-identification secret
+SECRET_KINDS = {"dicom", "dicom-seg", "rtstruct"}  # sources whose *parts* depend on the de-identification secret
+ADAPTER_KEYED_REFS = {"dicom", "dicom-seg", "rtstruct"}  # adapters whose refs are already keyed hashes: kept as is
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def process_record(record: Record, spec: SourceSpec, seed: int) -> tuple[str, di
     try:
         samples = generator.generate(record, random.Random(seed))
     except Exception as error:  # a generator bug must not take the build down; it is reported
-        return "reject", Reject(record.ref, record.source, f"generator failed: {type(error).__name__}: {error}",
+        return "reject", Reject(record.ref, record.source, f"generator failed: {type(error).__name__}",
                                 "generate").to_json()
     if not samples:
         return "reject", Reject(record.ref, record.source, "no text could be generated (no label, box, modality,"
@@ -262,11 +263,72 @@ def _image_paths(entry: dict[str, Any]) -> list[str]:
 
 def _load_item(spec: SourceSpec, item: Any) -> list[Record | Reject]:
     try:
-        return list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
+        outputs = list(get_source(spec.kind).load(Path(spec.path), item, spec.options))
     except Exception as error:  # adapters should not raise; if one does, the item is reported, not lost
-        # the item and the error text may hold file names: the reject names the hashed item and the error type
-        ref = f"{spec.kind}-{keyed_hash(_STATE['config'].deid_secret, repr(item))}"
-        return [Reject(ref, spec.label(), f"adapter error: {type(error).__name__}")]
+        # the error text may hold file names: the reject names the item (keyed by the assembler) and the error type
+        return [Reject(f"item {item!r}", spec.label(), f"adapter error: {type(error).__name__}")]
+    return [_with_source_name(output, spec.kind) for output in outputs]
+
+
+def _with_source_name(output: Record | Reject, kind: str) -> Record | Reject:
+    """A source without ``name=`` (and no public default of its adapter) is named by its kind, never by
+    its folder or file name: those can name a patient (see ``sources._common.dataset_name``)."""
+    if output.source:
+        return output
+    if isinstance(output, Reject):
+        return replace(output, source=kind)
+    output.source = kind
+    return output
+
+
+@functools.lru_cache(maxsize=64)
+def _source_roots(path: str) -> tuple[str, ...]:
+    """The spellings of a source's folder (of its file's folder, for a one-file source) that refs start with."""
+    base = Path(path)
+    base = base.parent if base.is_file() else base
+    roots = {str(base), os.path.abspath(base), str(base.resolve())}
+    return tuple(sorted((r for r in roots if r not in ("", ".", os.sep)), key=len, reverse=True))
+
+
+def source_relative(spec: SourceSpec, ref: str) -> str:
+    """An adapter's ref relative to its source (what is hashed: the same wherever the data lives)."""
+    for root in _source_roots(spec.path):
+        if ref.startswith(root + os.sep):
+            return ref[len(root) + 1:]
+    return ref
+
+
+def output_ref(secret: bytes, spec: SourceSpec, ref: str) -> str:
+    """The ref written out: ``KIND-HMAC(secret, ref relative to the source)``, never a path or file name.
+
+    A trailing position (``#slice=12``) stays as it is. Whoever keeps the build's secret
+    (``--deid-secret-file``) maps a ref back by hashing candidate relative refs
+    (``keyed_hash(secret, "ref\\0" + relative_ref)``); nobody else can."""
+    if spec.kind in ADAPTER_KEYED_REFS:
+        return ref
+    suffix = _POSITION.search(ref)  # a slice's or frame's number says nothing about anyone: it stays readable
+    base, position = (ref[: suffix.start()], suffix.group()) if suffix else (ref, "")
+    return f"{spec.kind}-{keyed_hash(secret, 'ref' + chr(0) + source_relative(spec, base))}{position}"
+
+
+_POSITION = re.compile(r"#[a-z_]+=(?:[a-z_]+:)?[0-9,\-]+$")  # "#slice=12", "#slice=4-6,9", "#volume=slices:2,5,8"
+_NAME_SPLIT = re.compile(r"[/\\#:?=\[\]]")
+
+
+def scrub_reason(reason: str, spec: SourceSpec, ref: str) -> str:
+    """A reject reason without the source's folder or the names in the record's path.
+
+    The adapters word their reasons by rule; this is the net under them, for an error text that
+    quotes a path (a library's message, say)."""
+    for root in _source_roots(spec.path):
+        reason = reason.replace(root, "<source>")
+    names = set()
+    for part in _NAME_SPLIT.split(source_relative(spec, ref)) + [Path(spec.path).name]:
+        names.update({part, part.split(".")[0]})
+    for name in sorted(names, key=len, reverse=True):
+        if len(name) >= 4 and not name.isdigit():
+            reason = reason.replace(name, "<name>")
+    return reason
 
 
 def process_units(units: list[tuple[int, Any]]) -> dict[str, Any]:
@@ -283,9 +345,11 @@ def process_units(units: list[tuple[int, Any]]) -> dict[str, Any]:
         spec = config.sources[source_index]
         for k, output in enumerate(_load_item(spec, item)):
             if isinstance(output, Reject):
-                entries.append(("reject", output.to_json()))
+                kind, entry = "reject", output.to_json()
             else:
-                entries.append(process_record(output, spec, item_seed(config.seed, spec, item, k)))
+                kind, entry = process_record(output, spec, item_seed(config.seed, spec, item, k))
+            entry["src"] = source_index  # the assembler keys the ref with the secret (``_anonymise``)
+            entries.append((kind, entry))
     generation = Counter(generator.stats)
     generation.subtract(before)
     return {"entries": entries, "generation": dict(+generation)}
@@ -542,6 +606,7 @@ class _Assembler:
         part = self.in_memory.pop(index, None) or pickle.loads(_part_path(self.config.out, index).read_bytes())
         self.generation.update(part["generation"])
         for kind, entry in part["entries"]:
+            entry = self._anonymise(entry)
             if kind == "reject":
                 self.rejects.append(entry)
                 self.records_loaded += entry["stage"] != "read"  # a record that failed a later check
@@ -550,6 +615,20 @@ class _Assembler:
             self._add_record(entry)
         for shards in self.parquet.values():
             shards.end_chunk()
+
+    def _anonymise(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The one place a ref becomes an output ref: every row, reject and dedup reason uses this one.
+
+        Keyed here, not in the workers, so the journal's parts do not depend on the secret (a resumed
+        build with another secret keys every ref with that one)."""
+        index = entry.pop("src", None)
+        if index is None:  # a source that could not be listed: its ref is its label already
+            return entry
+        spec, original = self.config.sources[index], entry["ref"]
+        entry = {**entry, "ref": output_ref(self.config.deid_secret, spec, original)}
+        if "reason" in entry:
+            entry["reason"] = scrub_reason(entry["reason"], spec, original)
+        return entry
 
     def _writers(self, subset: str, split: str) -> tuple[Any, W.ParquetShards]:
         key = (subset, split)
@@ -703,7 +782,9 @@ def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | 
         "rejects_by_stage": _count([r["stage"] for r in state.rejects]),
         "rejects_by_reason": _count([f"{r['stage']}: {W.reason_kind(r['reason'])}" for r in state.rejects]),
         "leakage": {
-            "folders": leakage.folders if leakage else [], "benchmark_images": leakage.images if leakage else 0,
+            # folder names only: a benchmark's absolute path names the machine and user that ran the build
+            "folders": [Path(f).name for f in leakage.folders] if leakage else [],
+            "benchmark_images": leakage.images if leakage else 0,
             "unreadable": leakage.unreadable if leakage else [], "excluded": leak_rejects,
             "phash_distance": config.quality.leak_distance,
         },

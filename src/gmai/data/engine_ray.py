@@ -225,14 +225,11 @@ def _isolate(ray: Any, config: B.BuildConfig, leakage: LeakageIndex | None, toke
         except Exception as error:  # the worker died (WorkerCrashedError) or raised: the item is reported
             spec = config.sources[source_index]
             cause = getattr(error, "cause", None) or error  # a RayTaskError wraps what the task raised
-            reason = f"worker failed on this item: {type(cause).__name__}: {_first_line(cause)}"
-            entries.append(("reject", Reject(f"{spec.path} item {item!r}", spec.kind, reason).to_json()))
+            reason = f"worker failed on this item: {type(cause).__name__}"  # its text may quote a path
+            reject = Reject(f"item {item!r}", spec.label(), reason).to_json()
+            entries.append(("reject", {**reject, "src": source_index}))  # keyed by the assembler
             continue
         entries.extend(part["entries"])
         generation.update(part["generation"])
     return {"entries": entries, "generation": dict(generation)}
 
-
-def _first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    return (lines[0] if lines else "")[:200]

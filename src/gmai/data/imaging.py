@@ -144,7 +144,7 @@ def read_image(path: str | Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageReadError(path, "not a readable image file") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL reports truncation as OSError
-        raise ImageReadError(path, f"unreadable or truncated image ({err})") from None
+        raise ImageReadError(path, f"unreadable or truncated image ({type(err).__name__})") from None
     if arr.size == 0:
         raise ImageReadError(path, "image has no pixels")
     return np.ascontiguousarray(arr)
@@ -178,7 +178,7 @@ def read_label_image(path: str | Path) -> np.ndarray:
     except UnidentifiedImageError:
         raise ImageReadError(path, "mask is not a readable image file") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(path, f"unreadable or truncated mask ({err})") from None
+        raise ImageReadError(path, f"unreadable or truncated mask ({type(err).__name__})") from None
     return np.ascontiguousarray(arr.astype(np.int64))
 
 
@@ -515,7 +515,7 @@ stay 1 byte per voxel), float ones are rounded to int64. 4-D inputs keep their f
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except (ImageFileError, EOFError, OSError, ValueError, Exception) as err:  # noqa: BLE001 (zlib, gzip, ...)
-        raise ImageReadError(path, f"unreadable or truncated NIfTI ({type(err).__name__}: {err})") from None
+        raise ImageReadError(path, f"unreadable or truncated NIfTI ({type(err).__name__})") from None
     if data.ndim == 4:
         data = data[..., 0]
     if data.ndim != 3:
@@ -535,7 +535,7 @@ def nifti_shape(path: str | Path) -> tuple[int, ...]:
         img = nib.load(str(path))
         ornt = nib.orientations.io_orientation(img.affine)
     except Exception as err:  # noqa: BLE001
-        raise ImageReadError(path, f"unreadable NIfTI header ({type(err).__name__}: {err})") from None
+        raise ImageReadError(path, f"unreadable NIfTI header ({type(err).__name__})") from None
     shape = img.shape[:3]
     return tuple(int(shape[int(ax)]) for ax in np.argsort(ornt[:, 0]))
 

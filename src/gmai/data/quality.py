@@ -279,7 +279,7 @@ class LeakageIndex:
             results = [_hash_benchmark_file(p) for p, _ in jobs]
         for (path, name), (md5s, value, error) in zip(jobs, results):
             if error:  # a broken benchmark file is reported, never fatal
-                leak.unreadable.append(f"{path}: {error}")
+                leak.unreadable.append(f"{name}: unreadable")  # benchmark-relative; the error text can hold paths
                 continue
             leak.index.add(md5s, value, name)
             leak.images += 1

@@ -53,8 +53,8 @@ class Record:
     """One image with everything its annotation says.
 
     ``image`` is a 2-D (grayscale) or HxWx3 uint8 array, already windowed/normalised for display.
-    ``ref`` names the input it came from (file path, plus slice index or frame for volumes); it is
-    what a reject or a manifest points at, and never contains patient identifiers.
+    ``ref`` names the input it came from (file path, plus slice index or frame for volumes); the build
+    writes it out only as a keyed hash (``gmai.data.build.output_ref``), never as a path.
     """
 
     image: np.ndarray

@@ -40,11 +40,13 @@ def normalise_split(text: str) -> str:
 
 
 def dataset_name(path: Path, options: dict[str, str], default: str | None = None) -> str:
+    """``name=``, else the adapter's default (a public dataset's name, e.g. ``vqa-rad``), else "".
+
+    Never the folder or file name: those can name a patient. The build names an unnamed source by
+    its kind (``gmai.data.build._with_source_name``)."""
     if options.get("name"):
         return options["name"]
-    if default:
-        return default
-    return path.stem if path.is_file() else path.name
+    return default or ""
 
 
 def record_fields(

@@ -99,7 +99,7 @@ class CsvLabelsSource:
         file = root / row[path_col]
         labels = _split_labels(row.get(label_col, ""))
         if not labels:
-            return [reject(file, fields["source"], f"empty label ({path.name} row {item + 2})")]
+            return [reject(file, fields["source"], f"empty label (row {item + 2})")]
         allowed = parse_classes_option(options)
         unknown = [label for label in labels if allowed and label not in allowed]
         if unknown:

@@ -47,7 +47,7 @@ class ReportsSource:
         fields = record_fields(path, {**options, **per_row})
         file = (Path(options["root"]) if options.get("root") else path.parent) / row["image"]
         if not row["report"]:
-            return [reject(file, fields["source"], f"empty report ({path.name} row {item + 2})")]
+            return [reject(file, fields["source"], f"empty report (row {item + 2})")]
         try:
             image = read_image(file)
         except ImageReadError as err:
