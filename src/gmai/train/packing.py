@@ -2,7 +2,8 @@
 
 A sample is encoded with the processor's own chat template (the one saved with every checkpoint
 and used at inference), so training and inference render the same prompt. Labels keep only the
-assistant replies (the template's ``{% generation %}`` spans).
+assistant replies, located by rendering turn by turn (``gmai.model.chat``): released templates
+without ``{% generation %}`` markers work unchanged.
 
 Packing puts several whole samples into one row up to ``max_length``. Attention stays inside each
 sample because position ids restart at 0 for every sample: with no 2-D attention mask,
@@ -54,25 +55,25 @@ class Encoder:
         return messages
 
     def encode(self, sample) -> Encoded:
+        """Token ids with the model's own chat template; labels on the assistant replies, found turn by turn
+        (``gmai.model.chat``), so released templates without generation markers work as they are."""
+        from gmai.model.chat import encode_conversation
+
         key = (sample.id, sample.subset, sample.image)
         if key in self._cache:
             return self._cache[key]
+        image_key = None
         if sample.image is not None:
             from PIL import Image
 
             with Image.open(sample.image) as im:
                 image = im.copy()
-            enc = self.processor.apply_chat_template(self.chat_messages(sample, image), tokenize=True,
-                                                     return_dict=True, return_assistant_tokens_mask=True,
-                                                     return_tensors="pt")
-            ids, mask = enc["input_ids"][0].tolist(), enc["assistant_masks"][0].tolist()
+            enc = encode_conversation(self.processor, self.chat_messages(sample, image), images=[image])
             image_key = str(sample.image)
             self.pixels.setdefault(image_key, enc["pixel_values"][0])
         else:
-            enc = self.tokenizer.apply_chat_template(self.chat_messages(sample), tokenize=True, return_dict=True,
-                                                     return_assistant_tokens_mask=True)
-            ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-            image_key = None
+            enc = encode_conversation(self.processor, self.chat_messages(sample))
+        ids, mask = enc["input_ids"], enc["assistant_mask"]
         labels = [t if m else IGNORE for t, m in zip(ids, mask)]
         labels[0] = IGNORE  # never learn a sample's first token from the previous packed sample
         out = Encoded(ids, labels, image_key, sample.id)

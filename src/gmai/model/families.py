@@ -1,0 +1,126 @@
+"""The one table of model families: per family its classes, freeze-plan module names and processor quirks.
+
+Train, RL, eval and serve ask this table (``family_of``, ``load_base``, ``part_modules``); nothing else
+branches on a family. A folder whose ``model_type`` is not in the table is refused with one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gmai.model.loading import ModelLoadError, check_folder, check_loading_info
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    model_class: str  # transformers class name
+    # freeze-plan part -> dotted module paths inside the model (first attribute of a peft wrapper skipped)
+    parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    processor: str = "auto"  # "auto" (AutoProcessor) | "qwen_vl" (built from its parts: no torchvision here)
+    lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("llava", ("llava",), "LlavaForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
+                  "llm": ("model.language_model", "lm_head")}),
+    # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
+    Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl"),
+    Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl"),
+)
+# Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
+NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision", "internvl": "InternVL",
+                 "gemma3": "Gemma 3", "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+                 "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
+
+
+def supported() -> str:
+    return ", ".join(f.name for f in FAMILIES)
+
+
+def family_for_type(model_type: str | None, folder: Path | None = None) -> Family:
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    where = f"folder {folder}: " if folder else ""
+    name = NOT_SUPPORTED.get(model_type or "", model_type)
+    raise ModelLoadError(f"{where}model family {name!r} (model_type {model_type!r}) is not supported by gmai yet; "
+                         f"supported families: {supported()}")
+
+
+def unwrap(model):
+    """The transformers model under a peft / accelerate wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "module", base)
+
+
+def family_of(model) -> Family:
+    return family_for_type(getattr(unwrap(model).config, "model_type", None))
+
+
+def part_modules(model) -> dict[str, list]:
+    """Freeze-plan part name -> the model's modules, for any family in the table."""
+    base = unwrap(model)
+    fam = family_of(base)
+    out = {}
+    for part, paths in fam.parts.items():
+        out[part] = [base.get_submodule(p) for p in paths]
+    return out
+
+
+def _qwen_vl_processor(folder: Path):
+    """Qwen2/2.5-VL's processor from its parts: AutoProcessor also builds the video processor, which needs
+    torchvision (absent here); images need only the PIL image processor (min/max pixels from the folder)."""
+    import transformers
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+    raw = check_folder(folder, "checkpoint", False)
+    cls = getattr(transformers, "Qwen2_5_VLProcessor" if raw.get("model_type") == "qwen2_5_vl" else "Qwen2VLProcessor")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
+    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+               chat_template=_template_file(folder) or tokenizer.chat_template)
+
+
+def _template_file(folder: Path) -> str | None:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        p = folder / name
+        if p.is_file():
+            if name.endswith(".json"):
+                import json
+
+                return json.loads(p.read_text()).get("chat_template")
+            return p.read_text()
+    return None
+
+
+def load_processor(folder: Path, family: Family, trust_remote_code: bool = False):
+    if family.processor == "qwen_vl":
+        return _qwen_vl_processor(folder)
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def load_base(folder: Path, trust_remote_code: bool = False):
+    """(model, processor) of a whole VLM folder in a supported family, loaded strictly."""
+    import transformers
+
+    raw = check_folder(folder, "checkpoint", trust_remote_code)
+    family = family_for_type(raw.get("model_type"), folder)
+    cls = getattr(transformers, family.model_class)
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
+                                          trust_remote_code=trust_remote_code)
+    except (RuntimeError, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"checkpoint folder {folder}: cannot load the weights: {first}") from None
+    check_loading_info(folder, "checkpoint", info)
+    return model, load_processor(folder, family, trust_remote_code)
