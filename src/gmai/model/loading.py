@@ -88,7 +88,8 @@ def _short(keys: list[str], n: int = 8) -> str:
 
 def _from_pretrained(cls, folder: Path, what: str, **kwargs):
     try:
-        return cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True, **kwargs)
+        return cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
+                                   ignore_mismatched_sizes=True, **kwargs)  # mismatches: listed by check_loading_info
     except (RuntimeError, ValueError, OSError) as err:  # size mismatches, unreadable files: one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"{what} folder {folder}: cannot load the weights: {first}") from None

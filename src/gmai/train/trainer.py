@@ -93,24 +93,36 @@ def start_point(cfg: TrainConfig, out: Path, k: int, first_of_run: bool = False)
 
 
 def load_start_model(cfg: TrainConfig, start: Path | None, samples: list[Sample]):
-    from gmai.model import create_model, get_preset, load_checkpoint
+    """The stage's model: a previous checkpoint, a whole VLM (``model.base``), or a fresh model from the preset
+    (tiny from scratch; the paper's model from pretrained parts)."""
+    from gmai.model import create_model, load_checkpoint
 
+    trust = cfg.model.trust_remote_code
+    if start is None and cfg.model.base:
+        start = Path(cfg.model.base)
     if start is not None:
-        model, processor = load_checkpoint(start, trust_remote_code=cfg.model.trust_remote_code)
+        model, processor = load_checkpoint(start, trust_remote_code=trust)
     else:
-        preset = get_preset(cfg.model.preset)
-        if cfg.model.vision_path or cfg.model.llm_path:
-            preset = preset.with_paths(cfg.model.vision_path, cfg.model.llm_path)
-        if cfg.model.tokenizer_vocab_size:
-            from dataclasses import replace
-
-            preset = replace(preset, tokenizer_vocab_size=cfg.model.tokenizer_vocab_size)
-        # tiny: the byte-level BPE is trained on the training corpus text (held-out records excluded)
-        model, processor = create_model(preset, corpus=corpus_texts(samples), seed=cfg.run.seed)
+        model, processor = create_model(preset_for(cfg), corpus=corpus_texts(samples), seed=cfg.run.seed)
     if getattr(model.config, "_attn_implementation", None) != cfg.model.attn_implementation:
         model.set_attn_implementation(cfg.model.attn_implementation)
     model.config.use_cache = False
     return model, processor
+
+
+def preset_for(cfg: TrainConfig):
+    """The recipe's preset with its overrides: part folders, remote-code consent, tokenizer size (tiny)."""
+    from dataclasses import replace
+
+    from gmai.model import get_preset
+
+    preset = get_preset(cfg.model.preset)
+    if cfg.model.vision_path or cfg.model.llm_path:
+        preset = preset.with_paths(cfg.model.vision_path, cfg.model.llm_path)
+    preset = replace(preset, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.tokenizer_vocab_size:
+        preset = replace(preset, tokenizer_vocab_size=cfg.model.tokenizer_vocab_size)
+    return preset
 
 
 # ---------------------------------------------------------------- data per stage
