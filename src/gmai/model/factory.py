@@ -175,7 +175,9 @@ def save_checkpoint(model, processor, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
+    from gmai.model.families import save_processor
+
+    save_processor(processor, out)
     return out
 
 

@@ -21,6 +21,7 @@ class Family:
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     processor: str = "auto"  # "auto" (AutoProcessor) | "qwen_vl" (built from its parts: no torchvision here)
     lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
+    packing: bool = True  # False: M-RoPE positions come from the image grid, so one sample per row
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -30,10 +31,10 @@ FAMILIES: tuple[Family, ...] = (
     # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
     Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
-                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
     Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
-                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
 NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision", "internvl": "InternVL",
@@ -85,8 +86,32 @@ def _qwen_vl_processor(folder: Path):
     cls = getattr(transformers, "Qwen2_5_VLProcessor" if raw.get("model_type") == "qwen2_5_vl" else "Qwen2VLProcessor")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
-    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-               chat_template=_template_file(folder) or tokenizer.chat_template)
+    return _image_only(cls)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                            chat_template=_template_file(folder) or tokenizer.chat_template)
+
+
+def _image_only(cls):
+    """The processor class, accepting ``video_processor=None`` (its class check imports torchvision)."""
+
+    class ImageOnly(cls):
+        def check_argument_for_proper_class(self, attribute_name, arg):
+            if attribute_name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(attribute_name, arg)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    return ImageOnly
+
+
+def save_processor(processor, out: Path) -> None:
+    """``processor.save_pretrained``; an image-only Qwen-VL processor saves its parts (same files, no video)."""
+    if getattr(processor, "video_processor", "absent") is None:
+        processor.tokenizer.save_pretrained(out)
+        processor.image_processor.save_pretrained(out)
+        if processor.chat_template:
+            (out / "chat_template.jinja").write_text(processor.chat_template)
+        return
+    processor.save_pretrained(out)
 
 
 def _template_file(folder: Path) -> str | None:

@@ -162,3 +162,49 @@ def write_siglip(out: str | Path, image_size: int = 64, patch_size: int = 16, hi
         "image_processor_type": "SiglipImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 3,
         "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}, indent=2))
     return out
+
+
+def qwen25_vl_preprocessor(min_pixels: int, max_pixels: int) -> dict:
+    """Qwen2.5-VL-*-Instruct's preprocessor_config.json layout (released: min_pixels 3136, max_pixels 12845056)."""
+    return {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+            "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+            "max_pixels": max_pixels, "merge_size": 2, "min_pixels": min_pixels, "patch_size": 14,
+            "processor_class": "Qwen2_5_VLProcessor", "resample": 3, "rescale_factor": 0.00392156862745098,
+            "temporal_patch_size": 2}
+
+
+def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                    vision_depth: int = 2, min_pixels: int = 3136, max_pixels: int = 28 * 28 * 16,
+                    seed: int = 0) -> Path:
+    """A Qwen2.5-VL-*-Instruct folder (Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig) at toy size:
+    the released tokens and template (trl/chat_templates/qwen2_5_vl.jinja), M-RoPE sections, window attention
+    with full-attention blocks, patch 14 / merge 2 / temporal patch 2, min/max pixels (toy max: few tokens)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _qwen25_tokenizer()
+    _write_tokenizer(tok, out, released_template("qwen2_5_vl"), "Qwen2Tokenizer")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN25_ADDED_TOKENS}
+    heads = 4
+    text = dict(vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=heads, num_key_value_heads=2, intermediate_size=hidden_size * 2,
+                max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},  # released 7B: [16, 24, 24] of head dim 128
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+    vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_heads=2,
+                  out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                  window_size=112, fullatt_block_indexes=[vision_depth - 1], in_channels=3, hidden_act="silu")
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                              video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], do_sample=True,
+                                               temperature=1e-6, top_p=0.001, top_k=1, repetition_penalty=1.05)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps(qwen25_vl_preprocessor(min_pixels, max_pixels), indent=2))
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": released_template("qwen2_5_vl")}, indent=2))
+    return out

@@ -70,7 +70,9 @@ class Encoder:
                 image = im.copy()
             enc = encode_conversation(self.processor, self.chat_messages(sample, image), images=[image])
             image_key = str(sample.image)
-            self.pixels.setdefault(image_key, enc["pixel_values"][0])
+            # every image tensor the processor returns (LLaVA: pixel_values (1, 3, H, W); Qwen2.5-VL: patches
+            # (n, d) + image_grid_thw (1, 3)), kept as returned for one image: a batch concatenates them
+            self.pixels.setdefault(image_key, {k: v for k, v in enc.items() if k not in ("input_ids", "assistant_mask")})
         else:
             enc = encode_conversation(self.processor, self.chat_messages(sample))
         ids, mask = enc["input_ids"], enc["assistant_mask"]
@@ -221,6 +223,6 @@ def collate(rows: list[list[int]], encoded: list[Encoded], pixels: dict, pad_id:
         last = position_ids[r, at - 1].item()
         position_ids[r, at:] = torch.arange(last + 1, last + 1 + width - at)
     batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
-    if images:
-        batch["pixel_values"] = torch.stack(images)
+    for key in images[0] if images else ():
+        batch[key] = torch.cat([image[key] for image in images])
     return batch

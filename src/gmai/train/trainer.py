@@ -181,6 +181,25 @@ def setup_trainable(model, stage: StageConfig):
     return model, count_parameters(model)
 
 
+def check_packing(model, stage: StageConfig, k: int) -> None:
+    from gmai.model.families import family_of
+
+    family = family_of(model)
+    if stage.packing and not family.packing:
+        raise ValueError(f"stage {k}: packing is not supported for {family.name} (its M-RoPE positions come from "
+                         f"the image grid); set stages.{k}.packing=false")
+
+
+def unpacked(batch: dict, lengths: list[int]) -> dict:
+    """One sample per row: the model derives its own positions (M-RoPE) from an attention mask over the padding."""
+    import torch
+
+    batch.pop("position_ids")
+    width = batch["input_ids"].shape[1]
+    batch["attention_mask"] = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return batch
+
+
 def check_qlora_available() -> None:
     """QLoRA = 4-bit base weights via bitsandbytes, which needs a CUDA GPU. Say so instead of failing later."""
     import torch
@@ -269,7 +288,9 @@ def save_stage_model(accelerator, model, processor, path: Path, lora: bool) -> N
         path.mkdir(parents=True, exist_ok=True)
         if state_dict is not None and accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
             unwrapped.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
-            processor.save_pretrained(path)
+            from gmai.model.families import save_processor
+
+            save_processor(processor, path)
         else:
             save_checkpoint(unwrapped, processor, path)
     accelerator.wait_for_everyone()
@@ -340,6 +361,7 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
     # max_steps may stop earlier: report how many samples the first epoch really used.
     data_report["first_epoch_samples_used"] = sum(len(row) for st in plan if st.epoch == 0
                                                   for rank in st.micro for mb in rank for row in mb)
+    check_packing(model, stage, k)
     model, params = setup_trainable(model, stage)
     model.train()
     optimizer = make_optimizer(model, stage)
@@ -384,6 +406,8 @@ def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accele
             micro = step_plan.micro[rank]
             for m, rows in enumerate(micro):
                 batch = collate(rows, encoded, encoder.pixels, processor.tokenizer.pad_token_id)
+                if not stage.packing:
+                    batch = unpacked(batch, [sum(len(encoded[i]) for i in row) for row in rows])
                 tokens += int(sum(len(encoded[i]) for row in rows for i in row))
                 samples_n += sum(len(row) for row in rows)
                 batch = {key: v.to(device) for key, v in batch.items()}
