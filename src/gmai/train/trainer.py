@@ -553,6 +553,7 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
     samples, counts = load_samples(data_dirs, cfg.data)
     groups = Counter(s.group for s in samples)
     log.event(event="run_start", data=[str(d) for d in data_dirs], stages=wanted, world_size=accelerator.num_processes,
+              distributed=accelerator.distributed_type.name,
               torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
     if console and accelerator.is_main_process:
         console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} "
