@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from family_checks import assert_evaluates, assert_serves
 
 from gmai.model.fixtures import released_template, write_clip, write_qwen25_instruct_lm
 from gmai.train.config import load_recipe
@@ -52,19 +53,7 @@ def test_gmai_vl_7b_recipe_trains_three_stages_from_real_format_parts(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK LlavaForConditionalGeneration qwen2" in result.stdout
     assert_evaluates(final, tmp_path / "eval")
+    assert_serves(final)
     done = json.loads((final / "gmai_stage.json").read_text())
     assert done["start_from"].endswith("stage2")
 
-
-VQA_RAD = "/work/shared/data/vqa-rad"  # the real benchmark (read in place, never copied)
-
-
-def assert_evaluates(checkpoint, out):
-    """A few real VQA-RAD items through gmai's eval runner and local backend (the model's own template)."""
-    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
-    from gmai.infer import GenerationConfig
-
-    report = run_eval(str(checkpoint), [BenchSpec("vqa-rad", VQA_RAD)], out, EvalOptions(limit=4, batch_size=2),
-                      config=GenerationConfig(max_new_tokens=4, temperature=0.0))
-    bench = report["benchmarks"]["vqa-rad"]
-    assert bench["n_items"] == 4 and bench["n_failed"] == 0 and bench["n_scored"] == 4

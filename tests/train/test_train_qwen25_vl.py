@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from family_checks import assert_evaluates, assert_serves
 
 from gmai.model.fixtures import released_template, write_qwen25_vl
 from gmai.train.config import load_recipe
@@ -33,6 +34,7 @@ def test_qwen25_vl_base_stage3_full_and_lora_then_plain_reload(tmp_path):
         assert summary[3]["steps"] == 2 and summary[3]["data"]["samples"] > 0
     assert lora[3]["params"]["trainable"]["total"] < full[3]["params"]["trainable"]["total"]
     assert_evaluates(tmp_path / "full" / "stage3", tmp_path / "eval")
+    assert_serves(tmp_path / "full" / "stage3")
     for run in ("full", "lora"):
         path = tmp_path / run / "stage3"
         assert (path / "chat_template.jinja").read_text() == released_template("qwen2_5_vl")
@@ -66,16 +68,3 @@ def test_qwen25_vl_refuses_packing(tmp_path):
     with pytest.raises(ValueError, match="packing is not supported for qwen2_5_vl"):
         stage3(base, data, tmp_path / "out", "stages.3.packing=true")
 
-
-VQA_RAD = "/work/shared/data/vqa-rad"  # the real benchmark (read in place, never copied)
-
-
-def assert_evaluates(checkpoint, out):
-    """A few real VQA-RAD items through gmai's eval runner and local backend (the model's own template)."""
-    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
-    from gmai.infer import GenerationConfig
-
-    report = run_eval(str(checkpoint), [BenchSpec("vqa-rad", VQA_RAD)], out, EvalOptions(limit=4, batch_size=2),
-                      config=GenerationConfig(max_new_tokens=4, temperature=0.0))
-    bench = report["benchmarks"]["vqa-rad"]
-    assert bench["n_items"] == 4 and bench["n_failed"] == 0 and bench["n_scored"] == 4
