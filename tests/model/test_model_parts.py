@@ -171,3 +171,17 @@ def test_hub_name_remote_code_and_unsupported(parts, tmp_path):
     with pytest.raises(ModelLoadError) as err:
         create_model(get_preset("gmai-vl-7b").with_paths(str(vis), str(parts["lm"])))
     assert "'siglip2' is not supported" in one_line(err)
+
+
+def test_fixture_command_writes_a_loadable_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+    from gmai.model.loading import load_vision_tower
+
+    result = CliRunner().invoke(app, ["model", "fixture", "clip-vision", str(tmp_path / "v")])
+    assert result.exit_code == 0, result.output
+    vision, kind = load_vision_tower(tmp_path / "v")
+    assert kind == "clip" and type(vision).__name__ == "CLIPVisionModel"
+    bad = CliRunner().invoke(app, ["model", "fixture", "nope", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown family 'nope'" in bad.output

@@ -135,5 +135,6 @@ def encode_conversation(processor, messages: list[dict], images: list | None = N
     enc = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)
     full = enc["input_ids"][0].tolist()
     image_id = tok.convert_tokens_to_ids(image_token_of(processor))
-    out = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")}
+    text_keys = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+    out = {k: v for k, v in enc.items() if k not in text_keys}
     return {"input_ids": full, "assistant_mask": expand_mask(ids, mask, full, image_id), **out}

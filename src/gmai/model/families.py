@@ -142,7 +142,8 @@ def load_base(folder: Path, trust_remote_code: bool = False):
     family = family_for_type(raw.get("model_type"), folder)
     cls = getattr(transformers, family.model_class)
     try:
-        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True, ignore_mismatched_sizes=True,
+        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
+                                          ignore_mismatched_sizes=True,
                                           trust_remote_code=trust_remote_code)
     except (RuntimeError, ValueError, OSError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -167,7 +167,8 @@ def write_siglip(out: str | Path, image_size: int = 64, patch_size: int = 16, hi
 def qwen25_vl_preprocessor(min_pixels: int, max_pixels: int) -> dict:
     """Qwen2.5-VL-*-Instruct's preprocessor_config.json layout (released: min_pixels 3136, max_pixels 12845056)."""
     return {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
-            "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD, "image_processor_type": "Qwen2VLImageProcessor",
+            "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
+            "image_processor_type": "Qwen2VLImageProcessor",
             "max_pixels": max_pixels, "merge_size": 2, "min_pixels": min_pixels, "patch_size": 14,
             "processor_class": "Qwen2_5_VLProcessor", "resample": 3, "rescale_factor": 0.00392156862745098,
             "temporal_patch_size": 2}

@@ -20,7 +20,7 @@ PARTS = ("projector", "vision", "llm")
 class ModelArgs:
     preset: str = "tiny"
     init_from: str | None = None  # a local HF checkpoint to start Stage 0/I from instead of the preset
-    base: str | None = None  # a whole VLM folder (a family in gmai.model.families) every stage starts from
+    base: str | None = None  # a whole VLM folder (a family in gmai.model.families) the run's first stage starts from
     vision_path: str | None = None  # local pretrained vision tower (7B presets)
     llm_path: str | None = None  # local pretrained LM (7B presets)
     tokenizer_vocab_size: int = 0  # tiny: BPE size trained on the corpus text (0 = preset default)

@@ -72,7 +72,8 @@ class Encoder:
             image_key = str(sample.image)
             # every image tensor the processor returns (LLaVA: pixel_values (1, 3, H, W); Qwen2.5-VL: patches
             # (n, d) + image_grid_thw (1, 3)), kept as returned for one image: a batch concatenates them
-            self.pixels.setdefault(image_key, {k: v for k, v in enc.items() if k not in ("input_ids", "assistant_mask")})
+            tensors = {k: v for k, v in enc.items() if k not in ("input_ids", "assistant_mask")}
+            self.pixels.setdefault(image_key, tensors)
         else:
             enc = encode_conversation(self.processor, self.chat_messages(sample))
         ids, mask = enc["input_ids"], enc["assistant_mask"]

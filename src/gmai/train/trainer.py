@@ -75,12 +75,13 @@ def is_complete(out: Path, k: int) -> bool:
 def start_point(cfg: TrainConfig, out: Path, k: int, first_of_run: bool = False) -> Path | None:
     """The checkpoint stage k starts from.
 
-    ``model.init_from`` (when set) starts the first stage of this invocation, e.g. Stage III from a
+    ``model.init_from`` or ``model.base`` (a whole VLM of a supported family) starts the first stage of this
+    invocation, e.g. Stage III from a
     Stage I checkpoint for the paper's I+III ablation. Otherwise: the nearest earlier enabled stage's
     folder in OUT, or a fresh model from the preset when k is the first enabled stage.
     """
-    if first_of_run and cfg.model.init_from:
-        return Path(cfg.model.init_from)
+    if first_of_run and (cfg.model.init_from or cfg.model.base):
+        return Path(cfg.model.init_from or cfg.model.base)
     earlier = [j for j in cfg.enabled_stages() if j < k]
     if not earlier:
         return None
@@ -97,11 +98,8 @@ def load_start_model(cfg: TrainConfig, start: Path | None, samples: list[Sample]
     (tiny from scratch; the paper's model from pretrained parts)."""
     from gmai.model import create_model, load_checkpoint
 
-    trust = cfg.model.trust_remote_code
-    if start is None and cfg.model.base:
-        start = Path(cfg.model.base)
     if start is not None:
-        model, processor = load_checkpoint(start, trust_remote_code=trust)
+        model, processor = load_checkpoint(start, trust_remote_code=cfg.model.trust_remote_code)
     else:
         model, processor = create_model(preset_for(cfg), corpus=corpus_texts(samples), seed=cfg.run.seed)
     if getattr(model.config, "_attn_implementation", None) != cfg.model.attn_implementation:
@@ -427,9 +425,9 @@ def restore_or_start(run: StageRun) -> None:
         torch.manual_seed(seed)
         pyrandom.seed(seed)
         np.random.seed(seed)
-        log.event(event="stage_start", stage=k, name=stage.name, kind=stage.kind, start_from=str(run.start or "scratch"),
-                  trainable=stage.trainable, params=run.params, steps=run.total, warmup_steps=run.warmup,
-                  world_size=run.accelerator.num_processes, data=run.data_report, config=asdict(stage))
+        log.event(event="stage_start", stage=k, name=stage.name, kind=stage.kind,
+                  start_from=str(run.start or "scratch"), trainable=stage.trainable, params=run.params,
+                  steps=run.total, warmup_steps=run.warmup, world_size=run.accelerator.num_processes, data=run.data_report, config=asdict(stage))
     if console:
         console.print(f"[bold]stage {k} ({stage.name})[/]: {len(run.encoded)} samples, {run.total} steps, trainable "
                       f"{run.params['trainable']['total']:,}/{run.params['all']['total']:,} params "
