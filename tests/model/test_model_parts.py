@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from gmai.model import create_model, get_preset
-from gmai.model.chat import encode_conversation, render_prompt
+from gmai.model.chat import encode_conversation, original_template, render_prompt
 from gmai.model.fixtures import released_template, write_clip, write_qwen25_instruct_lm, write_siglip
 from gmai.model.freeze import apply_freeze_plan
 from gmai.model.loading import ModelLoadError
@@ -39,7 +39,8 @@ def test_architecture_comes_from_the_folders(parts):
     assert model.config.vision_config.patch_size == clip_cfg["patch_size"] == 14
     assert model.config.image_seq_length == (clip_cfg["image_size"] // 14) ** 2
     # the LM's own template (released Qwen2.5) and tokens are kept
-    assert processor.chat_template == released_template("qwen2_5")
+    assert original_template(processor.chat_template) == released_template("qwen2_5")
+    assert processor.tokenizer.chat_template == released_template("qwen2_5")
     assert processor.tokenizer.eos_token == "<|im_end|>" and processor.tokenizer.pad_token == "<|endoftext|>"
 
 
@@ -101,6 +102,28 @@ def test_image_prompt_renders_with_string_only_template(parts):
     assert render_prompt(processor, messages) == (
         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\n<image>\nModality?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_structured_messages_render_as_the_lm_template_renders_strings(parts):
+    """Code that passes content parts (TRL's GRPO, processor.apply_chat_template with images) gets exactly the
+    text the LM's own template gives for string content with the image token inline."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    _, processor = build(parts)
+    image = Image.fromarray(np.zeros((30, 50, 3), dtype=np.uint8))
+    parts_msgs = [{"role": "system", "content": "Be brief."},
+                  {"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Modality?"}]},
+                  {"role": "assistant", "content": [{"type": "text", "text": "CT."}]},
+                  {"role": "user", "content": [{"type": "text", "text": "Where?"}]}]
+    string_msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "<image>\nModality?"},
+                   {"role": "assistant", "content": "CT."}, {"role": "user", "content": "Where?"}]
+    expected = render_jinja_template(conversations=[string_msgs], chat_template=released_template("qwen2_5"),
+                                     add_generation_prompt=True)[0][0]
+    assert processor.apply_chat_template(parts_msgs, add_generation_prompt=True, tokenize=False) == expected
+    enc = processor.apply_chat_template(parts_msgs, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                        return_tensors="pt")
+    n_image = list(enc["input_ids"][0]).count(processor.tokenizer.convert_tokens_to_ids("<image>"))
+    assert n_image == build(parts)[0].config.image_seq_length and enc["pixel_values"].shape[0] == 1
 
 
 def test_freeze_plan_on_parts_model(parts):

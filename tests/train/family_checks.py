@@ -34,3 +34,25 @@ def assert_serves(checkpoint):
     assert response.status_code == 200, response.text
     choice = response.json()["choices"][0]
     assert choice["message"]["role"] == "assistant" and response.json()["usage"]["completion_tokens"] > 0
+
+
+def assert_grpo_runs(checkpoint, corpus, out):
+    """GMAI-VL-R1's GRPO, 2 steps through `gmai rl train` (choice questions from the corpus), and its result reloads."""
+    import json
+
+    from transformers import AutoModelForImageTextToText
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+    from gmai.rl.questions import RL_FILE, build_questions
+
+    build_questions(corpus, out / "q", kinds=("choice",), seed=0)
+    result = CliRunner().invoke(app, [
+        "rl", "train", "recipes/r1-tiny.yaml", "grpo.max_steps=2", "grpo.max_completion_length=8", "grpo.beta=0.04",
+        "grpo.answer_types=[choice]", "--out", str(out / "run"), "--model", str(checkpoint),
+        "--questions", str(out / "q" / RL_FILE)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    AutoModelForImageTextToText.from_pretrained(out / "run" / "final")
+    return out / "run" / "final"

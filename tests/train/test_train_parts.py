@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from family_checks import assert_evaluates, assert_serves
+from family_checks import assert_evaluates, assert_grpo_runs, assert_serves
 
 from gmai.model.fixtures import released_template, write_clip, write_qwen25_instruct_lm
 from gmai.train.config import load_recipe
@@ -54,6 +54,8 @@ def test_gmai_vl_7b_recipe_trains_three_stages_from_real_format_parts(tmp_path):
     assert "OK LlavaForConditionalGeneration qwen2" in result.stdout
     assert_evaluates(final, tmp_path / "eval")
     assert_serves(final)
+    r1 = assert_grpo_runs(final, data, tmp_path / "r1")
+    assert (r1 / "chat_template.jinja").read_text() == released_template("qwen2_5")  # the LM's own, as released
     done = json.loads((final / "gmai_stage.json").read_text())
     assert done["start_from"].endswith("stage2")
 

@@ -16,6 +16,26 @@ from __future__ import annotations
 from functools import lru_cache
 
 PROBE = [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+# Put in front of a string-only template (in memory, never saved): it rewrites content parts into strings with the
+# image token inline, then the model's own template renders them unchanged. Code that hands the processor
+# structured messages (TRL's GRPO, processor.apply_chat_template with images) then works with such LMs.
+ADAPTER_MARK = "{#- gmai: content parts -> strings (image token inline), then the model's own template -#}"
+ADAPTER = ADAPTER_MARK + """
+{%- set gmai_ns = namespace(messages=[]) -%}
+{%- for gmai_m in messages -%}
+{%- if gmai_m['content'] is string -%}
+{%- set gmai_ns.messages = gmai_ns.messages + [{'role': gmai_m['role'], 'content': gmai_m['content']}] -%}
+{%- else -%}
+{%- set gmai_text = namespace(value='') -%}
+{%- for gmai_p in gmai_m['content'] -%}
+{%- if gmai_p['type'] == 'image' -%}{%- set gmai_text.value = gmai_text.value + IMAGE_TOKEN + '\n' -%}
+{%- elif gmai_p['type'] == 'text' -%}{%- set gmai_text.value = gmai_text.value + gmai_p['text'] -%}{%- endif -%}
+{%- endfor -%}
+{%- set gmai_ns.messages = gmai_ns.messages + [{'role': gmai_m['role'], 'content': gmai_text.value}] -%}
+{%- endif -%}
+{%- endfor -%}
+{%- set messages = gmai_ns.messages -%}
+"""
 
 
 class TemplateError(ValueError):
@@ -32,6 +52,22 @@ def takes_content_parts(template: str) -> bool:
     except Exception:  # noqa: BLE001 - a string-only template fails on the list (TypeError, jinja errors)
         return False
     return "'type'" not in rendered[0] and "x" in rendered[0]
+
+
+def adapt_string_template(processor):
+    """In memory only: let a string-only template (Qwen2.5-Instruct's) take content parts. See ADAPTER."""
+    template = getattr(processor, "chat_template", None)
+    if template and not template.startswith(ADAPTER_MARK) and not takes_content_parts(template):
+        processor.chat_template = ADAPTER.replace("IMAGE_TOKEN", repr(image_token_of(processor))) + template
+    return processor
+
+
+def original_template(template: str | None) -> str | None:
+    """The model's own template (what is saved), without gmai's in-memory adapter."""
+    if template and template.startswith(ADAPTER_MARK):
+        end = "{%- set messages = gmai_ns.messages -%}\n"
+        return template[template.index(end) + len(end):]
+    return template
 
 
 def template_of(processor) -> str:

@@ -159,9 +159,12 @@ def _parts_config(preset: ModelPreset, vision_config, text_config, image_token_i
 def _llava_processor(image_processor, tokenizer, patch_size: int, strategy: str, kind: str):
     from transformers import LlavaProcessor
 
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy=strategy, chat_template=tokenizer.chat_template,
-                          image_token=IMAGE_TOKEN, num_additional_image_tokens=1 if kind == "clip" else 0)
+    from gmai.model.chat import adapt_string_template
+
+    return adapt_string_template(LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy=strategy, chat_template=tokenizer.chat_template, image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1 if kind == "clip" else 0))
 
 
 def _check_materialised(model) -> None:

@@ -104,7 +104,19 @@ def _image_only(cls):
 
 
 def save_processor(processor, out: Path) -> None:
-    """``processor.save_pretrained``; an image-only Qwen-VL processor saves its parts (same files, no video)."""
+    """``processor.save_pretrained`` with the model's own chat template (gmai's in-memory adapter left out);
+    an image-only Qwen-VL processor saves its parts (same files, no video)."""
+    from gmai.model.chat import original_template
+
+    adapted = getattr(processor, "chat_template", None)
+    processor.chat_template = original_template(adapted)
+    try:
+        _save_processor(processor, Path(out))
+    finally:
+        processor.chat_template = adapted
+
+
+def _save_processor(processor, out: Path) -> None:
     if getattr(processor, "video_processor", "absent") is None:
         processor.tokenizer.save_pretrained(out)
         processor.image_processor.save_pretrained(out)
@@ -127,11 +139,13 @@ def _template_file(folder: Path) -> str | None:
 
 
 def load_processor(folder: Path, family: Family, trust_remote_code: bool = False):
+    from gmai.model.chat import adapt_string_template
+
     if family.processor == "qwen_vl":
         return _qwen_vl_processor(folder)
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    return adapt_string_template(AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code))
 
 
 def load_base(folder: Path, trust_remote_code: bool = False):
