@@ -54,6 +54,13 @@ def test_gmai_vl_7b_recipe_trains_three_stages_from_real_format_parts(tmp_path):
     assert "OK LlavaForConditionalGeneration qwen2" in result.stdout
     assert_evaluates(final, tmp_path / "eval")
     assert_serves(final)
+    lora = train(load_recipe("recipes/gmai-vl-7b.yaml", overrides + [
+        f"model.init_from={tmp_path / 'run' / 'stage2'}", "stages.3.lora.enabled=true", "stages.3.lora.r=4",
+        "stages.3.trainable=[projector,llm]"]), data, tmp_path / "lora", stages=[3])
+    assert lora[3]["params"]["trainable"]["total"] < summary[3]["params"]["trainable"]["total"]
+    from safetensors.torch import load_file
+
+    assert not any("lora" in key for key in load_file(tmp_path / "lora" / "stage3" / "model.safetensors"))  # merged
     r1 = assert_grpo_runs(final, data, tmp_path / "r1")
     assert (r1 / "chat_template.jinja").read_text() == released_template("qwen2_5")  # the LM's own, as released
     done = json.loads((final / "gmai_stage.json").read_text())
