@@ -67,3 +67,18 @@ def test_checkpoint_loads_and_generates_without_gmai(tiny, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OK LlavaForConditionalGeneration" in result.stdout
+
+
+def test_turn_by_turn_labels_equal_the_generation_markers_on_the_tiny_template(tiny):
+    """The tiny preset's own template has {% generation %} markers: both ways must supervise the same tokens."""
+    from gmai.model.chat import encode_conversation
+
+    _, processor = tiny
+    image = Image.fromarray(np.zeros((40, 60), dtype=np.uint8))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Modality?"}]},
+                {"role": "assistant", "content": "CT."}, {"role": "user", "content": "Where?"},
+                {"role": "assistant", "content": "Left upper region."}]
+    ref = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ours = encode_conversation(processor, messages, images=[image])
+    assert ours["input_ids"] == list(ref["input_ids"][0])
+    assert ours["assistant_mask"] == [bool(m) for m in ref["assistant_masks"][0]]
