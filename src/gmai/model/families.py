@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gmai.model.loading import ModelLoadError, check_folder, check_loading_info
+from gmai.model.loading import ModelLoadError, check_folder, check_loading_info, from_pretrained_strict
 
 
 @dataclass(frozen=True)
@@ -155,12 +155,6 @@ def load_base(folder: Path, trust_remote_code: bool = False):
     raw = check_folder(folder, "checkpoint", trust_remote_code)
     family = family_for_type(raw.get("model_type"), folder)
     cls = getattr(transformers, family.model_class)
-    try:
-        model, info = cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
-                                          ignore_mismatched_sizes=True,
-                                          trust_remote_code=trust_remote_code)
-    except (RuntimeError, ValueError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"checkpoint folder {folder}: cannot load the weights: {first}") from None
+    model, info = from_pretrained_strict(cls, folder, "checkpoint", trust_remote_code=trust_remote_code)
     check_loading_info(folder, "checkpoint", info)
     return model, load_processor(folder, family, trust_remote_code)

@@ -86,13 +86,21 @@ def _short(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def _from_pretrained(cls, folder: Path, what: str, **kwargs):
+def from_pretrained_strict(cls, folder: Path, what: str, **kwargs):
+    """``cls.from_pretrained`` returning (model, loading info); transformers' own load report (a table of every
+    key a full CLIP's text half adds) is silenced: ``check_loading_info`` reports what matters in one line."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         return cls.from_pretrained(folder, output_loading_info=True, use_safetensors=True,
                                    ignore_mismatched_sizes=True, **kwargs)  # mismatches: listed by check_loading_info
-    except (RuntimeError, ValueError, OSError) as err:  # size mismatches, unreadable files: one line
+    except (RuntimeError, ValueError, OSError) as err:  # unreadable files and the like: one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"{what} folder {folder}: cannot load the weights: {first}") from None
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def load_tokenizer(folder: Path, trust_remote_code: bool = False):
@@ -117,7 +125,8 @@ def load_causal_lm(folder: Path, trust_remote_code: bool = False):
     if raw.get("model_type") not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and "auto_map" not in raw:
         raise ModelLoadError(f"language model folder {folder}: model type {raw.get('model_type')!r} is not a causal "
                              f"LM transformers knows")
-    lm, info = _from_pretrained(AutoModelForCausalLM, folder, "language model", trust_remote_code=trust_remote_code)
+    lm, info = from_pretrained_strict(AutoModelForCausalLM, folder, "language model",
+                                      trust_remote_code=trust_remote_code)
     check_loading_info(folder, "language model", info)
     if lm.get_output_embeddings() is None:
         raise ModelLoadError(f"language model folder {folder}: {type(lm).__name__} exposes no output embeddings "
@@ -140,7 +149,7 @@ def load_vision_tower(folder: Path):
                              f"vision tower (supported: CLIP, CLIPVisionModel, SigLIP; SigLIP2's NaFlex patches "
                              f"do not fit LLaVA's fixed grid)")
     cls = CLIPVisionModel if kind == "clip" else SiglipVisionModel
-    vision, info = _from_pretrained(cls, folder, "vision encoder")
+    vision, info = from_pretrained_strict(cls, folder, "vision encoder")
     full_model = not model_type.endswith("_vision_model")
     check_loading_info(folder, "vision encoder", info,
                        ignore_unexpected=lambda k: full_model and k.startswith(OTHER_HALF))
