@@ -166,6 +166,12 @@ def test_weights_that_do_not_match_the_config(parts, tmp_path):
         create_model(get_preset("gmai-vl-7b").with_paths(str(broken), str(parts["lm"])))
     assert "missing keys encoder.layers.1.mlp.fc2.bias" in one_line(err) and str(broken) in one_line(err)
     weights = load_file(parts["clip"] / "model.safetensors")
+    weights["vision_model.encoder.layers.7.mlp.fc1.weight"] = torch.zeros(2, 2)  # an unexpected key (no layer 7)
+    save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError) as err:
+        create_model(get_preset("gmai-vl-7b").with_paths(str(broken), str(parts["lm"])))
+    assert "unexpected keys" in one_line(err) and "layers.7.mlp.fc1.weight" in one_line(err)
+    weights = load_file(parts["clip"] / "model.safetensors")
     key = "vision_model.post_layernorm.weight"
     weights[key] = torch.zeros(weights[key].shape[0] + 1)  # a shape mismatch
     save_file(weights, broken / "model.safetensors", metadata={"format": "pt"})
