@@ -6,6 +6,7 @@ import typer
 
 from gmai.data.cli import app as data_app
 from gmai.eval.cli import app as eval_app
+from gmai.model.cli import app as model_app
 from gmai.rl.cli import app as rl_app
 from gmai.serve.cli import demo_ui_command, serve_command
 from gmai.train.cli import train_command
@@ -14,6 +15,7 @@ app = typer.Typer(help="Build general medical vision-language models.", no_args_
                   pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data", help="Data engine: specialist datasets -> grounded image-text data.")
 app.add_typer(eval_app, name="eval", help="Medical benchmarks with exact, versioned scoring.")
+app.add_typer(model_app, name="model", help="Model folders: tiny real-format fixtures per family.")
 app.add_typer(rl_app, name="rl", help="GMAI-VL-R1: reasoning questions, rejection sampling, GRPO.")
 app.command("train", help="Three-stage progressive training from a recipe YAML.")(train_command)
 app.command("serve", help="OpenAI-compatible API server.")(serve_command)

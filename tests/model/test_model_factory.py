@@ -19,8 +19,9 @@ def tiny():
 
 
 def test_presets_are_declared():
-    assert {"tiny", "gmai-vl-7b", "gmai-vl-7b-internlm"} <= set(list_presets())
-    assert get_preset("gmai-vl-7b").vision.num_image_tokens == 576  # the paper: ViT-L/14 at 336 px
+    assert {"tiny", "gmai-vl-7b"} <= set(list_presets())
+    # the 7B preset names only the projector and defaults: the architecture comes from the folders
+    assert get_preset("gmai-vl-7b").vision is None and get_preset("gmai-vl-7b").text is None
     with pytest.raises(ValueError, match="unknown model preset"):
         get_preset("nope")
 
@@ -66,3 +67,18 @@ def test_checkpoint_loads_and_generates_without_gmai(tiny, tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "OK LlavaForConditionalGeneration" in result.stdout
+
+
+def test_turn_by_turn_labels_equal_the_generation_markers_on_the_tiny_template(tiny):
+    """The tiny preset's own template has {% generation %} markers: both ways must supervise the same tokens."""
+    from gmai.model.chat import encode_conversation
+
+    _, processor = tiny
+    image = Image.fromarray(np.zeros((40, 60), dtype=np.uint8))
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "Modality?"}]},
+                {"role": "assistant", "content": "CT."}, {"role": "user", "content": "Where?"},
+                {"role": "assistant", "content": "Left upper region."}]
+    ref = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ours = encode_conversation(processor, messages, images=[image])
+    assert ours["input_ids"] == list(ref["input_ids"][0])
+    assert ours["assistant_mask"] == [bool(m) for m in ref["assistant_masks"][0]]

@@ -23,3 +23,31 @@ def test_train_cli_reports_bad_input_clearly(tmp_path):
 def test_stage_list_parsing():
     assert parse_stages("1,2,3") == [1, 2, 3]
     assert parse_stages("") is None
+
+
+def test_train_cli_model_folder_errors_are_one_line(tmp_path):
+    """What a user sees for a hub name, a missing LM folder setting and an unsupported base family."""
+    import json
+
+    from gmai.train.fixtures import write_synthetic_corpus
+
+    data = write_synthetic_corpus(tmp_path / "data", n_images=2, n_text=1, image_size=32)
+    runner = CliRunner()
+
+    def run(*overrides, stage="1"):
+        result = runner.invoke(app, ["train", "recipes/gmai-vl-7b.yaml", "run.mixed_precision=no", *overrides,
+                                     "--data", str(data), "--out", str(tmp_path / "out"), "--stages", stage])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.startswith("gmai train:")]
+        assert len(lines) == 1 and "Traceback" not in result.output, result.output
+        return lines[0]
+
+    assert "local paths only" in run("model.llm_path=Qwen/Qwen2.5-7B-Instruct", f"model.vision_path={data}")
+    assert "model.llm_path=DIR and model.vision_path=DIR" in run()
+    base = tmp_path / "gemma"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": "gemma3", "architectures":
+                                                  ["Gemma3ForConditionalGeneration"]}))
+    (base / "model.safetensors").write_bytes(b"")
+    line = run(f"model.base={base}", stage="3")
+    assert "'Gemma 3'" in line and "not supported" in line and str(base) in line

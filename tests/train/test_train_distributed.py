@@ -20,8 +20,12 @@ train(config_from_dict(json.loads(sys.argv[1])), sys.argv[2], sys.argv[3])
 
 
 def tree(per_device_batch_size):
-    stage = {"trainable": ["projector", "vision", "llm"], "lr": 2e-3, "max_steps": 4, "per_device_batch_size":
-             per_device_batch_size, "grad_accum": 2, "max_length": 256, "packing": True, "log_every": 1,
+    # AdamW's early steps are ~lr*sign(g): float-order noise between 1 and 2 processes flips the sign where g ~ 0
+    # and the weights then differ by 2*lr (this failed before). With eps >> |g| the step is lr*m/eps, linear in
+    # the gradients, so comparing weights compares the gradients the two set-ups computed.
+    stage = {"trainable": ["projector", "vision", "llm"], "lr": 1000.0, "adam_eps": 1000.0, "max_steps": 4,
+             "per_device_batch_size": per_device_batch_size, "grad_accum": 2, "max_length": 256, "packing": True,
+             "log_every": 1,
              "mixture": {"core_med_caption": 1.0, "core_med_instruction": 1.0, "text_dialogue": 1.0}}
     return {"model": {"preset": "tiny", "tokenizer_vocab_size": 600}, "data": {"max_records": 12},
             "run": {"seed": 0, "tensorboard": False, "plot": False, "torch_threads": 1}, "stages": {"1": stage}}

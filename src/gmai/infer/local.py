@@ -34,8 +34,9 @@ class LocalBackend:
         return cls(model.to(device), processor, name=Path(path).name)
 
     def _encode(self, requests: list[ChatRequest], to_device: bool = True):
-        texts = [self.processor.apply_chat_template(r.to_messages(), add_generation_prompt=True, tokenize=False)
-                 for r in requests]
+        from gmai.model.chat import render_prompt  # the model's own template, string-only ones included
+
+        texts = [render_prompt(self.processor, r.to_messages()) for r in requests]
         images = [im.convert("RGB") for r in requests for im in r.images]
         kwargs = {"images": images} if images else {}
         enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)

@@ -1,4 +1,4 @@
-"""Freeze plans: which parts of a LLaVA model a training stage updates.
+"""Freeze plans: which parts of a model a training stage updates.
 
 The paper's three stages train (I) the projector, (II) projector + vision encoder, (III) everything.
 Parts are named ``projector``, ``vision`` and ``llm`` (the language model and its output head).
@@ -10,14 +10,11 @@ PARTS = ("projector", "vision", "llm")
 
 
 def model_parts(model) -> dict[str, list]:
-    """The modules behind each part name, for a (possibly peft-wrapped) ``LlavaForConditionalGeneration``."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper -> the model
-    if hasattr(base, "model") and hasattr(base.model, "multi_modal_projector"):
-        inner = base.model
-    else:
-        raise TypeError(f"{type(model).__name__} is not a LLaVA-style model (no multi_modal_projector)")
-    return {"projector": [inner.multi_modal_projector], "vision": [inner.vision_tower],
-            "llm": [inner.language_model, base.lm_head]}
+    """The modules behind each part name, for a (possibly peft-wrapped) model of a family in
+    ``gmai.model.families`` (LLaVA: projector / vision tower / LM + head; Qwen2.5-VL: merger / ViT / LM + head)."""
+    from gmai.model.families import part_modules
+
+    return part_modules(model)
 
 
 def _unique_params(modules):

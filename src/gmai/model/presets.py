@@ -43,10 +43,11 @@ class TextSpec:
 @dataclass(frozen=True)
 class ModelPreset:
     name: str
-    vision: VisionSpec
-    text: TextSpec
+    vision: VisionSpec | None  # None: taken from the vision folder's own config (vision_path)
+    text: TextSpec | None  # None: taken from the LM folder's own config (llm_path)
     description: str = ""
     projector_act: str = "gelu"  # 2-layer MLP projector: Linear -> GELU -> Linear
+    feature_layer: int = -2  # the paper: vision features from the second-to-last layer
     # Local folders of pretrained parts. Hub names are refused: nothing is downloaded at run time.
     vision_path: str | None = None
     llm_path: str | None = None
@@ -58,8 +59,6 @@ class ModelPreset:
         return replace(self, vision_path=vision_path or self.vision_path, llm_path=llm_path or self.llm_path)
 
 
-CLIP_L14_336 = VisionSpec()
-
 PRESETS: dict[str, ModelPreset] = {
     "tiny": ModelPreset(
         name="tiny",
@@ -70,20 +69,15 @@ PRESETS: dict[str, ModelPreset] = {
                       intermediate_size=704, vocab_size=0, max_position_embeddings=1024, rope_theta=10000.0),
         tokenizer_vocab_size=4096,
     ),
+    # The paper's model from pretrained parts: the architecture comes from the folders' own configs
+    # (e.g. CLIP ViT-L/14-336 -> 576 visual tokens; Qwen2.5-7B-Instruct), the preset names the projector.
     "gmai-vl-7b": ModelPreset(
         name="gmai-vl-7b",
-        description="The paper's shape: CLIP ViT-L/14-336 (576 visual tokens) + a 7B LM (Qwen2.5-7B variant, "
-                    "no remote code). Give local folders with vision_path= and llm_path=.",
-        vision=CLIP_L14_336,
-        text=TextSpec(),
-    ),
-    "gmai-vl-7b-internlm": ModelPreset(
-        name="gmai-vl-7b-internlm",
-        description="The paper's exact LM, InternLM2.5-7B. Its modeling code is remote code: loading needs "
-                    "trust_remote_code=true, given explicitly.",
-        vision=CLIP_L14_336,
-        text=TextSpec(kind="internlm2", hidden_size=4096, num_layers=32, num_heads=32, num_kv_heads=8,
-                      intermediate_size=14336, vocab_size=92544),
+        description="The paper's model from parts: a CLIP/SigLIP folder (model.vision_path=DIR, e.g. "
+                    "clip-vit-large-patch14-336) + a causal LM folder (model.llm_path=DIR, e.g. "
+                    "Qwen2.5-7B-Instruct); 2-layer GELU MLP projector, features from the second-to-last layer.",
+        vision=None,
+        text=None,
     ),
 }
 

@@ -20,6 +20,7 @@ PARTS = ("projector", "vision", "llm")
 class ModelArgs:
     preset: str = "tiny"
     init_from: str | None = None  # a local HF checkpoint to start Stage 0/I from instead of the preset
+    base: str | None = None  # a whole VLM folder (a family in gmai.model.families) the run's first stage starts from
     vision_path: str | None = None  # local pretrained vision tower (7B presets)
     llm_path: str | None = None  # local pretrained LM (7B presets)
     tokenizer_vocab_size: int = 0  # tiny: BPE size trained on the corpus text (0 = preset default)
@@ -109,6 +110,10 @@ class RunArgs:
     plot: bool = True
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate); bf16 on CPU is ~10x slower, keep "no" there
     keep_step_checkpoints: bool = False  # keep OUT/checkpoints/stageK after the stage completes
+
+    def __post_init__(self):
+        if self.mixed_precision is False:  # YAML reads a bare `no` (run.mixed_precision=no) as false
+            self.mixed_precision = "no"
 
 
 @dataclass

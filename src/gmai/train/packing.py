@@ -2,7 +2,8 @@
 
 A sample is encoded with the processor's own chat template (the one saved with every checkpoint
 and used at inference), so training and inference render the same prompt. Labels keep only the
-assistant replies (the template's ``{% generation %}`` spans).
+assistant replies, located by rendering turn by turn (``gmai.model.chat``): released templates
+without ``{% generation %}`` markers work unchanged.
 
 Packing puts several whole samples into one row up to ``max_length``. Attention stays inside each
 sample because position ids restart at 0 for every sample: with no 2-D attention mask,
@@ -60,11 +61,15 @@ class Encoder:
         return messages
 
     def encode(self, sample) -> Encoded:
+        """Token ids with the model's own chat template; labels on the assistant replies, found turn by turn
+        (``gmai.model.chat``), so released templates without generation markers work as they are."""
+        from gmai.model.chat import encode_conversation
+
         files = tuple(getattr(sample, "images", ()) or ()) or ((sample.image,) if sample.image is not None else ())
         key = (sample.id, sample.subset, files)
         if key in self._cache:
             return self._cache[key]
-        more: tuple[str, ...] = ()
+        image_key, more = None, ()
         if files:
             from PIL import Image
 
@@ -72,19 +77,15 @@ class Encoder:
             for file in files:
                 with Image.open(file) as im:
                     opened.append(im.copy())
-            enc = self.processor.apply_chat_template(
-                self.chat_messages(sample, opened if len(opened) > 1 else opened[0]), tokenize=True,
-                return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt")
-            ids, mask = enc["input_ids"][0].tolist(), enc["assistant_masks"][0].tolist()
+            enc = encode_conversation(self.processor, self.chat_messages(sample, opened if len(opened) > 1
+                                                                         else opened[0]), images=opened)
             keys = [str(file) for file in files]
-            for k, image_key in enumerate(keys):
-                self.pixels.setdefault(image_key, enc["pixel_values"][k])
+            for one_key, tensors in zip(keys, split_image_tensors(enc, len(keys))):
+                self.pixels.setdefault(one_key, tensors)
             image_key, more = keys[0], tuple(keys[1:])
         else:
-            enc = self.tokenizer.apply_chat_template(self.chat_messages(sample), tokenize=True, return_dict=True,
-                                                     return_assistant_tokens_mask=True)
-            ids, mask = list(enc["input_ids"]), list(enc["assistant_masks"])
-            image_key = None
+            enc = encode_conversation(self.processor, self.chat_messages(sample))
+        ids, mask = enc["input_ids"], enc["assistant_mask"]
         labels = [t if m else IGNORE for t, m in zip(ids, mask)]
         labels[0] = IGNORE  # never learn a sample's first token from the previous packed sample
         out = Encoded(ids, labels, image_key, sample.id, more)
@@ -208,6 +209,20 @@ def plan_steps(encoded: list[Encoded], *, seed: int, max_length: int, packing: b
         epoch += 1
 
 
+def split_image_tensors(enc: dict, n_images: int) -> list[dict]:
+    """The image tensors the processor returned for a conversation, one dict per image, as it returns them for
+    a single image (LLaVA: pixel_values (1, 3, H, W); Qwen2.5-VL: patches (n, d) + image_grid_thw (1, 3)), so a
+    batch concatenates them in token order."""
+    tensors = {k: v for k, v in enc.items() if k not in ("input_ids", "assistant_mask")}
+    if n_images == 1:
+        return [tensors]
+    if "image_grid_thw" in tensors:  # patches of all images in one tensor: split by each grid's patch count
+        grids = tensors["image_grid_thw"]
+        patches = tensors["pixel_values"].split(grids.prod(-1).tolist())
+        return [{"pixel_values": p, "image_grid_thw": grids[k:k + 1]} for k, p in enumerate(patches)]
+    return [{name: v[k:k + 1] for name, v in tensors.items()} for k in range(n_images)]
+
+
 def collate(rows: list[list[int]], encoded: list[Encoded], pixels: dict, pad_id: int):
     """Rows of packed samples -> model inputs. Right padding; pads get labels -100 and continue the
     last sample's positions (causal attention means no real token ever sees them)."""
@@ -231,6 +246,6 @@ def collate(rows: list[list[int]], encoded: list[Encoded], pixels: dict, pad_id:
         last = position_ids[r, at - 1].item()
         position_ids[r, at:] = torch.arange(last + 1, last + 1 + width - at)
     batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
-    if images:
-        batch["pixel_values"] = torch.stack(images)
+    for key in images[0] if images else ():
+        batch[key] = torch.cat([image[key] for image in images])
     return batch

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gmai.train.config import StageConfig, TrainConfig
@@ -75,12 +75,13 @@ def is_complete(out: Path, k: int) -> bool:
 def start_point(cfg: TrainConfig, out: Path, k: int, first_of_run: bool = False) -> Path | None:
     """The checkpoint stage k starts from.
 
-    ``model.init_from`` (when set) starts the first stage of this invocation, e.g. Stage III from a
+    ``model.init_from`` or ``model.base`` (a whole VLM of a supported family) starts the first stage of this
+    invocation, e.g. Stage III from a
     Stage I checkpoint for the paper's I+III ablation. Otherwise: the nearest earlier enabled stage's
     folder in OUT, or a fresh model from the preset when k is the first enabled stage.
     """
-    if first_of_run and cfg.model.init_from:
-        return Path(cfg.model.init_from)
+    if first_of_run and (cfg.model.init_from or cfg.model.base):
+        return Path(cfg.model.init_from or cfg.model.base)
     earlier = [j for j in cfg.enabled_stages() if j < k]
     if not earlier:
         return None
@@ -93,24 +94,33 @@ def start_point(cfg: TrainConfig, out: Path, k: int, first_of_run: bool = False)
 
 
 def load_start_model(cfg: TrainConfig, start: Path | None, samples: list[Sample]):
-    from gmai.model import create_model, get_preset, load_checkpoint
+    """The stage's model: a previous checkpoint, a whole VLM (``model.base``), or a fresh model from the preset
+    (tiny from scratch; the paper's model from pretrained parts)."""
+    from gmai.model import create_model, load_checkpoint
 
     if start is not None:
         model, processor = load_checkpoint(start, trust_remote_code=cfg.model.trust_remote_code)
     else:
-        preset = get_preset(cfg.model.preset)
-        if cfg.model.vision_path or cfg.model.llm_path:
-            preset = preset.with_paths(cfg.model.vision_path, cfg.model.llm_path)
-        if cfg.model.tokenizer_vocab_size:
-            from dataclasses import replace
-
-            preset = replace(preset, tokenizer_vocab_size=cfg.model.tokenizer_vocab_size)
-        # tiny: the byte-level BPE is trained on the training corpus text (held-out records excluded)
-        model, processor = create_model(preset, corpus=corpus_texts(samples), seed=cfg.run.seed)
+        model, processor = create_model(preset_for(cfg), corpus=corpus_texts(samples), seed=cfg.run.seed)
     if getattr(model.config, "_attn_implementation", None) != cfg.model.attn_implementation:
         model.set_attn_implementation(cfg.model.attn_implementation)
     model.config.use_cache = False
     return model, processor
+
+
+def preset_for(cfg: TrainConfig):
+    """The recipe's preset with its overrides: part folders, remote-code consent, tokenizer size (tiny)."""
+    from dataclasses import replace
+
+    from gmai.model import get_preset
+
+    preset = get_preset(cfg.model.preset)
+    if cfg.model.vision_path or cfg.model.llm_path:
+        preset = preset.with_paths(cfg.model.vision_path, cfg.model.llm_path)
+    preset = replace(preset, trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.tokenizer_vocab_size:
+        preset = replace(preset, tokenizer_vocab_size=cfg.model.tokenizer_vocab_size)
+    return preset
 
 
 # ---------------------------------------------------------------- data per stage
@@ -167,6 +177,25 @@ def setup_trainable(model, stage: StageConfig):
             for p in module.parameters():
                 p.requires_grad_(True)
     return model, count_parameters(model)
+
+
+def check_packing(model, stage: StageConfig, k: int) -> None:
+    from gmai.model.families import family_of
+
+    family = family_of(model)
+    if stage.packing and not family.packing:
+        raise ValueError(f"stage {k}: packing is not supported for {family.name} (its M-RoPE positions come from "
+                         f"the image grid); set stages.{k}.packing=false")
+
+
+def unpacked(batch: dict, lengths: list[int]) -> dict:
+    """One sample per row: the model derives its own positions (M-RoPE) from an attention mask over the padding."""
+    import torch
+
+    batch.pop("position_ids")
+    width = batch["input_ids"].shape[1]
+    batch["attention_mask"] = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return batch
 
 
 def check_qlora_available() -> None:
@@ -257,7 +286,9 @@ def save_stage_model(accelerator, model, processor, path: Path, lora: bool) -> N
         path.mkdir(parents=True, exist_ok=True)
         if state_dict is not None and accelerator.distributed_type.name in ("FSDP", "DEEPSPEED"):
             unwrapped.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
-            processor.save_pretrained(path)
+            from gmai.model.families import save_processor
+
+            save_processor(processor, path)
         else:
             save_checkpoint(unwrapped, processor, path)
     accelerator.wait_for_everyone()
@@ -307,146 +338,223 @@ def shared_encoder(encoders: dict, processor) -> Encoder:
     return encoders[key]
 
 
+@dataclass
+class StageRun:
+    """What the steps of one stage share; built once by ``prepare_stage``."""
+
+    k: int
+    stage: StageConfig
+    cfg: TrainConfig
+    out: Path
+    accelerator: object
+    log: MetricsLog
+    console: object
+    start: Path | None
+    model: object
+    processor: object
+    encoder: Encoder
+    encoded: list[Encoded]
+    data_report: dict
+    plan: list
+    params: dict
+    optimizer: object
+    scheduler: object
+    warmup: int
+    state: dict = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return len(self.plan)
+
+
 def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
               first_of_run: bool = False, encoders: dict | None = None) -> dict:
-    import random as pyrandom
+    """One stage: build the model, data plan and optimizer; resume or start; train every step; save."""
+    run = prepare_stage(k, cfg, out, samples, accelerator, log, console, first_of_run, encoders)
+    restore_or_start(run)
+    train_steps(run)
+    return finish_stage(run)
 
-    import numpy as np
-    import torch
 
+def prepare_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
+                  first_of_run: bool, encoders: dict | None) -> StageRun:
     stage = cfg.stages[k]
     start = start_point(cfg, out, k, first_of_run)
     model, processor = load_start_model(cfg, start, samples)
     encoder = shared_encoder(encoders if encoders is not None else {}, processor)
     encoded, data_report = encode_stage(stage, cfg, samples, encoder)
-    world = accelerator.num_processes
     plan = plan_steps(encoded, seed=cfg.run.seed + k, max_length=stage.max_length, packing=stage.packing,
                       group_by_length=stage.group_by_length, per_device_batch_size=stage.per_device_batch_size,
-                      grad_accum=stage.grad_accum, world_size=world, epochs=stage.epochs, max_steps=stage.max_steps)
-    total = len(plan)
+                      grad_accum=stage.grad_accum, world_size=accelerator.num_processes, epochs=stage.epochs,
+                      max_steps=stage.max_steps)
     # An epoch's last incomplete global batch is left out (every rank must get the same number of rows), and
     # max_steps may stop earlier: report how many samples the first epoch really used.
     data_report["first_epoch_samples_used"] = sum(len(row) for st in plan if st.epoch == 0
                                                   for rank in st.micro for mb in rank for row in mb)
+    check_packing(model, stage, k)
     model, params = setup_trainable(model, stage)
     model.train()
     optimizer = make_optimizer(model, stage)
-    warmup = stage.warmup_steps or int(round(stage.warmup_ratio * total))
-    scheduler = cosine_with_warmup(optimizer, warmup, total, stage.min_lr_ratio)
+    warmup = stage.warmup_steps or int(round(stage.warmup_ratio * len(plan)))
+    scheduler = cosine_with_warmup(optimizer, warmup, len(plan), stage.min_lr_ratio)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    return StageRun(k, stage, cfg, out, accelerator, log, console, start, model, processor, encoder, encoded,
+                    data_report, plan, params, optimizer, scheduler, warmup)
 
-    state = {"stage": k, "step": 0, "tokens": 0, "samples": 0, "elapsed_s": 0.0, "first_loss": None,
-             "last_loss": None, "losses": []}
-    resume = latest_checkpoint(out, k)
+
+def restore_or_start(run: StageRun) -> None:
+    """Resume from the latest step checkpoint (model, optimizer, scheduler, RNG, position), or seed a fresh start."""
+    import random as pyrandom
+
+    import numpy as np
+    import torch
+
+    k, stage, log, console = run.k, run.stage, run.log, run.console
+    run.state = {"stage": k, "step": 0, "tokens": 0, "samples": 0, "elapsed_s": 0.0, "first_loss": None,
+                 "last_loss": None, "losses": []}
+    resume = latest_checkpoint(run.out, k)
     if resume is not None:
-        accelerator.load_state(str(resume))
-        state = json.loads((resume / "trainer_state.json").read_text())
-        log.event(event="resume", stage=k, step=state["step"], checkpoint=str(resume))
+        run.accelerator.load_state(str(resume))
+        run.state = json.loads((resume / "trainer_state.json").read_text())
+        log.event(event="resume", stage=k, step=run.state["step"], checkpoint=str(resume))
         if console:
-            console.print(f"[yellow]stage {k}: resuming from {resume} (step {state['step']}/{total})")
+            console.print(f"[yellow]stage {k}: resuming from {resume} (step {run.state['step']}/{run.total})")
     else:
-        torch.manual_seed(cfg.run.seed + k)
-        pyrandom.seed(cfg.run.seed + k)
-        np.random.seed(cfg.run.seed + k)
-        log.event(event="stage_start", stage=k, name=stage.name, kind=stage.kind, start_from=str(start or "scratch"),
-                  trainable=stage.trainable, params=params, steps=total, warmup_steps=warmup, world_size=world,
-                  data=data_report, config=asdict(stage))
+        seed = run.cfg.run.seed + k
+        torch.manual_seed(seed)
+        pyrandom.seed(seed)
+        np.random.seed(seed)
+        log.event(event="stage_start", stage=k, name=stage.name, kind=stage.kind,
+                  start_from=str(run.start or "scratch"), trainable=stage.trainable, params=run.params,
+                  steps=run.total, warmup_steps=run.warmup, world_size=run.accelerator.num_processes, data=run.data_report, config=asdict(stage))
     if console:
-        console.print(f"[bold]stage {k} ({stage.name})[/]: {len(encoded)} samples, {total} steps, trainable "
-                      f"{params['trainable']['total']:,}/{params['all']['total']:,} params "
-                      f"({', '.join(stage.trainable)}), start: {start or 'scratch'}")
+        console.print(f"[bold]stage {k} ({stage.name})[/]: {len(run.encoded)} samples, {run.total} steps, trainable "
+                      f"{run.params['trainable']['total']:,}/{run.params['all']['total']:,} params "
+                      f"({', '.join(stage.trainable)}), start: {run.start or 'scratch'}")
 
+
+def train_steps(run: StageRun) -> None:
     crash_after = int(os.environ.get(CRASH_AFTER_STEP, "0") or 0)
     nan_at = int(os.environ.get(NAN_AT_STEP, "0") or 0)
-    device = accelerator.device
-    rank = accelerator.process_index
-    progress = _progress(console, k, total, state["step"]) if accelerator.is_main_process else None
-    t_stage = time.perf_counter() - state["elapsed_s"]
+    progress = _progress(run.console, run.k, run.total, run.state["step"]) if run.accelerator.is_main_process else None
+    t_stage = time.perf_counter() - run.state["elapsed_s"]
     try:
-        for step_index in range(state["step"], total):
-            step_plan = plan[step_index]
+        for step_index in range(run.state["step"], run.total):
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device)
-            tokens = samples_n = 0
-            micro = step_plan.micro[rank]
-            for m, rows in enumerate(micro):
-                batch = collate(rows, encoded, encoder.pixels, processor.tokenizer.pad_token_id)
-                tokens += int(sum(len(encoded[i]) for row in rows for i in row))
-                samples_n += sum(len(row) for row in rows)
-                batch = {key: v.to(device) for key, v in batch.items()}
-                sync = m == len(micro) - 1
-                ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
-                with ctx, accelerator.autocast():
-                    loss = token_loss_sum(model, batch)
-                    if nan_at and step_index + 1 == nan_at:
-                        loss = loss * float("nan")
-                    # global-batch normalisation; DDP averages gradients over ranks, hence * world
-                    accelerator.backward(loss * world / step_plan.n_label_tokens)
-                loss_sum += loss.detach()
-            totals = accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(tokens), device=device),
-                                                     torch.tensor(float(samples_n), device=device)]), "sum")
-            step_loss = (totals[0] / step_plan.n_label_tokens).item()
-            if not math.isfinite(step_loss):
-                last = latest_checkpoint(out, k)
-                raise TrainingDiverged(
-                    f"stage {k} ({stage.name}), step {step_index + 1}/{total}: the loss is {step_loss}; training "
-                    f"stopped before this update. Last good checkpoint: "
-                    f"{last or (start if start else 'none (no step checkpoint yet)')}. Lower the learning rate "
-                    f"(stages.{k}.lr) and rerun the same command to resume from it.")
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), stage.max_grad_norm)
-            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            state["step"] = step_index + 1
-            state["tokens"] += int(totals[1].item())
-            state["samples"] += int(totals[2].item())
-            state["first_loss"] = step_loss if state["first_loss"] is None else state["first_loss"]
-            state["last_loss"] = step_loss
-            state["losses"].append(step_loss)
-            state["elapsed_s"] = time.perf_counter() - t_stage
-            values = {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": totals[1].item() / dt,
-                      "samples_per_s": totals[2].item() / dt, "tokens": state["tokens"], "epoch": step_plan.epoch}
-            if state["step"] % max(1, stage.log_every) == 0 or state["step"] == total:
-                log.step(k, state["step"], values)
-                if console is not None and not console.is_terminal:  # logs to a file: one line per log step
-                    console.print(f"stage {k} step {state['step']}/{total} loss {step_loss:.4f} lr {lr:.2e} "
-                                  f"grad_norm {grad_norm:.3f} {values['tokens_per_s']:.0f} tok/s "
-                                  f"{values['samples_per_s']:.1f} samples/s")
+            totals = accumulate_gradients(run, step_index, poison=nan_at == step_index + 1)
+            step_loss, grad_norm, lr = apply_update(run, totals, step_index)
+            values = record_step(run, step_index, totals, step_loss, grad_norm, lr, time.perf_counter() - t0,
+                                 time.perf_counter() - t_stage)
             if progress:
-                progress[0].update(progress[1], completed=state["step"],
-                                   description=f"stage {k} loss {step_loss:.3f} lr {lr:.1e} "
+                progress[0].update(progress[1], completed=run.state["step"],
+                                   description=f"stage {run.k} loss {step_loss:.3f} lr {lr:.1e} "
                                                f"{values['tokens_per_s']:.0f} tok/s")
-            if stage.save_every and state["step"] % stage.save_every == 0 and state["step"] < total:
-                save_step_checkpoint(accelerator, out, k, state["step"], state, stage.keep_checkpoints)
-            if crash_after and state["step"] == crash_after:
+            step = run.state["step"]
+            if run.stage.save_every and step % run.stage.save_every == 0 and step < run.total:
+                save_step_checkpoint(run.accelerator, run.out, run.k, step, run.state, run.stage.keep_checkpoints)
+            if crash_after and step == crash_after:
                 os._exit(137)  # simulate a kill: no cleanup, no final checkpoint
     finally:
         if progress:
             progress[0].stop()
 
-    replicas = replica_checksums(accelerator, model)
+
+def accumulate_gradients(run: StageRun, step_index: int, poison: bool = False):
+    """Forward + backward over this rank's micro-batches of one global step. Returns the summed
+    (loss, tokens, samples) over all ranks. The loss is normalised by the supervised tokens of the whole
+    global batch, so k micro-batches give the same gradient as one batch k times larger."""
+    import torch
+
+    accelerator, model, encoded = run.accelerator, run.model, run.encoded
+    step_plan, device, world = run.plan[step_index], accelerator.device, accelerator.num_processes
+    loss_sum = torch.zeros((), device=device)
+    tokens = samples_n = 0
+    micro = step_plan.micro[accelerator.process_index]
+    for m, rows in enumerate(micro):
+        batch = collate(rows, encoded, run.encoder.pixels, run.processor.tokenizer.pad_token_id)
+        if not run.stage.packing:
+            batch = unpacked(batch, [sum(len(encoded[i]) for i in row) for row in rows])
+        tokens += int(sum(len(encoded[i]) for row in rows for i in row))
+        samples_n += sum(len(row) for row in rows)
+        batch = {key: v.to(device) for key, v in batch.items()}
+        sync = m == len(micro) - 1
+        ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
+        with ctx, accelerator.autocast():
+            loss = token_loss_sum(model, batch)
+            if poison:
+                loss = loss * float("nan")
+            # global-batch normalisation; DDP averages gradients over ranks, hence * world
+            accelerator.backward(loss * world / step_plan.n_label_tokens)
+        loss_sum += loss.detach()
+    return accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(tokens), device=device),
+                                           torch.tensor(float(samples_n), device=device)]), "sum")
+
+
+def apply_update(run: StageRun, totals, step_index: int) -> tuple[float, float, float]:
+    """Stop before a non-finite update; else clip, step optimizer and scheduler. Returns (loss, grad norm, lr)."""
+    step_loss = (totals[0] / run.plan[step_index].n_label_tokens).item()
+    if not math.isfinite(step_loss):
+        last = latest_checkpoint(run.out, run.k)
+        raise TrainingDiverged(
+            f"stage {run.k} ({run.stage.name}), step {step_index + 1}/{run.total}: the loss is {step_loss}; training "
+            f"stopped before this update. Last good checkpoint: "
+            f"{last or (run.start if run.start else 'none (no step checkpoint yet)')}. Lower the learning rate "
+            f"(stages.{run.k}.lr) and rerun the same command to resume from it.")
+    grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), run.stage.max_grad_norm)
+    grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm, lr
+
+
+def record_step(run: StageRun, step_index: int, totals, step_loss: float, grad_norm: float, lr: float, dt: float,
+                elapsed: float) -> dict:
+    """Update the resumable state and log the step (metrics.jsonl; one console line when logging to a file)."""
+    state, k = run.state, run.k
+    state["step"] = step_index + 1
+    state["tokens"] += int(totals[1].item())
+    state["samples"] += int(totals[2].item())
+    state["first_loss"] = step_loss if state["first_loss"] is None else state["first_loss"]
+    state["last_loss"] = step_loss
+    state["losses"].append(step_loss)
+    state["elapsed_s"] = elapsed
+    values = {"loss": step_loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": totals[1].item() / dt,
+              "samples_per_s": totals[2].item() / dt, "tokens": state["tokens"], "epoch": run.plan[step_index].epoch}
+    if state["step"] % max(1, run.stage.log_every) == 0 or state["step"] == run.total:
+        run.log.step(k, state["step"], values)
+        if run.console is not None and not run.console.is_terminal:  # logs to a file: one line per log step
+            run.console.print(f"stage {k} step {state['step']}/{run.total} loss {step_loss:.4f} lr {lr:.2e} "
+                              f"grad_norm {grad_norm:.3f} {values['tokens_per_s']:.0f} tok/s "
+                              f"{values['samples_per_s']:.1f} samples/s")
+    return values
+
+
+def finish_stage(run: StageRun) -> dict:
+    """Replica check (data parallel), the stage's HF checkpoint + README + done marker, step checkpoints cleared."""
+    accelerator, k, out, state = run.accelerator, run.k, run.out, run.state
+    replicas = replica_checksums(accelerator, run.model)
     if replicas is not None:
-        log.event(event="replica_check", stage=k, checksums=replicas, in_sync=all(r == replicas[0] for r in replicas))
+        run.log.event(event="replica_check", stage=k, checksums=replicas,
+                      in_sync=all(r == replicas[0] for r in replicas))
     final = _stage_dir(out, k)
     t_save = time.perf_counter()
-    save_stage_model(accelerator, model, processor, final, stage.lora.enabled)
-    info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": total, "first_loss": state["first_loss"],
-            "last_loss": state["last_loss"], "params": params,
-            "data": data_report, "tokens": state["tokens"], "samples": state["samples"],
-            "elapsed_s": round(state["elapsed_s"], 2), "start_from": str(start or "scratch"),
-            "warmup_before": _warmup_note(cfg, k), **loss_trend(state["losses"])}
+    save_stage_model(accelerator, run.model, run.processor, final, run.stage.lora.enabled)
+    info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": run.total, "first_loss": state["first_loss"],
+            "last_loss": state["last_loss"], "params": run.params,
+            "data": run.data_report, "tokens": state["tokens"], "samples": state["samples"],
+            "elapsed_s": round(state["elapsed_s"], 2), "start_from": str(run.start or "scratch"),
+            "warmup_before": _warmup_note(run.cfg, k), **loss_trend(state["losses"])}
     if accelerator.is_main_process:
-        write_stage_readme(final, k, stage, info)
-        (final / DONE_FILE).write_text(json.dumps({"stage": k, "name": stage.name, **info}, indent=1, default=str))
-        if not cfg.run.keep_step_checkpoints:
+        write_stage_readme(final, k, run.stage, info)
+        (final / DONE_FILE).write_text(json.dumps({"stage": k, "name": run.stage.name, **info}, indent=1, default=str))
+        if not run.cfg.run.keep_step_checkpoints:
             shutil.rmtree(_ckpt_root(out, k), ignore_errors=True)
             if (out / "checkpoints").is_dir() and not any((out / "checkpoints").iterdir()):
                 (out / "checkpoints").rmdir()
-    log.event(event="stage_end", stage=k, name=stage.name, checkpoint=str(final), **info)
+    run.log.event(event="stage_end", stage=k, name=run.stage.name, checkpoint=str(final), **info)
     accelerator.wait_for_everyone()
     return info
 
@@ -517,6 +625,7 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
     samples, counts = load_samples(data_dirs, cfg.data)
     groups = Counter(s.group for s in samples)
     log.event(event="run_start", data=[str(d) for d in data_dirs], stages=wanted, world_size=accelerator.num_processes,
+              distributed=accelerator.distributed_type.name,
               torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
     if console and accelerator.is_main_process:
         console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} "

@@ -1,0 +1,160 @@
+"""The one table of model families: per family its classes, freeze-plan module names and processor quirks.
+
+Train, RL, eval and serve ask this table (``family_of``, ``load_base``, ``part_modules``); nothing else
+branches on a family. A folder whose ``model_type`` is not in the table is refused with one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gmai.model.loading import ModelLoadError, check_folder, check_loading_info, from_pretrained_strict
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    model_class: str  # transformers class name
+    # freeze-plan part -> dotted module paths inside the model (first attribute of a peft wrapper skipped)
+    parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    processor: str = "auto"  # "auto" (AutoProcessor) | "qwen_vl" (built from its parts: no torchvision here)
+    lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
+    packing: bool = True  # False: M-RoPE positions come from the image grid, so one sample per row
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("llava", ("llava",), "LlavaForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
+                  "llm": ("model.language_model", "lm_head")}),
+    # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
+    Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
+    Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
+)
+# Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
+NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision", "internvl": "InternVL",
+                 "gemma3": "Gemma 3", "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+                 "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
+
+
+def supported() -> str:
+    return ", ".join(f.name for f in FAMILIES)
+
+
+def family_for_type(model_type: str | None, folder: Path | None = None) -> Family:
+    for fam in FAMILIES:
+        if model_type in fam.model_types:
+            return fam
+    where = f"folder {folder}: " if folder else ""
+    name = NOT_SUPPORTED.get(model_type or "", model_type)
+    raise ModelLoadError(f"{where}model family {name!r} (model_type {model_type!r}) is not supported by gmai yet; "
+                         f"supported families: {supported()}")
+
+
+def unwrap(model):
+    """The transformers model under a peft / accelerate wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(base, "module", base)
+
+
+def family_of(model) -> Family:
+    return family_for_type(getattr(unwrap(model).config, "model_type", None))
+
+
+def part_modules(model) -> dict[str, list]:
+    """Freeze-plan part name -> the model's modules, for any family in the table."""
+    base = unwrap(model)
+    fam = family_of(base)
+    out = {}
+    for part, paths in fam.parts.items():
+        out[part] = [base.get_submodule(p) for p in paths]
+    return out
+
+
+def _qwen_vl_processor(folder: Path):
+    """Qwen2/2.5-VL's processor from its parts: AutoProcessor also builds the video processor, which needs
+    torchvision (absent here); images need only the PIL image processor (min/max pixels from the folder)."""
+    import transformers
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+
+    raw = check_folder(folder, "checkpoint", False)
+    cls = getattr(transformers, "Qwen2_5_VLProcessor" if raw.get("model_type") == "qwen2_5_vl" else "Qwen2VLProcessor")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
+    return _image_only(cls)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                            chat_template=_template_file(folder) or tokenizer.chat_template)
+
+
+def _image_only(cls):
+    """The processor class, accepting ``video_processor=None`` (its class check imports torchvision)."""
+
+    class ImageOnly(cls):
+        def check_argument_for_proper_class(self, attribute_name, arg):
+            if attribute_name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(attribute_name, arg)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    return ImageOnly
+
+
+def save_processor(processor, out: Path) -> None:
+    """``processor.save_pretrained`` with the model's own chat template (gmai's in-memory adapter left out);
+    an image-only Qwen-VL processor saves its parts (same files, no video)."""
+    from gmai.model.chat import original_template
+
+    adapted = getattr(processor, "chat_template", None)
+    processor.chat_template = original_template(adapted)
+    try:
+        _save_processor(processor, Path(out))
+    finally:
+        processor.chat_template = adapted
+
+
+def _save_processor(processor, out: Path) -> None:
+    if getattr(processor, "video_processor", "absent") is None:
+        processor.tokenizer.save_pretrained(out)
+        processor.image_processor.save_pretrained(out)
+        if processor.chat_template:
+            (out / "chat_template.jinja").write_text(processor.chat_template)
+        return
+    processor.save_pretrained(out)
+
+
+def _template_file(folder: Path) -> str | None:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        p = folder / name
+        if p.is_file():
+            if name.endswith(".json"):
+                import json
+
+                return json.loads(p.read_text()).get("chat_template")
+            return p.read_text()
+    return None
+
+
+def load_processor(folder: Path, family: Family, trust_remote_code: bool = False):
+    from gmai.model.chat import adapt_string_template
+
+    if family.processor == "qwen_vl":
+        return _qwen_vl_processor(folder)
+    from transformers import AutoProcessor
+
+    return adapt_string_template(AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code))
+
+
+def load_base(folder: Path, trust_remote_code: bool = False):
+    """(model, processor) of a whole VLM folder in a supported family, loaded strictly."""
+    import transformers
+
+    raw = check_folder(folder, "checkpoint", trust_remote_code)
+    family = family_for_type(raw.get("model_type"), folder)
+    cls = getattr(transformers, family.model_class)
+    model, info = from_pretrained_strict(cls, folder, "checkpoint", trust_remote_code=trust_remote_code)
+    check_loading_info(folder, "checkpoint", info)
+    return model, load_processor(folder, family, trust_remote_code)

@@ -1,0 +1,211 @@
+"""Tiny random-weight checkpoint folders in the real on-disk formats (for tests and the GPU check).
+
+Each writer reproduces what the released folder holds: the family's config class, safetensors
+weights, its tokenizer's special tokens and eos/pad choice, its chat template byte for byte, its
+generation and preprocessor configs. Only the sizes (and so the token ids) are small. Weights are
+random: these folders test plumbing, never quality.
+
+Sources of the formats (read from public copies):
+- Qwen2.5-Instruct: the 22 added tokens in order (pytorch/torchtune ``torchtune/models/qwen2_5/_tokenizer.py``,
+  QWEN2_5_SPECIAL_TOKENS, ids 151643-151664 in the released vocabulary), eos ``<|im_end|>``, pad
+  ``<|endoftext|>``, no bos; the chat template as released (TRL keeps byte-identical copies of released
+  templates for identity comparison: ``trl/chat_templates/qwen2_5.jinja``, ``qwen2_5_vl.jinja``).
+- CLIP ViT-L/14-336 (``openai/clip-vit-large-patch14-336``): a full ``CLIPModel`` folder (text + vision
+  towers) with a ``CLIPImageProcessor`` preprocessor config (resize shortest edge + centre crop, OpenAI mean/std).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+QWEN25_ADDED_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>",
+    "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+]
+# Qwen2's pre-tokenizer split (tokenizer.json of the Qwen2/2.5 releases), then byte-level without regex.
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+               r"|\s+(?!\S)|\s+")
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+FIXTURE_TEXT = ("What imaging modality is this? This is a CT image of the chest. Where is the lesion? The round "
+                "finding is in the left upper region. Describe the image. An MR scan shows a bright square area. "
+                "Answer with a single word. yes no Locate the lesion. Write a report for this image. Findings: "
+                "Impression: a solitary finding. ultrasound fundus pathology X-ray central right lower 0 1 2 3 4 "
+                "5 6 7 8 9 <ref> </ref> <box> </box> [ ] , . ? : ( ) -")
+
+
+def released_template(name: str) -> str:
+    """A released chat template, byte-identical copy kept by TRL (``trl/chat_templates/<name>.jinja``)."""
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
+
+
+def _bpe_tokenizer(added: list[str], vocab_size: int, corpus: list[str] | None = None):
+    """A byte-level BPE with Qwen2's pre-tokenizer, trained on a small text, wrapped as a fast tokenizer."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.normalizer = normalizers.NFC()
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=added, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator((corpus or []) + [FIXTURE_TEXT] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=core)
+
+
+def _qwen25_tokenizer(vocab_size: int = 600):
+    tok = _bpe_tokenizer(QWEN25_ADDED_TOKENS, vocab_size)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                            "additional_special_tokens": QWEN25_ADDED_TOKENS[1:3] + QWEN25_ADDED_TOKENS[3:14]})
+    tok.model_max_length = 131072
+    return tok
+
+
+def _write_tokenizer(tok, out: Path, template: str, tokenizer_class: str) -> None:
+    tok.chat_template = template
+    tok.save_pretrained(out)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(tokenizer_class=tokenizer_class, bos_token=None, clean_up_tokenization_spaces=False,
+               split_special_tokens=False, errors="replace")
+    cfg_path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+
+
+def write_qwen25_instruct_lm(out: str | Path, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4,
+                             num_kv_heads: int = 2, intermediate_size: int = 128, seed: int = 0) -> Path:
+    """A Qwen2.5-*-Instruct folder (Qwen2ForCausalLM, Qwen2Config) at toy size.
+
+    As in the 7B release: ``tie_word_embeddings=false``, rope_theta 1e6, and the embedding matrix has more
+    rows than the tokenizer has tokens (152064 vs 151665), so adding one token needs no resize.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _qwen25_tokenizer()
+    _write_tokenizer(tok, out, released_template("qwen2_5"), "Qwen2Tokenizer")
+    endoftext, im_end = tok.convert_tokens_to_ids("<|endoftext|>"), tok.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen2Config(vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+                         intermediate_size=intermediate_size, max_position_embeddings=32768, rope_theta=1e6,
+                         rms_norm_eps=1e-6, tie_word_embeddings=False, bos_token_id=endoftext, eos_token_id=im_end,
+                         sliding_window=None, use_sliding_window=False, max_window_layers=num_layers)
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    # the release's generation_config.json: stop on <|im_end|> or <|endoftext|>, sampling settings
+    model.generation_config = GenerationConfig(bos_token_id=endoftext, pad_token_id=endoftext,
+                                               eos_token_id=[im_end, endoftext], do_sample=True,
+                                               temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def _clip_preprocessor(image_size: int) -> dict:
+    return {"crop_size": {"height": image_size, "width": image_size}, "do_center_crop": True,
+            "do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+            "image_mean": OPENAI_CLIP_MEAN, "image_processor_type": "CLIPImageProcessor",
+            "image_std": OPENAI_CLIP_STD, "resample": 3, "rescale_factor": 0.00392156862745098,
+            "size": {"shortest_edge": image_size}}
+
+
+def write_clip(out: str | Path, full: bool = True, image_size: int = 56, patch_size: int = 14,
+               hidden_size: int = 32, num_layers: int = 2, num_heads: int = 2, seed: int = 0) -> Path:
+    """A CLIP folder: the full ``CLIPModel`` (as ``openai/clip-vit-large-patch14-336`` ships) or a
+    ``CLIPVisionModel``; ViT-L/14-336's layout (patch 14, quick_gelu) at toy width and image size."""
+    import torch
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
+
+    out = Path(out)
+    vision = dict(hidden_size=hidden_size, intermediate_size=hidden_size * 4, num_hidden_layers=num_layers,
+                  num_attention_heads=num_heads, image_size=image_size, patch_size=patch_size,
+                  projection_dim=hidden_size, hidden_act="quick_gelu")
+    torch.manual_seed(seed)
+    if full:
+        config = CLIPConfig(vision_config=vision, projection_dim=hidden_size,
+                            text_config=dict(hidden_size=hidden_size, intermediate_size=hidden_size * 4,
+                                             num_hidden_layers=1, num_attention_heads=num_heads, vocab_size=512,
+                                             bos_token_id=510, eos_token_id=511, pad_token_id=1,
+                                             max_position_embeddings=77, projection_dim=hidden_size))
+        model = CLIPModel(config)
+    else:
+        model = CLIPVisionModel(CLIPVisionConfig(**vision))
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps(_clip_preprocessor(image_size), indent=2))
+    return out
+
+
+def write_siglip(out: str | Path, image_size: int = 64, patch_size: int = 16, hidden_size: int = 32,
+                 num_layers: int = 2, num_heads: int = 2, seed: int = 0) -> Path:
+    """A full ``SiglipModel`` folder (as ``google/siglip-so400m-patch14-384`` ships: text + vision, mean/std 0.5)."""
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    out = Path(out)
+    common = dict(hidden_size=hidden_size, intermediate_size=hidden_size * 4, num_hidden_layers=num_layers,
+                  num_attention_heads=num_heads)
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(vision_config=dict(image_size=image_size, patch_size=patch_size, **common),
+                                     text_config=dict(vocab_size=512, max_position_embeddings=64, bos_token_id=510,
+                                                      eos_token_id=511, pad_token_id=1, **common)))
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": [0.5, 0.5, 0.5],
+        "image_processor_type": "SiglipImageProcessor", "image_std": [0.5, 0.5, 0.5], "resample": 3,
+        "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}, indent=2))
+    return out
+
+
+def qwen25_vl_preprocessor(min_pixels: int, max_pixels: int) -> dict:
+    """Qwen2.5-VL-*-Instruct's preprocessor_config.json layout (released: min_pixels 3136, max_pixels 12845056)."""
+    return {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
+            "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
+            "image_processor_type": "Qwen2VLImageProcessor",
+            "max_pixels": max_pixels, "merge_size": 2, "min_pixels": min_pixels, "patch_size": 14,
+            "processor_class": "Qwen2_5_VLProcessor", "resample": 3, "rescale_factor": 0.00392156862745098,
+            "temporal_patch_size": 2}
+
+
+def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                    vision_depth: int = 2, min_pixels: int = 3136, max_pixels: int = 28 * 28 * 16,
+                    seed: int = 0) -> Path:
+    """A Qwen2.5-VL-*-Instruct folder (Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLConfig) at toy size:
+    the released tokens and template (trl/chat_templates/qwen2_5_vl.jinja), M-RoPE sections, window attention
+    with full-attention blocks, patch 14 / merge 2 / temporal patch 2, min/max pixels (toy max: few tokens)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _qwen25_tokenizer()
+    _write_tokenizer(tok, out, released_template("qwen2_5_vl"), "Qwen2Tokenizer")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN25_ADDED_TOKENS}
+    heads = 4
+    text = dict(vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=heads, num_key_value_heads=2, intermediate_size=hidden_size * 2,
+                max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},  # released 7B: [16, 24, 24] of head dim 128
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+    vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_heads=2,
+                  out_hidden_size=hidden_size, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                  window_size=112, fullatt_block_indexes=[vision_depth - 1], in_channels=3, hidden_act="silu")
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                              video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], do_sample=True,
+                                               temperature=1e-6, top_p=0.001, top_k=1, repetition_penalty=1.05)
+    model.save_pretrained(out, safe_serialization=True)
+    (out / "preprocessor_config.json").write_text(json.dumps(qwen25_vl_preprocessor(min_pixels, max_pixels), indent=2))
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": released_template("qwen2_5_vl")}, indent=2))
+    return out
