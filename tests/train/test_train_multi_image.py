@@ -67,7 +67,7 @@ def test_encoded_with_one_block_of_image_tokens_per_image_and_collated_in_order(
     batch = collate([[0, 1]], [enc_s, enc_v], encoder.pixels, processor.tokenizer.pad_token_id)
     assert batch["pixel_values"].shape[0] == 4
     for k, key in enumerate(enc_v.image_keys()):  # the volume's slices follow the single image, in order
-        assert torch.equal(batch["pixel_values"][1 + k], encoder.pixels[key])
+        assert torch.equal(batch["pixel_values"][1 + k], encoder.pixels[key]["pixel_values"][0])
     with torch.no_grad():
         packed = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits[0]
         alone_batch = collate([[0]], [enc_v], encoder.pixels, processor.tokenizer.pad_token_id)
