@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,80 @@ def test_demo_refuses_a_vqa_rad_path_without_the_json_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="testset.json"):
         _find_vqa_rad(str(tmp_path))
     assert Path(tmp_path).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5 (GMAI-VL-R1) resumes like the other steps: the heavy sub-steps are stood in for by fakes that write
+# the same completion files the real ones write (questions-summary.json, synth-report.json, the trainer's
+# DONE_FILE, grpo-summary.json), so the test runs in a second and checks only the resume logic.
+# ---------------------------------------------------------------------------------------------
+
+def _fake_r1_steps(monkeypatch, calls: list[str]):
+    import gmai.rl.demo as r1
+    from gmai.rl.questions import RL_FILE, SFT_POOL_FILE
+    from gmai.rl.synth import SYNTH_REPORT
+    from gmai.train.trainer import DONE_FILE
+
+    def build_questions(data_dir, qdir, **kw):
+        calls.append("questions")
+        qdir.mkdir(parents=True, exist_ok=True)
+        summary = {"questions": 2, "sft_questions": 2, "heldout": 0}
+        (qdir / r1.QUESTIONS_SUMMARY).write_text(json.dumps(summary))
+        return summary
+
+    def synthesise(questions, teacher, out, cfg, show_progress=False):
+        calls.append(f"synth:{Path(out).name}")
+        report = {"questions": 2, "sft_rows": 2, "teacher_rows": 0, "template_rows": 2,
+                  "by": {"all": {"all": {f"pass@{cfg.k}": 0.0, "format_rate": 0.0, "chains": 8,
+                                         "acceptance_rate": 0.0}}}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / SYNTH_REPORT).write_text(json.dumps(report))
+        return report
+
+    def run_sft(model, data, out, sft, seed, console):
+        calls.append("sft")
+        (Path(out) / "stage3").mkdir(parents=True)
+        (Path(out) / "stage3" / DONE_FILE).write_text("{}")
+        return Path(out) / "stage3"
+
+    def train_grpo(model, questions, out, cfg):
+        calls.append("grpo")
+        summary = {"steps": 4, "final": str(Path(out) / "final"), "first": {}, "last": {}, "plots": [],
+                   "vision": {}, "revisits": {}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / r1.GRPO_SUMMARY).write_text(json.dumps(summary))
+        return summary
+
+    def evaluate_checkpoint(path, splits, max_new_tokens, reasoning_prompt):
+        calls.append("eval")
+        return {"in": {"n": 4, "accuracy": 0.5, "format_valid": 1.0, "correct": [True, False, True, False]}}
+
+    for name, fake in [("build_questions", build_questions), ("synthesise", synthesise), ("run_sft", run_sft),
+                       ("train_grpo", train_grpo), ("evaluate_checkpoint", evaluate_checkpoint)]:
+        monkeypatch.setattr(r1, name, fake)
+    monkeypatch.setattr(r1, "eval_splits", lambda qdir, hold_out, limit, seed: {"in": ["q"] * 4})
+    monkeypatch.setattr(r1, "read_metrics", lambda out: [])
+    return r1, RL_FILE, SFT_POOL_FILE
+
+
+def test_r1_step_resumes_and_restarts_when_its_settings_change(monkeypatch, tmp_path):
+    calls: list[str] = []
+    r1, *_ = _fake_r1_steps(monkeypatch, calls)
+    out = tmp_path / "r1"
+    first = r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})
+    assert calls == ["questions", "synth:synth", "sft", "grpo", "synth:synth-round2", "eval", "eval", "eval"]
+    assert (out / "r1-demo.md").is_file()
+
+    calls.clear()  # a complete step is skipped as a whole
+    assert r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})["table"] == first["table"]
+    assert calls == []
+
+    calls.clear()  # interrupted after SFT: questions, synthesis and SFT are not redone
+    for done in (out / r1.SUMMARY_FILE, out / "grpo" / r1.GRPO_SUMMARY):
+        done.unlink()
+    r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})
+    assert calls == ["grpo", "eval", "eval", "eval"]
+
+    calls.clear()  # other settings: nothing made with the old ones is reused
+    r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={}, grpo_lr=3e-4)
+    assert calls == ["questions", "synth:synth", "sft", "grpo", "synth:synth-round2", "eval", "eval", "eval"]
