@@ -94,3 +94,59 @@ def test_r1_step_resumes_and_restarts_when_its_settings_change(monkeypatch, tmp_
     calls.clear()  # other settings: nothing made with the old ones is reused
     r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={}, grpo_lr=3e-4)
     assert calls == ["questions", "synth:synth", "sft", "grpo", "synth:synth-round2", "eval", "eval", "eval"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The report's paired test against the majority-answer baseline, on a real `run_eval` output
+# (VQA-RAD JSON layout: testset.json / trainset.json with qid, image_name, answer, answer_type, question).
+# ---------------------------------------------------------------------------------------------
+
+def _vqa_rad(root: Path, n: int) -> tuple[Path, dict[str, str]]:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(root / "images" / "a.jpg")
+    rows, gold = [], {}
+    for i in range(n):
+        closed = i % 2 == 0
+        answer = ("yes" if i % 6 == 0 else "no") if closed else ("left lung" if i % 8 == 1 else "liver")
+        question = f"Is there a mass number {i}?" if closed else f"Where is finding number {i}?"
+        rows.append({"qid": i, "image_name": "a.jpg", "answer": answer, "answer_type": "CLOSED" if closed else "OPEN",
+                     "question": question})
+        gold[question] = answer
+    (root / "testset.json").write_text(json.dumps(rows))
+    (root / "trainset.json").write_text(json.dumps([dict(r, qid=1000 + r["qid"]) for r in rows]))
+    return root, gold
+
+
+class _Answers:
+    name = "fixed"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def generate(self, requests, config=None, batch_size=16):
+        return [self.answer(r.prompt) for r in requests]
+
+
+def test_report_tests_the_model_against_the_majority_answer_on_every_rule(tmp_path):
+    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
+    from gmai.report import majority_paired_tests
+
+    data, gold = _vqa_rad(tmp_path / "vqa", 40)
+    question = lambda prompt: next(q for q in gold if q in prompt)  # noqa: E731
+    oracle, parrot = _Answers(lambda p: gold[question(p)]), _Answers(lambda p: "no" if "Is there" in p else "liver")
+    for name, backend in (("oracle", oracle), ("parrot", parrot)):
+        run_eval(name, [BenchSpec("vqa-rad", str(data))], tmp_path / name, EvalOptions(batch_size=8), backend=backend)
+    report = json.loads((tmp_path / "oracle" / "report.json").read_text())
+    rules = list(report["benchmarks"]["vqa-rad"]["rules"])
+    beats = majority_paired_tests(tmp_path / "oracle")
+    assert [row[1] for row in beats] == rules and len(rules) >= 4
+    # the majority answer is right on 'no' (13 closed) and 'liver' (15 open): 28 of 40; the oracle on all 40
+    baseline = report["benchmarks"]["vqa-rad"]["baselines"]["majority"]["rules"]
+    for label, rule, model, majority, diff, discordant, p, verdict in beats:
+        assert (model, majority, discordant, verdict) == ("100.0", "70.0", "+12/-0", "beats majority"), rule
+        assert majority == f"{100 * baseline[rule]['accuracy']:.1f}" and float(p) < 0.001
+    # answering with the majority itself: no discordant question, p = 1, and the verdict says so
+    same = majority_paired_tests(tmp_path / "parrot")
+    assert {(row[5], row[6], row[7]) for row in same} == {("+0/-0", "1", "does NOT beat majority")}
