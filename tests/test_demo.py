@@ -150,3 +150,79 @@ def test_report_tests_the_model_against_the_majority_answer_on_every_rule(tmp_pa
     # answering with the majority itself: no discordant question, p = 1, and the verdict says so
     same = majority_paired_tests(tmp_path / "parrot")
     assert {(row[5], row[6], row[7]) for row in same} == {("+0/-0", "1", "does NOT beat majority")}
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole demo, shrunk (a few optimiser steps per stage, 8 questions per benchmark, a tiny R1 round):
+# the report a user reads has every section and table, and a rerun redoes nothing.
+# ---------------------------------------------------------------------------------------------
+
+SMALL_TRAINING = [f"stages.{k}.{key}={value}" for k in range(4)
+                  for key, value in (("max_steps", 2), ("per_device_batch_size", 4))]
+SMALL_R1 = {"sft_questions": 8, "grpo_questions": 4, "sft_epochs": 1.0, "grpo_epochs": 1.0, "eval_limit": 8,
+            "max_new_tokens": 16}
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    from gmai.demo import run_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    vqa, _ = _vqa_rad(root / "vqa-rad", 24)
+    out = root / "out"
+    run_demo(str(out), str(vqa), recipe_overrides=SMALL_TRAINING, eval_limit=8, r1_options=SMALL_R1)
+    return out
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    parts = markdown.split("\n## ")[1:]
+    return {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in parts}
+
+
+def _table_header(body: str) -> list[str]:
+    line = next(x for x in body.splitlines() if x.startswith("|"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_demo_report_has_every_section_and_table(small_demo):
+    md = (small_demo / "report.md").read_text()
+    sections = _sections(md)
+    titles = list(sections)
+    for expected in ("1. Data engine", "2. Three-stage training", "3. Stage ablation",
+                     "4. gmai: every scoring rule", "4. vqa-rad: every scoring rule", "5. Examples",
+                     "Does the Stage III model beat the majority answer?", "6. GMAI-VL-R1", "Timings"):
+        assert any(t.startswith(expected) for t in titles), (expected, titles)
+    training = sections[next(t for t in titles if t.startswith("2. "))]
+    for run in ("train/stage0", "train/stage1", "train/stage2", "train/stage3", "train-I+III/stage3"):
+        assert f"| {run} |" in training, run
+    ablation = sections[next(t for t in titles if t.startswith("3. "))]
+    assert _table_header(ablation)[0] == "run" and {"gmai", "vqa-rad"} <= set(_table_header(ablation))
+    for name in ("I", "I+II", "I+III", "I+II+III"):
+        assert f"| {name} |" in ablation, name
+    rules = list(json.loads((small_demo / "eval" / "I+II+III" / "report.json").read_text())["rules"])
+    for bench in ("gmai", "vqa-rad"):
+        body = sections[f"4. {bench}: every scoring rule, model vs baselines (I+II+III)"]
+        assert _table_header(body) == ["rule", "model", "majority", "question-only"]
+        assert all(f"| {rule} |" in body for rule in rules)
+    majority = sections["Does the Stage III model beat the majority answer? (I+II+III, paired)"]
+    assert _table_header(majority)[:3] == ["benchmark", "rule", "model %"]
+    assert all(f"| {b} | {r} |" in majority for b in ("gmai", "vqa-rad") for r in rules)
+    r1 = sections["6. GMAI-VL-R1: rejection sampling, SFT, GRPO"]
+    assert "| model |" in r1 and "| GRPO (R1) |" in r1 and "| Stage III (plain prompt) |" in r1
+    assert "one seed on one machine" in r1
+    html = (small_demo / "report.html").read_text()
+    assert html.count("<table>") >= 7 and "GMAI-VL-R1" in html
+
+
+@pytest.mark.slow
+def test_demo_rerun_resumes_every_step(small_demo, tmp_path):
+    from gmai.demo import run_demo
+
+    made = [small_demo / "data" / "stats.json", small_demo / "train" / "stage3" / "model.safetensors",
+            small_demo / "train-I+III" / "stage3" / "model.safetensors", small_demo / "r1" / "r1-demo.json",
+            *sorted((small_demo / "eval").glob("*/cache/*.jsonl"))]
+    before = {p: p.stat().st_mtime_ns for p in made}
+    vqa = small_demo.parent / "vqa-rad"
+    run_demo(str(small_demo), str(vqa), recipe_overrides=SMALL_TRAINING, eval_limit=8, r1_options=SMALL_R1)
+    assert {p: p.stat().st_mtime_ns for p in made} == before
