@@ -33,3 +33,12 @@ def test_make_test_fails_unless_pytest_passes(tmp_path, target, pytest_exit, ok)
     result = _make(tmp_path, target, pytest_exit)
     assert "fake pytest -m pytest -q" in result.stdout
     assert (result.returncode == 0) is ok, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_demo_writes_where_out_says(tmp_path):
+    """README: `make demo OUT=elsewhere` writes somewhere else."""
+    venv = tmp_path / "venv"
+    result = subprocess.run(["make", "-n", "-C", str(ROOT), "demo", f"VENV={venv}", "OUT=elsewhere"],
+                            capture_output=True, text=True, timeout=60)
+    assert f"{venv}/bin/gmai demo --out elsewhere" in result.stdout
