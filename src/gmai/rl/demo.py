@@ -37,9 +37,9 @@ R1_NAME, STAGE3_NAME = "GRPO (R1)", "Stage III (plain prompt)"
 DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 SUMMARY_FILE, QUESTIONS_SUMMARY, GRPO_SUMMARY = "r1-demo.json", "questions-summary.json", "grpo-summary.json"
 SEED_NOTE = ("one seed on one machine: at this size GRPO's difference from its SFT start has changed sign between "
-             "machines (+0.109 and -0.094 on held-out X-ray, both p < 0.001), so the lines below describe this run only; "
-             "what holds across seeds is in benchmarks/results/r1_sweep.md (mean +- sd over 3 seeds, "
-             "benchmarks/r1_sweep.py)")
+             "machines (+0.109 and -0.094 on held-out X-ray, both p < 0.001), so the verdicts below hold for this run "
+             "only and are not a finding about GRPO; `benchmarks/r1_sweep.py --runs default --seeds 0,1,2` gives the "
+             "mean +- sd over 3 seeds")
 
 
 def choose_heldout_modality(data_dir: str | Path, min_images: int = 40) -> str | None:
