@@ -11,8 +11,9 @@ demo does (max side 512, 24 new tokens, greedy), and tests each against the majo
 ``gmai.report.majority_paired_tests``). The table says, per benchmark, the first checkpoint that beats the majority
 under every scoring rule (p < 0.05), if any. Writes ``benchmarks/results/accuracy_vs_tokens.{json,md}``.
 
-Not run in the session that wrote it (the shared machine was at load 15-20 on 2 cores: one Stage III epoch did
-not fit in the time left); no result is committed yet.
+Only smoke-tested in the session that wrote it (a synthetic 2-step run: step checkpoints load and score): the
+shared machine was at load 10-20 on 2 cores and one real Stage III epoch did not fit in the time left, so no
+result is committed yet.
 """
 
 from __future__ import annotations

@@ -226,3 +226,13 @@ def test_demo_rerun_resumes_every_step(small_demo, tmp_path):
     vqa = small_demo.parent / "vqa-rad"
     run_demo(str(small_demo), str(vqa), recipe_overrides=SMALL_TRAINING, eval_limit=8, r1_options=SMALL_R1)
     assert {p: p.stat().st_mtime_ns for p in made} == before
+
+
+def test_majority_tests_skip_a_benchmark_with_nothing_scored(tmp_path):
+    from gmai.report import majority_paired_tests
+
+    bench = {"benchmark": "gmai", "path": str(tmp_path), "split": None, "rules": {"gmai@1": {}},
+             "baselines": {"majority": {"rules": {}}}}
+    (tmp_path / "report.json").write_text(json.dumps({"benchmarks": {"gmai": bench}}))
+    (tmp_path / "predictions.jsonl").write_text("")
+    assert majority_paired_tests(tmp_path) == []

@@ -114,6 +114,8 @@ def majority_paired_tests(run_dir: Path) -> list[list[Any]]:
         if "majority" not in (bench.get("baselines") or {}):
             continue
         mine = [r for r in rows if r["benchmark"] == bench["benchmark"]]
+        if not mine:  # nothing scored on this benchmark: nothing to test
+            continue
         test = {str(it.qid): it for it in load_benchmark(bench["benchmark"], bench["path"], split=bench["split"])}
         items = [test[str(r["qid"])] for r in mine]
         train = load_benchmark(bench["benchmark"], bench["path"], split="train")
