@@ -154,9 +154,11 @@ def count_tokens(model_dir: str, bench_dir: Path) -> int:
     return sum(len(encoder.encode(s)) for s in samples)
 
 
-def child(side: str, args) -> dict:
+def child(side: str, args, r: int = 0, profile: str = "") -> dict:
+    # a fresh folder per round: gmai's trainer resumes a folder whose stage is complete (it would skip the work)
+    out = Path(args.work) / f"{side}-round{r}{'-profile' if profile else ''}"
     cmd = [sys.executable, __file__, "--child", side, "--model", args.model, "--bench-data", str(args.bench_data),
-           "--out", str(Path(args.work) / side), "--threads", str(args.threads),
+           "--out", str(out), "--threads", str(args.threads), "--profile-to", profile,
            "--our-batch-rows", str(args.our_batch_rows), "--our-grad-accum", str(args.our_grad_accum),
            "--our-max-length", str(args.our_max_length), "--trl-batch", str(args.trl_batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
@@ -188,6 +190,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bench-data", default="")
     p.add_argument("--out", default="")
     p.add_argument("--trl-batch", type=int, default=8)
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, one more (untimed) gmai run under cProfile: where its time goes")
+    p.add_argument("--profile-to", default="")
     return p.parse_args()
 
 
@@ -195,7 +200,19 @@ def run_child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    result = run_ours(args) if args.child == "ours" else run_trl(args)
+    side = run_ours if args.child == "ours" else run_trl
+    if args.profile_to:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(side, args)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        Path(args.profile_to).write_text(text.getvalue())
+    else:
+        result = side(args)
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
 
@@ -222,7 +239,7 @@ def run_rounds(args, samples: int, tokens: int) -> dict[str, list[dict]]:
         if side == "trl-best":  # ours runs first in round 0 (the order rotates from there)
             args.trl_batch = batch_for_steps(samples, steps_of_ours[0]) if steps_of_ours else 8
         print(f"round {r}: {side} ...", flush=True)
-        result = child(side, args)
+        result = child(side, args, r)
         if side == "ours" and not result.get("failed"):
             steps_of_ours.append(result["steps"])
         if not result.get("failed"):
@@ -296,6 +313,9 @@ def main() -> None:
         args.model, args.bench_data, args.work = str(tmp / "model"), tmp / "bench", tmp
         tokens = count_tokens(args.model, tmp / "bench")
         rounds = run_rounds(args, len(samples), tokens)
+        if args.profile:
+            profile = Path(args.json).with_name("train_throughput_profile_gmai.txt")
+            child("ours", args, 0, str(profile))
     report = {"benchmark": "train_throughput", "synthetic_data": synthetic, "data": data_dirs,
               "source": "SYNTHETIC corpus" if synthetic else ", ".join(data_dirs), "samples": len(samples),
               "tokens": tokens, "threads": args.threads, "rounds_count": args.rounds, "rounds": rounds,
