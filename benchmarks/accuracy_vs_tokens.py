@@ -11,9 +11,10 @@ demo does (max side 512, 24 new tokens, greedy), and tests each against the majo
 ``gmai.report.majority_paired_tests``). The table says, per benchmark, the first checkpoint that beats the majority
 under every scoring rule (p < 0.05), if any. Writes ``benchmarks/results/accuracy_vs_tokens.{json,md}``.
 
-Only smoke-tested in the session that wrote it (a synthetic 2-step run: step checkpoints load and score): the
-shared machine was at load 10-20 on 2 cores and one real Stage III epoch did not fit in the time left, so no
-result is committed yet.
+Committed runs (busy shared machine, one seed): ``results/accuracy_vs_tokens.md`` (the demo's recipe: one Stage III
+epoch, 138 steps) and ``results/accuracy_vs_tokens_vqarad_full.md`` (all of VQA-RAD's train split in Stage III, fewer
+captions, 192 steps). Neither crosses the majority answer under every rule within one epoch; longer runs are not
+measured yet.
 """
 
 from __future__ import annotations
