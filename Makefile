@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/gmai demo --out $(OUT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -q tests  # pytest's own exit code: 5 (no tests collected) fails the target too
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests

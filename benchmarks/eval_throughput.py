@@ -3,9 +3,15 @@
 Same model, same questions, same greedy decoding settings, measured in one run. The batched side is
 ``gmai.eval.runner.generate_predictions`` (image loading, prompt building, batched ``gmai.infer``
 generation, cache writes); the baseline loads each question's image and calls ``generate`` on that one
-question. Target: >= 3x questions/s at batch 16 on CPU.
+question. Target: >= 3x questions/s at batch 16 on CPU, at 16 new tokens (a VQA answer's usual length) as well
+as at 64, with full-size VQA-RAD images (``--max-side 0``).
 
-    python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 16] [--vqa-rad DIR]
+    python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 16,64] [--rounds 3]
+
+Rounds: each round runs both modes over all questions, in chunks of 2 batches alternating which mode goes first;
+the result keeps every round and the medians (the speed-up is the ratio of the median wall times; both modes have
+the same questions, settings and images, so it compares like with like). Replies are compared question by question
+(``same_replies``). CPU seconds and load averages: ``benchmarks/measure.py`` (this process, all its threads).
 
 Questions come from VQA-RAD test when the shared copy is present, else from synthetic images (said so
 in the output). The model is the ``tiny`` preset with random weights (a trained tiny checkpoint can be
@@ -17,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import Window, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_VQA_RAD = ROOT.parent / "shared" / "data" / "vqa-rad"
@@ -72,20 +80,20 @@ def one_at_a_time(backend, items, config) -> tuple[float, list[str]]:
     from gmai.infer import ChatRequest
 
     replies = []
-    start, cpu = time.perf_counter(), time.process_time()
-    for item in items:
-        request = ChatRequest(prompt=build_prompt(item), images=item.load_images(MAX_SIDE))
-        replies.extend(backend.generate([request], config, batch_size=1))
-    return (time.perf_counter() - start, time.process_time() - cpu), replies
+    with Window() as window:
+        for item in items:
+            request = ChatRequest(prompt=build_prompt(item), images=item.load_images(MAX_SIDE))
+            replies.extend(backend.generate([request], config, batch_size=1))
+    return (window.wall_s, window.cpu_s), replies
 
 
 def batched(backend, items, config, batch_size: int, tmp: Path, tag: str) -> tuple[float, list[str]]:
     from gmai.eval.runner import PredictionCache, generate_predictions
 
     cache = PredictionCache(tmp / f"cache_{tag}.jsonl", "throughput")
-    start, cpu = time.perf_counter(), time.process_time()
-    preds = generate_predictions(backend, items, config, cache, batch_size=batch_size, max_side=MAX_SIDE)
-    return (time.perf_counter() - start, time.process_time() - cpu), [preds[it.qid]["prediction"] for it in items]
+    with Window() as window:
+        preds = generate_predictions(backend, items, config, cache, batch_size=batch_size, max_side=MAX_SIDE)
+    return (window.wall_s, window.cpu_s), [preds[it.qid]["prediction"] for it in items]
 
 
 def interleaved(backend, items, config, batch_size: int, tmp: Path):
@@ -107,29 +115,39 @@ def interleaved(backend, items, config, batch_size: int, tmp: Path):
     return t_single, single, t_batch, batch
 
 
-def measure(backend, items, max_new_tokens: int, batch_size: int, tmp: Path) -> dict:
+def measure(backend, items, max_new_tokens: int, batch_size: int, tmp: Path, rounds: int) -> dict:
     from gmai.infer import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0)
     one_at_a_time(backend, items[:2], config)  # warm-up (allocator, kernels)
-    t_single, single, t_batch, batch = interleaved(backend, items, config, batch_size, tmp / f"t{max_new_tokens}")
+    every, same = [], []
+    for r in range(rounds):
+        (tmp / f"t{max_new_tokens}-r{r}").mkdir(parents=True)
+        t_single, single, t_batch, batch = interleaved(backend, items, config, batch_size, tmp / f"t{max_new_tokens}-r{r}")
+        every.append({"one_at_a_time": {"seconds": round(t_single[0], 3), "cpu_seconds": round(t_single[1], 3)},
+                      "batched": {"seconds": round(t_batch[0], 3), "cpu_seconds": round(t_batch[1], 3)},
+                      "load_avg": machine()["load_avg"]})
+        same.append(sum(a == b for a, b in zip(single, batch)))
     n = len(items)
-    (wall_1, cpu_1), (wall_b, cpu_b) = t_single, t_batch
-    return {"max_new_tokens": max_new_tokens,
-            "one_at_a_time": {"seconds": round(wall_1, 3), "questions_per_s": round(n / wall_1, 3),
-                              "cpu_seconds": round(cpu_1, 3)},
-            "batched": {"seconds": round(wall_b, 3), "questions_per_s": round(n / wall_b, 3),
-                        "cpu_seconds": round(cpu_b, 3)},
+    med = lambda mode, key: statistics.median(x[mode][key] for x in every)  # noqa: E731
+    wall_1, wall_b = med("one_at_a_time", "seconds"), med("batched", "seconds")
+    cpu_1, cpu_b = med("one_at_a_time", "cpu_seconds"), med("batched", "cpu_seconds")
+    return {"max_new_tokens": max_new_tokens, "rounds": every,
+            "one_at_a_time": {"median_seconds": wall_1, "questions_per_s": round(n / wall_1, 3),
+                              "median_cpu_seconds": cpu_1},
+            "batched": {"median_seconds": wall_b, "questions_per_s": round(n / wall_b, 3), "median_cpu_seconds": cpu_b},
             "speedup": round(wall_1 / wall_b, 2), "cpu_time_ratio": round(cpu_1 / cpu_b, 2),
-            "same_replies": sum(a == b for a, b in zip(single, batch))}
+            "speedup_per_round": [round(x["one_at_a_time"]["seconds"] / x["batched"]["seconds"], 2) for x in every],
+            "same_replies": min(same)}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=64, help="questions")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", default="16,64",
                         help="comma-separated caps to measure; 64 is `gmai eval`'s default")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for both sides (default 1: stable timings on a shared machine; "
                              "0 = torch's default)")
@@ -138,8 +156,30 @@ def main() -> None:
                         help="image downscale on load, both sides (gmai eval --max-side); 0 = full resolution")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of the random tiny model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+TARGET = 3.0
+
+
+def print_table(result: dict) -> None:
+    n = result["questions"]
+    print(f"eval throughput on {n} questions ({result['source']}); model: {result['model']}; batch "
+          f"{result['batch_size']}; image max side={result['image_max_side'] or 'full'}; torch threads="
+          f"{result['torch_threads']}; {result['rounds']} rounds; {result['machine']['note']}")
+    print(f"{'max_new_tokens':>14}{'1-at-a-time q/s':>17}{'batched q/s':>13}{'speedup':>9}"
+          f"{'CPU-time ratio':>16}{'same replies':>14}   (medians; speed-up per round)")
+    for r in result["runs"]:
+        print(f"{r['max_new_tokens']:>14}{r['one_at_a_time']['questions_per_s']:>17.2f}"
+              f"{r['batched']['questions_per_s']:>13.2f}{r['speedup']:>8.2f}x{r['cpu_time_ratio']:>15.2f}x"
+              f"{r['same_replies']:>10}/{n}   {', '.join(f'{x:.2f}x' for x in r['speedup_per_round'])}")
+    for r in result["runs"]:
+        verdict = "met" if r["speedup"] >= TARGET else "NOT met"
+        print(f"target >= {TARGET:.0f}x at max_new_tokens={r['max_new_tokens']}: {verdict}")
+
+
+def main() -> None:
+    args = parse_args()
     import torch
 
     global MAX_SIDE
@@ -151,33 +191,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         items, source = load_questions(args.n, args.vqa_rad, tmp)
         backend, model_desc = build_backend(args.checkpoint, [it.question for it in items])
-        runs = []
-        for cap in caps:
-            (tmp / f"t{cap}").mkdir()
-            runs.append(measure(backend, items, cap, args.batch_size, tmp))
-
-    n = len(items)
-    target = 3.0
-    result = {"questions": n, "source": source, "model": model_desc, "batch_size": args.batch_size,
-              "image_max_side": args.max_side,
-              "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-              "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
-              "order": "interleaved chunks of 2 batches, alternating which mode runs first",
-              "target_speedup": target, "runs": runs}
-    print(f"eval throughput on {n} questions ({source}); model: {model_desc}; batch {args.batch_size}; "
-          f"image max side={args.max_side or 'full'}; torch threads={result['torch_threads']}; "
-          f"load average {result['load_average_1min']}")
-    print(f"{'max_new_tokens':>14}{'1-at-a-time q/s':>17}{'batched q/s':>13}{'speedup':>9}"
-          f"{'CPU-time ratio':>16}{'same replies':>14}")
-    for r in runs:
-        print(f"{r['max_new_tokens']:>14}{r['one_at_a_time']['questions_per_s']:>17.2f}"
-              f"{r['batched']['questions_per_s']:>13.2f}{r['speedup']:>8.2f}x{r['cpu_time_ratio']:>15.2f}x"
-              f"{r['same_replies']:>10}/{n}")
-    print("speedup = wall-clock questions/s ratio (the target); CPU-time ratio = process CPU seconds, "
-          "less sensitive to other processes on shared cores")
-    for r in runs:
-        verdict = "met" if r["speedup"] >= target else "NOT met"
-        print(f"target >= {target:.0f}x at max_new_tokens={r['max_new_tokens']}: {verdict}")
+        runs = [measure(backend, items, cap, args.batch_size, tmp, args.rounds) for cap in caps]
+    result = {"questions": len(items), "source": source, "model": model_desc, "batch_size": args.batch_size,
+              "image_max_side": args.max_side, "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+              "order": "per round: interleaved chunks of 2 batches, alternating which mode runs first",
+              "target_speedup": TARGET, "runs": runs, "machine": machine()}
+    print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -10,6 +10,12 @@ start (accuracy difference and exact McNemar p on the in-distribution and held-o
 format-valid rate, and the per-step trends of the reward and of the zero-signal fraction (slope with a 95% CI).
 Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``).
 
+Seeds (``--seeds 0,1,2``): each configuration runs once per seed (``seed`` of ``run_r1_demo``: questions, synthesis,
+SFT and GRPO sampling); seed 0 is the configuration's own folder, seed k its ``-seedk`` folder. Configurations
+with several seeds get a second table: GRPO - SFT per split as mean +- sd over the seeds, and in how many seeds
+it is significantly positive / negative. At this size one seed's sign does not carry over to another machine or
+seed, so only what holds across seeds should be read as a result (the demo's R1 notes say so).
+
 Configurations differ from ``default`` (the ``make demo`` setting) only in what their kwargs name:
 GRPO's question kinds, question count, epochs, batch, rewards (``accuracy_strict``: no accuracy credit without
 the format), temperature and TRL loss type.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +46,48 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(name: str, demo_out: Path, work: Path, threads: int) -> Path:
+def run_folder(work: Path, name: str, seed: int) -> Path:
+    return work / (name if seed == 0 else f"{name}-seed{seed}")
+
+
+def run(name: str, demo_out: Path, work: Path, threads: int, seed: int = 0) -> Path:
     from gmai.rl.demo import run_r1_demo
 
-    out = work / name
+    out = run_folder(work, name, seed)
     if not (out / "r1-demo.json").exists():
         kwargs = dict(CONFIGS[name])
         if "grpo_kinds" in kwargs:
             kwargs["grpo_kinds"] = tuple(kwargs["grpo_kinds"])
         kwargs.setdefault("torch_threads", threads)
-        run_r1_demo(demo_out / "train" / "stage3", demo_out / "data", out, **kwargs)
+        run_r1_demo(demo_out / "train" / "stage3", demo_out / "data", out, seed=seed, **kwargs)
     return out
 
 
-def summarise(name: str, out: Path) -> dict[str, Any]:
+def across_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration run with >= 2 seeds: GRPO - SFT per split as mean +- sd, and the seeds' verdicts."""
+    by_config: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_config.setdefault(r["config"], []).append(r)
+    out = []
+    for name, runs in by_config.items():
+        if len(runs) < 2:
+            continue
+        row: dict[str, Any] = {"config": name, "seeds": [r["seed"] for r in runs]}
+        for split in ("in-dist", "held-out"):
+            diffs = [r[f"{split}: GRPO - SFT"] for r in runs if f"{split}: GRPO - SFT" in r]
+            if len(diffs) < 2:
+                continue
+            up = sum(d > 0 and r[f"{split}: p"] < 0.05 for d, r in zip(diffs, runs))
+            down = sum(d < 0 and r[f"{split}: p"] < 0.05 for d, r in zip(diffs, runs))
+            row[f"{split}: GRPO - SFT mean +- sd"] = f"{statistics.mean(diffs):+.3f} +- {statistics.stdev(diffs):.3f}"
+            row[f"{split}: seeds better / worse (p < 0.05)"] = f"{up} / {down} of {len(diffs)}"
+        out.append(row)
+    return out
+
+
+def summarise(name: str, out: Path, seed: int = 0) -> dict[str, Any]:
     demo = json.loads((out / "r1-demo.json").read_text())
-    row: dict[str, Any] = {"config": name, "kwargs": CONFIGS.get(name, {})}
+    row: dict[str, Any] = {"config": name, "seed": seed, "kwargs": CONFIGS.get(name, {})}
     for split, comparison in demo["comparisons"].items():
         short = "held-out" if split.startswith("held-out") else "in-dist"
         vs_sft = comparison["grpo_vs_sft"]
@@ -74,7 +107,7 @@ def _fmt(value: Any, column: str) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if "format-valid" in column else f"{value:+.4f}"
     if isinstance(value, list):
-        return "[" + ", ".join(f"{v:+.4f}" for v in value) + "]"
+        return "[" + ", ".join(str(v) if isinstance(v, int) else f"{v:+.4f}" for v in value) + "]"
     return "-" if value is None else str(value)
 
 
@@ -95,13 +128,19 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    cols = [c for c in rows[0] if c != "kwargs"]
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    cols = list(dict.fromkeys(c for r in rows for c in r if c != "kwargs"))
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in rows]
-    lines += ["", *verdicts(rows)]
+    return lines + ["| " + " | ".join(_fmt(r.get(c), c) for c in cols) + " |" for r in rows]
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [*_table(rows), "", *verdicts(rows)]
+    seeds = across_seeds(rows)
+    if seeds:
+        lines += ["", "Across seeds (what a single run cannot show):", "", *_table(seeds)]
     lines += ["", "kwargs of `gmai.rl.demo.run_r1_demo` per configuration (`default` = `make demo`):", ""]
-    lines += [f"- `{r['config']}`: `{json.dumps(r['kwargs'])}`" for r in rows]
+    lines += [f"- `{name}`: `{json.dumps(CONFIGS.get(name, {}))}`" for name in dict.fromkeys(r["config"] for r in rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -111,16 +150,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "r1-sweep")
     parser.add_argument("--runs", default=",".join(CONFIGS))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds per configuration (e.g. 0,1,2)")
     parser.add_argument("--summarise-only", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "r1_sweep")
     args = parser.parse_args()
     rows = []
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     for name in [n.strip() for n in args.runs.split(",") if n.strip()]:
         if name not in CONFIGS:
             raise SystemExit(f"unknown configuration {name!r}; known: {', '.join(CONFIGS)}")
-        out = args.work / name if args.summarise_only else run(name, args.demo_out, args.work, args.threads)
-        if (out / "r1-demo.json").exists():
-            rows.append(summarise(name, out))
+        for seed in seeds:
+            out = run_folder(args.work, name, seed) if args.summarise_only else \
+                run(name, args.demo_out, args.work, args.threads, seed)
+            if (out / "r1-demo.json").exists():
+                rows.append(summarise(name, out, seed))
     if not rows:
         raise SystemExit(f"no finished runs under {args.work}")
     text = markdown(rows)

@@ -1,19 +1,25 @@
-"""Stage III training throughput: gmai's trainer (packing) vs TRL's ``SFTTrainer`` with its defaults.
+"""Stage III training throughput: gmai's trainer (packing) vs TRL's ``SFTTrainer``, twice:
 
-Same model (the ``tiny`` preset, one saved checkpoint both start from), same samples (the Stage III
-mixture after the quality filter), same hardware, one epoch each, measured in one run. Each side runs
-in its own subprocess so peak memory (max RSS, whole process) is its own.
+- ``trl-defaults``: ``SFTConfig`` defaults, what a user gets (gradient checkpointing on, loss on every token,
+  batch 8), with only what the stack notes require on CPU (``use_cpu=True``, ``bf16=False``);
+- ``trl-best``: TRL's best configuration for gmai's objective: loss on assistant tokens only
+  (``assistant_only_loss=True``: gmai's chat template has the ``{% generation %}`` markers it needs), no gradient
+  checkpointing, and a batch size giving the optimizer-step count closest to gmai's (same learning-rate schedule
+  granularity). TRL 1.16 refuses packing and padding-free for vision datasets ("Packing is not supported for
+  vision datasets"), so it pads every batch to its longest sample.
 
-    python benchmarks/train_throughput.py [--data DIR ...] [--max-samples 480] [--threads 2]
+Same model (the ``tiny`` preset, one saved checkpoint every side starts from), same samples (the Stage III
+mixture after the quality filter, written once as JSONL + PNG files), one epoch each (the same tokens), same
+learning rate, no warm-up. Each side runs in its own subprocess, so its peak memory (max RSS) is its own.
+Timed window: from "model + data on disk" to "trained"; image decoding, tokenisation and collation are inside it
+on every side, each decoding the same PNG files per sample; TRL's ``datasets.Dataset`` (whose construction
+re-encodes the images as PNG) is built before the window; checkpoint saving is outside it on every side.
 
-Both wall time and CPU time (user + system, all threads) are reported: on a machine shared with other
-jobs the wall time mostly measures the neighbours, while tokens per CPU-second is the work each side needs.
-tokens/s = non-padding input tokens of the epoch / wall seconds from "model + data on disk" to
-"trained" (data loading, tokenisation, image preprocessing and collation included on both sides;
-checkpoint saving excluded on both sides). The TRL side uses ``SFTConfig`` defaults except what the
-stack notes require on CPU (``use_cpu=True``, ``bf16=False``), ``num_train_epochs=1`` (same data
-amount as ours) and no intermediate saving/reporting. A second TRL row turns its default gradient
-checkpointing off, so the comparison is not only about that.
+    python benchmarks/train_throughput.py [--data DIR ...] [--max-samples 480] [--threads 2] [--rounds 3]
+
+Rounds: every side once per round, the order rotating between rounds; the table gives the median and every
+round, peak memory as the median of the rounds; ratios are only between sides of the same workload. CPU seconds
+and load averages: ``benchmarks/measure.py``.
 
 Without --data the samples come from a SYNTHETIC corpus (gmai.train.fixtures: drawn shapes, captions of
 varied length, reports, Q&A) - said so in the output.
@@ -23,14 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import platform
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/measure.py, also in the child processes
+from measure import Window, interleaved_rounds, machine, peak_rss_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MIXTURE = {"general_caption": 0.5, "core_med_caption": 1.0, "other_med_caption": 0.05, "report": 0.3,
@@ -53,18 +61,7 @@ def stage3_samples(data_dirs: list[str], max_samples: int, seed: int = 0):
     return cfg, chosen[:max_samples]
 
 
-def cpu_seconds() -> float:
-    """user + system CPU time of this process, all threads: the compute a run costs, whatever else the
-    machine is running (wall time on a shared machine mostly measures the neighbours)."""
-    t = os.times()
-    return t.user + t.system
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-# ------------------------------------------------------------------ the two sides (run in subprocesses)
+# ------------------------------------------------------------------ the sides (each in its own subprocess)
 
 def run_ours(args) -> dict:
     from gmai.train.config import config_from_dict
@@ -77,13 +74,40 @@ def run_ours(args) -> dict:
                            "epochs": 1, "per_device_batch_size": args.our_batch_rows,
                            "grad_accum": args.our_grad_accum, "max_length": args.our_max_length,
                            "packing": True, "warmup_ratio": 0.0, "mixture": {"all": 1.0}}}}
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    summary = train(config_from_dict(tree), args.bench_data, args.out, stages=[3])
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    with Window() as window:
+        summary = train(config_from_dict(tree), args.bench_data, args.out, stages=[3])
     info = summary[3]
     save_s = json.loads((Path(args.out) / "metrics.jsonl").read_text().splitlines()[-1]).get("save_s", 0.0)
-    return {"wall_s": wall - save_s, "cpu_s": cpu, "tokens": info["tokens"], "samples": info["samples"], "steps": info["steps"],
-            "first_loss": info["first_loss"], "last_loss": info["last_loss"]}
+    return {"wall_s": window.wall_s - save_s, "cpu_s": window.cpu_s, "tokens": info["tokens"],
+            "samples": info["samples"], "steps": info["steps"], "first_loss": info["first_loss"],
+            "last_loss": info["last_loss"]}
+
+
+def to_messages(row: dict) -> list[dict]:
+    """A LLaVA JSONL row as TRL's conversational VLM format (the image placed first in the first user turn)."""
+    msgs, placed = [], False
+    for turn in row["conversations"]:
+        role = "user" if turn["from"] == "human" else "assistant"
+        text = turn["value"].replace("<image>\n", "").replace("<image>", "")
+        content = [{"type": "text", "text": text}]
+        if role == "user" and not placed:
+            content.insert(0, {"type": "image"})
+            placed = True
+        msgs.append({"role": role, "content": content})
+    return msgs
+
+
+def trl_config(args):
+    """``trl-defaults``: SFTConfig's defaults; ``trl-best``: assistant-only loss, no gradient checkpointing,
+    ``--trl-batch`` samples per step (set by the parent to match gmai's optimizer-step count)."""
+    from trl import SFTConfig
+
+    common = dict(output_dir=args.out, use_cpu=True, bf16=False, num_train_epochs=1, save_strategy="no",
+                  report_to=[], logging_steps=10, learning_rate=2e-5, dataloader_num_workers=0, disable_tqdm=True)
+    if args.child == "trl-defaults":
+        return SFTConfig(**common)
+    return SFTConfig(**common, assistant_only_loss=True, gradient_checkpointing=False,
+                     per_device_train_batch_size=args.trl_batch)
 
 
 def run_trl(args) -> dict:
@@ -91,39 +115,28 @@ def run_trl(args) -> dict:
     from datasets import Dataset
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     torch.set_num_threads(args.threads)
     rows = [json.loads(x) for x in (Path(args.bench_data) / "bench.jsonl").read_text().splitlines()]
-
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    processor = AutoProcessor.from_pretrained(args.model)
-    model = AutoModelForImageTextToText.from_pretrained(args.model)
-
-    def to_messages(row):
-        msgs, placed = [], False
-        for turn in row["conversations"]:
-            role = "user" if turn["from"] == "human" else "assistant"
-            text = turn["value"].replace("<image>\n", "").replace("<image>", "")
-            content = [{"type": "text", "text": text}]
-            if role == "user" and not placed:
-                content.insert(0, {"type": "image"})
-                placed = True
-            msgs.append({"role": role, "content": content})
-        return msgs
-
+    # Built before the window: datasets re-encodes every PIL image as PNG here; samples decode them again when
+    # read, inside the window, as ours decodes its PNG files.
     data = Dataset.from_list([{"messages": to_messages(r),
                                "images": [Image.open(Path(args.bench_data) / r["image"]).convert("RGB")]}
                               for r in rows])
-    config = SFTConfig(output_dir=args.out, use_cpu=True, bf16=False, num_train_epochs=1, save_strategy="no",
-                       report_to=[], logging_steps=10, learning_rate=2e-5, dataloader_num_workers=0,
-                       gradient_checkpointing=not args.no_gc, disable_tqdm=True)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=processor)
-    result = trainer.train()
-    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    config = trl_config(args)
+    with Window() as window:
+        processor = AutoProcessor.from_pretrained(args.model)
+        model = AutoModelForImageTextToText.from_pretrained(args.model)
+        trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=processor)
+        result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"wall_s": wall, "cpu_s": cpu, "steps": result.global_step, "samples": len(rows), "train_loss": result.training_loss,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    return {"wall_s": window.wall_s, "cpu_s": window.cpu_s, "steps": result.global_step, "samples": len(rows),
+            "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None,
+            "config": {"gradient_checkpointing": config.gradient_checkpointing,
+                       "assistant_only_loss": config.assistant_only_loss,
+                       "per_device_train_batch_size": config.per_device_train_batch_size}}
 
 
 # ------------------------------------------------------------------ orchestration
@@ -141,46 +154,150 @@ def count_tokens(model_dir: str, bench_dir: Path) -> int:
     return sum(len(encoder.encode(s)) for s in samples)
 
 
-def child(side: str, args) -> dict:
+def child(side: str, args, r: int = 0, profile: str = "") -> dict:
+    # a fresh folder per round: gmai's trainer resumes a folder whose stage is complete (it would skip the work)
+    out = Path(args.work) / f"{side}-round{r}{'-profile' if profile else ''}"
     cmd = [sys.executable, __file__, "--child", side, "--model", args.model, "--bench-data", str(args.bench_data),
-           "--out", str(Path(args.work) / side), "--threads", str(args.threads),
+           "--out", str(out), "--threads", str(args.threads), "--profile-to", profile,
            "--our-batch-rows", str(args.our_batch_rows), "--our-grad-accum", str(args.our_grad_accum),
-           "--our-max-length", str(args.our_max_length)] + (["--no-gc"] if side == "trl-no-gc" else [])
+           "--our-max-length", str(args.our_max_length), "--trl-batch", str(args.trl_batch)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "OMP_WAIT_POLICY": "PASSIVE"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{side} failed:\n{proc.stderr[-4000:]}")
+        return {"failed": True, "error": proc.stderr[-3000:]}
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
     return json.loads(line[len("RESULT "):])
 
 
-def main() -> None:
+def batch_for_steps(samples: int, steps: int) -> int:
+    """The per-step batch whose one-epoch step count (ceil(samples / batch)) is closest to ``steps``."""
+    return min(range(1, samples + 1), key=lambda b: (abs(math.ceil(samples / b) - steps), b))
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", action="append", default=[], help="data folder(s) from `gmai data build`")
     p.add_argument("--max-samples", type=int, default=480)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--our-max-length", type=int, default=512, help="packed row length (ours)")
     p.add_argument("--our-batch-rows", type=int, default=2, help="packed rows per micro-batch (ours)")
     p.add_argument("--our-grad-accum", type=int, default=2, help="micro-batches per optimizer step (ours)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
-    p.add_argument("--skip-no-gc", action="store_true", help="only TRL with its defaults")
     # child-process arguments
     p.add_argument("--child", default="")
     p.add_argument("--model", default="")
     p.add_argument("--bench-data", default="")
     p.add_argument("--out", default="")
-    p.add_argument("--no-gc", action="store_true")
-    args = p.parse_args()
+    p.add_argument("--trl-batch", type=int, default=8)
+    p.add_argument("--profile", action="store_true",
+                   help="after the rounds, one more (untimed) gmai run under cProfile: where its time goes")
+    p.add_argument("--profile-to", default="")
+    return p.parse_args()
 
+
+def run_child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    side = run_ours if args.child == "ours" else run_trl
+    if args.profile_to:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(side, args)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+        Path(args.profile_to).write_text(text.getvalue())
+    else:
+        result = side(args)
+    result["peak_rss_mb"] = peak_rss_mb()
+    print("RESULT " + json.dumps(result))
+
+
+def write_bench_data(samples, bench: Path) -> None:
+    """One JSONL + copied images: every side reads the same bytes."""
+    (bench / "images").mkdir(parents=True)
+    with open(bench / "bench.jsonl", "w") as fh:
+        for i, s in enumerate(samples):
+            dst = bench / "images" / f"{i:05d}{s.image.suffix}"
+            dst.write_bytes(s.image.read_bytes())
+            conv = [{"from": "human" if m["role"] == "user" else "gpt",
+                     "value": ("<image>\n" if j == 0 else "") + m["content"]} for j, m in enumerate(s.messages)]
+            fh.write(json.dumps({"id": f"bench-{i}", "image": f"images/{dst.name}", "conversations": conv}) + "\n")
+
+
+SIDES = ("ours", "trl-defaults", "trl-best")
+NAMES = {"ours": "gmai trainer (packing, assistant-only loss)", "trl-defaults": "TRL SFTTrainer (defaults)",
+         "trl-best": "TRL SFTTrainer (assistant-only, no grad ckpt)"}
+
+
+def run_rounds(args, samples: int, tokens: int) -> dict[str, list[dict]]:
+    def run(side: str, r: int) -> dict:
+        if side == "trl-best":  # ours runs first in round 0 (the order rotates from there)
+            args.trl_batch = batch_for_steps(samples, steps_of_ours[0]) if steps_of_ours else 8
+        print(f"round {r}: {side} ...", flush=True)
+        result = child(side, args, r)
+        if side == "ours" and not result.get("failed"):
+            steps_of_ours.append(result["steps"])
+        if not result.get("failed"):
+            used = result.get("tokens", tokens)  # ours drops an incomplete last global batch: its own count
+            result["tokens_per_s"], result["tokens_per_cpu_s"] = used / result["wall_s"], used / result["cpu_s"]
+        return result
+
+    steps_of_ours: list[int] = []
+    return interleaved_rounds(SIDES, args.rounds, run)
+
+
+def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
+    rows = {}
+    for side, runs in rounds.items():
+        ok = [r for r in runs if not r.get("failed")]
+        if not ok:
+            rows[side] = {"failed_rounds": len(runs)}
+            continue
+        med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
+        rows[side] = {"steps": ok[0]["steps"], "median_wall_s": med("wall_s"), "median_cpu_s": med("cpu_s"),
+                      "median_tokens_per_s": med("tokens_per_s"), "median_tokens_per_cpu_s": med("tokens_per_cpu_s"),
+                      "median_peak_rss_mb": med("peak_rss_mb"), "failed_rounds": len(runs) - len(ok)}
+    for base in ("trl-defaults", "trl-best"):
+        if "median_wall_s" in rows.get(base, {}) and "median_wall_s" in rows.get("ours", {}):
+            rows["ours"][f"speedup_vs_{base}"] = rows["ours"]["median_tokens_per_s"] / rows[base]["median_tokens_per_s"]
+            rows["ours"][f"cpu_speedup_vs_{base}"] = (rows["ours"]["median_tokens_per_cpu_s"]
+                                                      / rows[base]["median_tokens_per_cpu_s"])
+            rows["ours"][f"peak_rss_ratio_vs_{base}"] = (rows["ours"]["median_peak_rss_mb"]
+                                                         / rows[base]["median_peak_rss_mb"])
+    return rows
+
+
+def print_table(report: dict) -> None:
+    print(f"\nStage III, tiny preset, {report['samples']} samples ({report['source']}), {report['tokens']} tokens, "
+          f"{report['threads']} threads, {report['rounds_count']} rounds; {report['machine']['note']}")
+    print(f"{'side':46s} {'steps':>6s} {'wall s':>8s} {'tokens/s':>9s} {'CPU s':>7s} {'tok/CPU-s':>10s} "
+          f"{'peak RSS MB':>12s}   (medians)")
+    for side, r in report["summary"].items():
+        if "median_wall_s" not in r:
+            print(f"{NAMES[side]:46s} FAILED in every round")
+            continue
+        print(f"{NAMES[side]:46s} {r['steps']:>6d} {r['median_wall_s']:>8.1f} {r['median_tokens_per_s']:>9.0f} "
+              f"{r['median_cpu_s']:>7.1f} {r['median_tokens_per_cpu_s']:>10.0f} {r['median_peak_rss_mb']:>12.0f}")
+        every = ", ".join("failed" if x.get("failed") else f"{x['wall_s']:.1f}/{x['cpu_s']:.1f}"
+                          for x in report["rounds"][side])
+        print(f"{'':46s} every round, wall/CPU s: {every}")
+    ours = report["summary"].get("ours", {})
+    for base in ("trl-defaults", "trl-best"):
+        if f"speedup_vs_{base}" in ours:
+            print(f"gmai vs {NAMES[base]}: {ours[f'speedup_vs_{base}']:.2f}x tokens/s, "
+                  f"{ours[f'cpu_speedup_vs_{base}']:.2f}x tokens per CPU-second, peak memory ratio "
+                  f"{ours[f'peak_rss_ratio_vs_{base}']:.2f}")
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
-        import torch
-
-        torch.set_num_threads(args.threads)
-        result = run_ours(args) if args.child == "ours" else run_trl(args)
-        result["peak_rss_mb"] = peak_rss_mb()
-        print("RESULT " + json.dumps(result))
-        return
-
+        return run_child(args)
     from gmai.model import create_model, save_checkpoint
     from gmai.train.data import corpus_texts
     from gmai.train.fixtures import write_synthetic_corpus
@@ -190,54 +307,23 @@ def main() -> None:
         synthetic = not args.data
         data_dirs = args.data or [str(write_synthetic_corpus(tmp / "synthetic", n_images=400, n_text=0))]
         _, samples = stage3_samples(data_dirs, args.max_samples)
-        bench = tmp / "bench"
-        bench.mkdir()
-        (bench / "images").mkdir()
-        with open(bench / "bench.jsonl", "w") as fh:  # one file, images copied: both sides read the same bytes
-            for i, s in enumerate(samples):
-                dst = bench / "images" / f"{i:05d}{s.image.suffix}"
-                dst.write_bytes(s.image.read_bytes())
-                conv = [{"from": "human" if m["role"] == "user" else "gpt",
-                         "value": ("<image>\n" if j == 0 else "") + m["content"]} for j, m in enumerate(s.messages)]
-                fh.write(json.dumps({"id": f"bench-{i}", "image": f"images/{dst.name}", "conversations": conv}) + "\n")
+        write_bench_data(samples, tmp / "bench")
         model, processor = create_model("tiny", corpus=corpus_texts(samples))
         save_checkpoint(model, processor, tmp / "model")
-        args.model, args.bench_data, args.work = str(tmp / "model"), bench, tmp
-        tokens = count_tokens(args.model, bench)
-        lengths = sorted(len(s.all_text().split()) for s in samples)
-        sides = ["ours", "trl"] + ([] if args.skip_no_gc else ["trl-no-gc"])
-        results = {}
-        for side in sides:
-            print(f"running {side} ...", flush=True)
-            results[side] = child(side, args)
-            # ours drops an incomplete last global batch: count the tokens it really trained on
-            results[side]["tokens_per_s"] = results[side].get("tokens", tokens) / results[side]["wall_s"]
-            results[side]["tokens_per_cpu_s"] = results[side].get("tokens", tokens) / results[side]["cpu_s"]
-
-    base = results["trl"]
-    names = {"ours": f"gmai trainer (packing {args.our_max_length})", "trl": "TRL SFTTrainer (defaults)",
-             "trl-no-gc": "TRL SFTTrainer (defaults, no grad ckpt)"}
-    source = "SYNTHETIC corpus" if synthetic else ", ".join(data_dirs)
-    print(f"\nStage III, tiny preset, {len(samples)} samples ({source}),"
-          f" {tokens} tokens, words/sample min {lengths[0]} median {lengths[len(lengths) // 2]} max {lengths[-1]}, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}")
-    print(f"{'side':42s} {'steps':>6s} {'wall s':>8s} {'tokens/s':>9s} {'vs TRL':>7s} {'CPU s':>7s} "
-          f"{'tok/CPU-s':>10s} {'vs TRL':>7s} {'peak RSS MB':>12s}")
-    for side, r in results.items():
-        print(f"{names[side]:42s} {r['steps']:>6d} {r['wall_s']:>8.1f} {r['tokens_per_s']:>9.0f} "
-              f"{r['tokens_per_s'] / base['tokens_per_s']:>6.2f}x {r['cpu_s']:>7.1f} {r['tokens_per_cpu_s']:>10.0f} "
-              f"{r['tokens_per_cpu_s'] / base['tokens_per_cpu_s']:>6.2f}x {r['peak_rss_mb']:>12.0f}")
+        args.model, args.bench_data, args.work = str(tmp / "model"), tmp / "bench", tmp
+        tokens = count_tokens(args.model, tmp / "bench")
+        rounds = run_rounds(args, len(samples), tokens)
+        if args.profile:
+            profile = Path(args.json).with_name("train_throughput_profile_gmai.txt")
+            child("ours", args, 0, str(profile))
     report = {"benchmark": "train_throughput", "synthetic_data": synthetic, "data": data_dirs,
-              "samples": len(samples), "tokens": tokens, "threads": args.threads, "results": results,
-              "speedup_vs_trl_defaults": results["ours"]["tokens_per_s"] / base["tokens_per_s"],
-              "cpu_speedup_vs_trl_defaults": results["ours"]["tokens_per_cpu_s"] / base["tokens_per_cpu_s"],
-              "peak_rss_ratio_vs_trl_defaults": results["ours"]["peak_rss_mb"] / base["peak_rss_mb"],
-              "load_average_at_end": os.getloadavg()}
+              "source": "SYNTHETIC corpus" if synthetic else ", ".join(data_dirs), "samples": len(samples),
+              "tokens": tokens, "threads": args.threads, "rounds_count": args.rounds, "rounds": rounds,
+              "summary": summarise(rounds), "trl_best_batch": args.trl_batch, "machine": machine()}
+    print_table(report)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1))
-    print(f"speed-up vs TRL defaults: {report['speedup_vs_trl_defaults']:.2f}x wall, "
-          f"{report['cpu_speedup_vs_trl_defaults']:.2f}x per CPU-second; peak memory ratio "
-          f"{report['peak_rss_ratio_vs_trl_defaults']:.2f}; written {args.json}")
+    print(f"written {args.json}")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -16,3 +17,222 @@ def test_demo_refuses_a_vqa_rad_path_without_the_json_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="testset.json"):
         _find_vqa_rad(str(tmp_path))
     assert Path(tmp_path).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 5 (GMAI-VL-R1) resumes like the other steps: the heavy sub-steps are stood in for by fakes that write
+# the same completion files the real ones write (questions-summary.json, synth-report.json, the trainer's
+# DONE_FILE, grpo-summary.json), so the test runs in a second and checks only the resume logic.
+# ---------------------------------------------------------------------------------------------
+
+def _fake_r1_steps(monkeypatch, calls: list[str]):
+    import gmai.rl.demo as r1
+    from gmai.rl.questions import RL_FILE, SFT_POOL_FILE
+    from gmai.rl.synth import SYNTH_REPORT
+    from gmai.train.trainer import DONE_FILE
+
+    def build_questions(data_dir, qdir, **kw):
+        calls.append("questions")
+        qdir.mkdir(parents=True, exist_ok=True)
+        summary = {"questions": 2, "sft_questions": 2, "heldout": 0}
+        (qdir / r1.QUESTIONS_SUMMARY).write_text(json.dumps(summary))
+        return summary
+
+    def synthesise(questions, teacher, out, cfg, show_progress=False):
+        calls.append(f"synth:{Path(out).name}")
+        report = {"questions": 2, "sft_rows": 2, "teacher_rows": 0, "template_rows": 2,
+                  "by": {"all": {"all": {f"pass@{cfg.k}": 0.0, "format_rate": 0.0, "chains": 8,
+                                         "acceptance_rate": 0.0}}}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / SYNTH_REPORT).write_text(json.dumps(report))
+        return report
+
+    def run_sft(model, data, out, sft, seed, console):
+        calls.append("sft")
+        (Path(out) / "stage3").mkdir(parents=True)
+        (Path(out) / "stage3" / DONE_FILE).write_text("{}")
+        return Path(out) / "stage3"
+
+    def train_grpo(model, questions, out, cfg):
+        calls.append("grpo")
+        summary = {"steps": 4, "final": str(Path(out) / "final"), "first": {}, "last": {}, "plots": [],
+                   "vision": {}, "revisits": {}}
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / r1.GRPO_SUMMARY).write_text(json.dumps(summary))
+        return summary
+
+    def evaluate_checkpoint(path, splits, max_new_tokens, reasoning_prompt):
+        calls.append("eval")
+        return {"in": {"n": 4, "accuracy": 0.5, "format_valid": 1.0, "correct": [True, False, True, False]}}
+
+    for name, fake in [("build_questions", build_questions), ("synthesise", synthesise), ("run_sft", run_sft),
+                       ("train_grpo", train_grpo), ("evaluate_checkpoint", evaluate_checkpoint)]:
+        monkeypatch.setattr(r1, name, fake)
+    monkeypatch.setattr(r1, "eval_splits", lambda qdir, hold_out, limit, seed: {"in": ["q"] * 4})
+    monkeypatch.setattr(r1, "read_metrics", lambda out: [])
+    return r1, RL_FILE, SFT_POOL_FILE
+
+
+def test_r1_step_resumes_and_restarts_when_its_settings_change(monkeypatch, tmp_path):
+    calls: list[str] = []
+    r1, *_ = _fake_r1_steps(monkeypatch, calls)
+    out = tmp_path / "r1"
+    first = r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})
+    assert calls == ["questions", "synth:synth", "sft", "grpo", "synth:synth-round2", "eval", "eval", "eval"]
+    assert (out / "r1-demo.md").is_file()
+
+    calls.clear()  # a complete step is skipped as a whole
+    assert r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})["table"] == first["table"]
+    assert calls == []
+
+    calls.clear()  # interrupted after SFT: questions, synthesis and SFT are not redone
+    for done in (out / r1.SUMMARY_FILE, out / "grpo" / r1.GRPO_SUMMARY):
+        done.unlink()
+    r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={})
+    assert calls == ["grpo", "eval", "eval", "eval"]
+
+    calls.clear()  # other settings: nothing made with the old ones is reused
+    r1.run_r1_demo(tmp_path / "stage3", tmp_path / "data", out, hold_out={}, grpo_lr=3e-4)
+    assert calls == ["questions", "synth:synth", "sft", "grpo", "synth:synth-round2", "eval", "eval", "eval"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The report's paired test against the majority-answer baseline, on a real `run_eval` output
+# (VQA-RAD JSON layout: testset.json / trainset.json with qid, image_name, answer, answer_type, question).
+# ---------------------------------------------------------------------------------------------
+
+def _vqa_rad(root: Path, n: int) -> tuple[Path, dict[str, str]]:
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (90, 90, 90)).save(root / "images" / "a.jpg")
+    rows, gold = [], {}
+    for i in range(n):
+        closed = i % 2 == 0
+        answer = ("yes" if i % 6 == 0 else "no") if closed else ("left lung" if i % 8 == 1 else "liver")
+        question = f"Is there a mass number {i}?" if closed else f"Where is finding number {i}?"
+        rows.append({"qid": i, "image_name": "a.jpg", "answer": answer, "answer_type": "CLOSED" if closed else "OPEN",
+                     "question": question})
+        gold[question] = answer
+    (root / "testset.json").write_text(json.dumps(rows))
+    (root / "trainset.json").write_text(json.dumps([dict(r, qid=1000 + r["qid"]) for r in rows]))
+    return root, gold
+
+
+class _Answers:
+    name = "fixed"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def generate(self, requests, config=None, batch_size=16):
+        return [self.answer(r.prompt) for r in requests]
+
+
+def test_report_tests_the_model_against_the_majority_answer_on_every_rule(tmp_path):
+    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
+    from gmai.report import majority_paired_tests
+
+    data, gold = _vqa_rad(tmp_path / "vqa", 40)
+    question = lambda prompt: next(q for q in gold if q in prompt)  # noqa: E731
+    oracle, parrot = _Answers(lambda p: gold[question(p)]), _Answers(lambda p: "no" if "Is there" in p else "liver")
+    for name, backend in (("oracle", oracle), ("parrot", parrot)):
+        run_eval(name, [BenchSpec("vqa-rad", str(data))], tmp_path / name, EvalOptions(batch_size=8), backend=backend)
+    report = json.loads((tmp_path / "oracle" / "report.json").read_text())
+    rules = list(report["benchmarks"]["vqa-rad"]["rules"])
+    beats = majority_paired_tests(tmp_path / "oracle")
+    assert [row[1] for row in beats] == rules and len(rules) >= 4
+    # the majority answer is right on 'no' (13 closed) and 'liver' (15 open): 28 of 40; the oracle on all 40
+    baseline = report["benchmarks"]["vqa-rad"]["baselines"]["majority"]["rules"]
+    for label, rule, model, majority, diff, discordant, p, verdict in beats:
+        assert (model, majority, discordant, verdict) == ("100.0", "70.0", "+12/-0", "beats majority"), rule
+        assert majority == f"{100 * baseline[rule]['accuracy']:.1f}" and float(p) < 0.001
+    # answering with the majority itself: no discordant question, p = 1, and the verdict says so
+    same = majority_paired_tests(tmp_path / "parrot")
+    assert {(row[5], row[6], row[7]) for row in same} == {("+0/-0", "1", "does NOT beat majority")}
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole demo, shrunk (a few optimiser steps per stage, 8 questions per benchmark, a tiny R1 round):
+# the report a user reads has every section and table, and a rerun redoes nothing.
+# ---------------------------------------------------------------------------------------------
+
+SMALL_TRAINING = [f"stages.{k}.{key}={value}" for k in range(4)
+                  for key, value in (("max_steps", 2), ("per_device_batch_size", 4))]
+SMALL_R1 = {"sft_questions": 8, "grpo_questions": 4, "sft_epochs": 1.0, "grpo_epochs": 1.0, "eval_limit": 8,
+            "max_new_tokens": 16}
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    from gmai.demo import run_demo
+
+    root = tmp_path_factory.mktemp("demo")
+    vqa, _ = _vqa_rad(root / "vqa-rad", 24)
+    out = root / "out"
+    run_demo(str(out), str(vqa), recipe_overrides=SMALL_TRAINING, eval_limit=8, r1_options=SMALL_R1)
+    return out
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    parts = markdown.split("\n## ")[1:]
+    return {p.split("\n", 1)[0]: p.split("\n", 1)[1] for p in parts}
+
+
+def _table_header(body: str) -> list[str]:
+    line = next(x for x in body.splitlines() if x.startswith("|"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_demo_report_has_every_section_and_table(small_demo):
+    md = (small_demo / "report.md").read_text()
+    sections = _sections(md)
+    titles = list(sections)
+    for expected in ("1. Data engine", "2. Three-stage training", "3. Stage ablation",
+                     "4. gmai: every scoring rule", "4. vqa-rad: every scoring rule", "5. Examples",
+                     "Does the Stage III model beat the majority answer?", "6. GMAI-VL-R1", "Timings"):
+        assert any(t.startswith(expected) for t in titles), (expected, titles)
+    training = sections[next(t for t in titles if t.startswith("2. "))]
+    for run in ("train/stage0", "train/stage1", "train/stage2", "train/stage3", "train-I+III/stage3"):
+        assert f"| {run} |" in training, run
+    ablation = sections[next(t for t in titles if t.startswith("3. "))]
+    assert _table_header(ablation)[0] == "run" and {"gmai", "vqa-rad"} <= set(_table_header(ablation))
+    for name in ("I", "I+II", "I+III", "I+II+III"):
+        assert f"| {name} |" in ablation, name
+    rules = list(json.loads((small_demo / "eval" / "I+II+III" / "report.json").read_text())["rules"])
+    for bench in ("gmai", "vqa-rad"):
+        body = sections[f"4. {bench}: every scoring rule, model vs baselines (I+II+III)"]
+        assert _table_header(body) == ["rule", "model", "majority", "question-only"]
+        assert all(f"| {rule} |" in body for rule in rules)
+    majority = sections["Does the Stage III model beat the majority answer? (I+II+III, paired)"]
+    assert _table_header(majority)[:3] == ["benchmark", "rule", "model %"]
+    assert all(f"| {b} | {r} |" in majority for b in ("gmai", "vqa-rad") for r in rules)
+    r1 = sections["6. GMAI-VL-R1: rejection sampling, SFT, GRPO"]
+    assert "| model |" in r1 and "| GRPO (R1) |" in r1 and "| Stage III (plain prompt) |" in r1
+    assert "one seed on one machine" in r1
+    html = (small_demo / "report.html").read_text()
+    assert html.count("<table>") >= 7 and "GMAI-VL-R1" in html
+
+
+@pytest.mark.slow
+def test_demo_rerun_resumes_every_step(small_demo, tmp_path):
+    from gmai.demo import run_demo
+
+    made = [small_demo / "data" / "stats.json", small_demo / "train" / "stage3" / "model.safetensors",
+            small_demo / "train-I+III" / "stage3" / "model.safetensors", small_demo / "r1" / "r1-demo.json",
+            *sorted((small_demo / "eval").glob("*/cache/*.jsonl"))]
+    before = {p: p.stat().st_mtime_ns for p in made}
+    vqa = small_demo.parent / "vqa-rad"
+    run_demo(str(small_demo), str(vqa), recipe_overrides=SMALL_TRAINING, eval_limit=8, r1_options=SMALL_R1)
+    assert {p: p.stat().st_mtime_ns for p in made} == before
+
+
+def test_majority_tests_skip_a_benchmark_with_nothing_scored(tmp_path):
+    from gmai.report import majority_paired_tests
+
+    bench = {"benchmark": "gmai", "path": str(tmp_path), "split": None, "rules": {"gmai@1": {}},
+             "baselines": {"majority": {"rules": {}}}}
+    (tmp_path / "report.json").write_text(json.dumps({"benchmarks": {"gmai": bench}}))
+    (tmp_path / "predictions.jsonl").write_text("")
+    assert majority_paired_tests(tmp_path) == []

@@ -44,3 +44,33 @@ def test_readme_command_exists(path):
 def test_readme_lists_every_recipe_it_names():
     for name in re.findall(r"recipes/([\w.-]+\.yaml)", README):
         assert (ROOT / "recipes" / name).is_file(), name
+
+
+def test_demo_takes_another_vqa_rad_copy():
+    """README: `gmai demo --vqa-rad PATH` points at another VQA-RAD copy (the path's checks: tests/test_demo.py)."""
+    result = CliRunner().invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0 and "--vqa-rad" in result.output
+
+
+SLOW_TIER = {  # README's Tests section: what `-m "not slow"` skips
+    "the demo pipeline pieces and a shrunk whole demo": ["tests/test_demo.py", "tests/train/test_train_trainer.py",
+                                                        "tests/data/test_build.py", "tests/rl/test_rl_grpo.py"],
+    "2-process training": ["tests/train/test_train_distributed.py"],
+    "the real server driven by the openai client": ["tests/serve/test_serve_openai_client.py"],
+    "the browser test": ["tests/serve/test_serve_ui_browser.py"],
+}
+
+
+@pytest.mark.slow  # collecting those modules imports the server, TRL and the browser driver: a minute or more
+def test_readme_names_the_slow_tier_and_each_part_has_slow_tests():
+    import subprocess
+    import sys
+
+    text = " ".join(README.split())
+    assert "the real server driven by the `openai` client" in text and "a shrunk whole demo" in text
+    files = [f for fs in SLOW_TIER.values() for f in fs]
+    listed = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "slow", *files],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300).stdout
+    for part, paths in SLOW_TIER.items():
+        for path in paths:
+            assert f"{path}::" in listed, (part, path)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,20 +74,21 @@ def build_data(specs: list[str], out: Path, exclude: list[str], workers: int = 2
     return json.loads((out / "stats.json").read_text())
 
 
-def train_stages(data_dirs: list[Path], out: Path, console: Console) -> dict[str, Any]:
+def train_stages(data_dirs: list[Path], out: Path, console: Console, overrides: Sequence[str] = ()) -> dict[str, Any]:
     from gmai.train.config import load_recipe
     from gmai.train.trainer import train
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "tiny.yaml"
-    cfg = load_recipe(recipe)
+    cfg = load_recipe(recipe, list(overrides))
     summary = train(cfg, data_dirs, out / "train", console=console)
     # The paper's ablation needs Stage III started from Stage I (skipping II).
-    ablation_cfg = load_recipe(recipe, [f"model.init_from={out / 'train' / 'stage1'}"])
+    ablation_cfg = load_recipe(recipe, [*overrides, f"model.init_from={out / 'train' / 'stage1'}"])
     summary_13 = train(ablation_cfg, data_dirs, out / "train-I+III", stages=[3], console=console)
     return {"main": summary, "I+III": summary_13}
 
 
-def evaluate_ablation(out: Path, data_dir: Path, vqa_rad: Path | None, console: Console) -> dict[str, Any]:
+def evaluate_ablation(out: Path, data_dir: Path, vqa_rad: Path | None, console: Console,
+                      limit: int | None = None) -> dict[str, Any]:
     from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
     from gmai.infer import GenerationConfig
 
@@ -98,12 +100,16 @@ def evaluate_ablation(out: Path, data_dir: Path, vqa_rad: Path | None, console: 
         checkpoint = out / run / f"stage{stage}"
         # Images at the size the data build wrote for training; short answers need few tokens.
         reports[name] = run_eval(str(checkpoint), benches, out / "eval" / name,
-                                 EvalOptions(batch_size=32, max_side=512),
+                                 EvalOptions(batch_size=32, max_side=512, limit=limit),
                                  config=GenerationConfig(max_new_tokens=24), console=console)
     return reports
 
 
-def run_demo(out: str = "demo-out", vqa_rad: str | None = None) -> Path:
+def run_demo(out: str = "demo-out", vqa_rad: str | None = None, *, recipe_overrides: Sequence[str] = (),
+             eval_limit: int | None = None, r1_options: dict[str, Any] | None = None) -> Path:
+    """The whole pipeline into ``out``. The keyword options shrink it (tests): ``recipe_overrides`` for
+    recipes/tiny.yaml (``stages.3.max_steps=2``), ``eval_limit`` questions per benchmark, ``r1_options`` for
+    :func:`gmai.rl.demo.run_r1_demo`."""
     console = Console()
     out_dir = Path(out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,13 +126,14 @@ def run_demo(out: str = "demo-out", vqa_rad: str | None = None) -> Path:
             results["data_vqa_rad"] = build_data([f"vqa-rad:{vqa}?split=train"], out_dir / "data-vqa-rad", [])
             data_dirs.append(out_dir / "data-vqa-rad")
     with Step(console, timings, "3. three-stage training (tiny)"):
-        results["train"] = train_stages(data_dirs, out_dir, console)
+        results["train"] = train_stages(data_dirs, out_dir, console, recipe_overrides)
     with Step(console, timings, "4. evaluation: stage ablation"):
-        results["eval"] = evaluate_ablation(out_dir, out_dir / "data", vqa, console)
+        results["eval"] = evaluate_ablation(out_dir, out_dir / "data", vqa, console, eval_limit)
     with Step(console, timings, "5. GMAI-VL-R1: synthesis, SFT, GRPO"):
         from gmai.rl.demo import run_r1_demo
 
-        results["r1"] = run_r1_demo(out_dir / "train" / "stage3", out_dir / "data", out_dir / "r1")
+        results["r1"] = run_r1_demo(out_dir / "train" / "stage3", out_dir / "data", out_dir / "r1",
+                                    **(r1_options or {}))
     with Step(console, timings, "6. report"):
         from gmai.report import write_demo_report
 

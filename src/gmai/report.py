@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gmai.train.trainer import DONE_FILE
-from gmai.eval.report import (comparison_table, example_gallery, markdown_table, plot_rule_scores,
+from gmai.eval.report import (comparison_table, example_gallery, fmt_pct, markdown_table, plot_rule_scores,
                               save_gallery_images, scores_with_baselines, write_html_report)
 
 ABLATION_NAMES = ("I", "I+II", "I+III", "I+II+III")
@@ -129,6 +129,59 @@ def volume_example(predictions: Path, folder: Path) -> dict[str, Any] | None:
                     f"{row['answer']} **prediction:** {row['prediction']!r} ({verdict} under {HEADLINE_RULE})."}
 
 
+def _verdicts_by_qid(rows: list[dict[str, Any]], rule: str) -> dict[str, bool]:
+    return {str(r["qid"]): bool(r["verdicts"].get(rule)) for r in rows}
+
+
+def majority_paired_tests(run_dir: Path) -> list[list[Any]]:
+    """Per benchmark and scoring rule: the model against the majority-answer baseline on the same questions
+    (exact McNemar). The baseline's per-question verdicts are recomputed with the runner's own functions from
+    the benchmark's train split, so they are the ones behind report.json's baseline numbers."""
+    from gmai.eval.benchmarks import load_benchmark
+    from gmai.eval.runner import majority_baseline, score_items
+    from gmai.eval.stats import mcnemar_exact
+
+    report = json.loads((run_dir / "report.json").read_text())
+    rows = [json.loads(x) for x in (run_dir / "predictions.jsonl").read_text().splitlines() if x.strip()]
+    table = []
+    for label, bench in report["benchmarks"].items():
+        if "majority" not in (bench.get("baselines") or {}):
+            continue
+        mine = [r for r in rows if r["benchmark"] == bench["benchmark"]]
+        if not mine:  # nothing scored on this benchmark: nothing to test
+            continue
+        test = {str(it.qid): it for it in load_benchmark(bench["benchmark"], bench["path"], split=bench["split"])}
+        items = [test[str(r["qid"])] for r in mine]
+        train = load_benchmark(bench["benchmark"], bench["path"], split="train")
+        preds = majority_baseline(train, items)
+        majority = score_items(items, {q: {"prediction": p, "error": None} for q, p in preds.items()}, bench["rules"])
+        for rule in bench["rules"]:
+            model_ok, base_ok = _verdicts_by_qid(mine, rule), _verdicts_by_qid(majority, rule)
+            qids = list(model_ok)
+            t = mcnemar_exact([base_ok[q] for q in qids], [model_ok[q] for q in qids])
+            beats = t["difference"] > 0 and t["p_value"] < 0.05
+            table.append([label, rule, fmt_pct(sum(model_ok.values()) / len(qids)),
+                          fmt_pct(sum(base_ok.values()) / len(qids)), f"{100 * t['difference']:+.1f}",
+                          f"+{t['b_only']}/-{t['a_only']}", f"{t['p_value']:.2g}",
+                          "beats majority" if beats else "does NOT beat majority"])
+    return table
+
+
+def _majority_section(out: Path) -> list[dict[str, Any]]:
+    run_dir = out / "eval" / ABLATION_NAMES[-1]
+    if not (run_dir / "predictions.jsonl").is_file():
+        return []
+    table = majority_paired_tests(run_dir)
+    if not table:
+        return []
+    return [{"title": "Does the Stage III model beat the majority answer? (I+II+III, paired)",
+             "text": "The majority-answer baseline answers every question with the most common train answer of its "
+                     "type. Paired exact McNemar test on the same questions: questions only the model gets right / "
+                     "only the baseline gets right, two-sided p. 'beats' needs a positive difference and p < 0.05.",
+             "table": (["benchmark", "rule", "model %", "majority %", "difference (points)", "discordant", "p",
+                        "verdict"], table)}]
+
+
 def _r1_section(out: Path) -> list[dict[str, Any]]:
     summary_md = out / "r1" / "r1-demo.md"
     if not summary_md.is_file():
@@ -166,7 +219,8 @@ def write_demo_report(results: dict[str, Any], out: str | Path) -> Path:
     out = Path(out)
     title = "gmai demo report: GMAI-VL + GMAI-VL-R1 on the embedded default (tiny model, CPU)"
     timing_rows = [[k, v] for k, v in (results.get("timings") or {}).items()]
-    sections = [_data_section(out), *_training_section(out), *_eval_sections(out), *_r1_section(out)]
+    sections = [_data_section(out), *_training_section(out), *_eval_sections(out), *_majority_section(out),
+                *_r1_section(out)]
     if timing_rows:
         sections.append({"title": "Timings", "table": (["step", "seconds"], timing_rows)})
     (out / "report.md").write_text(_markdown(sections, out, title), encoding="utf-8")

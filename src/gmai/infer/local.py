@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -37,7 +38,8 @@ class LocalBackend:
         from gmai.model.chat import render_prompt  # the model's own template, string-only ones included
 
         texts = [render_prompt(self.processor, r.to_messages()) for r in requests]
-        images = [im.convert("RGB") for r in requests for im in r.images]
+        images = presize_images(getattr(self.processor, "image_processor", None),
+                                [im.convert("RGB") for r in requests for im in r.images])
         kwargs = {"images": images} if images else {}
         enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()} if to_device else dict(enc)
@@ -201,6 +203,53 @@ class LocalBackend:
         config = config or GenerationConfig()
         groups = [[c.text for c in group] for group in self.complete(requests, config, batch_size)]
         return [g[0] for g in groups] if config.num_return_sequences == 1 else groups
+
+
+def _presizable(image_processor) -> int:
+    """The output side when ``image_processor`` is LLaVA's pad-to-square + resize to a square + (no-op) crop,
+    the gmai presets' processor; 0 for any other processor (left to do its own work)."""
+    from transformers import LlavaImageProcessorPil
+
+    ip = image_processor
+    if not isinstance(ip, LlavaImageProcessorPil) or not (ip.do_pad and ip.do_resize):
+        return 0
+    side, crop = ip.size.shortest_edge, ip.crop_size
+    if not side or ip.size.longest_edge or (ip.do_center_crop and (crop.height, crop.width) != (side, side)):
+        return 0
+    return side if isinstance(ip.resample, int) else 0
+
+
+def _pad_and_resize(image, side: int, background: tuple[int, ...], resample: int):
+    from PIL import Image
+
+    width, height = image.size
+    if width != height:
+        longest = max(width, height)
+        canvas = Image.new("RGB", (longest, longest), background)
+        canvas.paste(image, ((longest - width) // 2, (longest - height) // 2))
+        image = canvas
+    return image.resize((side, side), resample=resample)
+
+
+def presize_images(image_processor, images: list) -> list:
+    """Pad to a square and resize in PIL, several images at once, BEFORE the image processor sees them:
+    bit-identical to what ``LlavaImageProcessorPil`` does (pad with the mean colour, then resize; tested in
+    tests/infer/test_infer_presize.py), which it then finds already square and at size (its steps become
+    no-ops). The processor itself pads in NumPy, channels-first, copying a full-size square
+    (a 2321 px VQA-RAD radiograph: ~16 MB) back and forth between NumPy and PIL per image; PIL's paste and
+    resize release the GIL, so a small thread pool also spreads the images over the cores.
+    Other processors get the images unchanged."""
+    side = _presizable(image_processor) if images else 0
+    if not side or all(im.size == (side, side) for im in images):
+        return images
+    from concurrent.futures import ThreadPoolExecutor
+
+    background = tuple(int(x * 255) for x in image_processor.image_mean)
+    work = lambda im: _pad_and_resize(im, side, background, image_processor.resample)  # noqa: E731
+    if len(images) == 1:
+        return [work(images[0])]
+    with ThreadPoolExecutor(max_workers=min(len(images), os.cpu_count() or 1)) as pool:
+        return list(pool.map(work, images))
 
 
 def _stop_aware(pieces: Iterator[str], stop: list[str], halt: threading.Event) -> Generator[str, None, bool]:

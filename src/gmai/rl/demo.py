@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
+from collections.abc import Callable
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -27,11 +29,17 @@ from gmai.rl.evaluate import evaluate_checkpoint
 from gmai.rl.grpo import R1GRPOConfig, accuracy_keys, read_metrics, train_grpo
 from gmai.rl.pipeline import SFTSection, run_sft
 from gmai.rl.questions import HELDOUT_FILE, RL_FILE, SFT_POOL_FILE, build_questions, collect, load_questions, matches
-from gmai.rl.synth import SynthConfig, synthesise
+from gmai.rl.synth import SYNTH_REPORT, SynthConfig, synthesise
+from gmai.train.trainer import DONE_FILE
 
 DEMO_KINDS = ("choice", "closed", "open")  # boxes need longer completions than the CPU demo affords
 R1_NAME, STAGE3_NAME = "GRPO (R1)", "Stage III (plain prompt)"
 DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
+SUMMARY_FILE, QUESTIONS_SUMMARY, GRPO_SUMMARY = "r1-demo.json", "questions-summary.json", "grpo-summary.json"
+SEED_NOTE = ("one seed on one machine: at this size GRPO's difference from its SFT start has changed sign between "
+             "machines (+0.109 and -0.094 on held-out X-ray, both p < 0.001), so the verdicts below hold for this run "
+             "only and are not a finding about GRPO; `benchmarks/r1_sweep.py --runs default --seeds 0,1,2` gives the "
+             "mean +- sd over 3 seeds")
 
 
 def choose_heldout_modality(data_dir: str | Path, min_images: int = 40) -> str | None:
@@ -155,94 +163,71 @@ def _trend_note(name: str, t: dict[str, Any]) -> str:
             f"/step [95% CI {low:+.4f}, {high:+.4f}]: {verdict}")
 
 
-def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
-                sft_questions: int = 96, grpo_questions: int = 32, synth_k: int = 4, sft_epochs: float = 6.0,
-                sft_lr: float = 1e-3,
-                grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_temperature: float = 0.7, grpo_batch: int = 16,
-                grpo_kinds: tuple[str, ...] | None = None, grpo_rewards: dict[str, float] | None = None,
-                grpo_overrides: dict[str, Any] | None = None,
-                eval_limit: int = 128,
-                max_new_tokens: int = 64,
-                seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
-    """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
-    SFT on the accepted (or template) chains, GRPO, then Stage III vs SFT vs GRPO on in-distribution
-    and held-out splits. Writes ``OUT/r1-demo.json`` and ``OUT/r1-demo.md``; returns the summary."""
-    out = Path(out)
+def _resumed(report: Path, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A sub-step's summary from its report file when a previous run completed it, else from running it."""
+    return json.loads(report.read_text()) if report.is_file() else run()
+
+
+def _start_or_resume(out: Path, settings: dict[str, Any]) -> None:
+    """Keep ``out``'s completed sub-steps only when they were made with the same settings; else start afresh."""
+    settings_file = out / "r1-settings.json"
+    wanted = json.dumps(settings, sort_keys=True, default=str)
+    if settings_file.is_file() and settings_file.read_text() != wanted:
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    if torch_threads:
-        import torch
+    settings_file.write_text(wanted)
 
-        torch.set_num_threads(torch_threads)  # also for synthesis and evaluation (gmai.infer)
-    timings: dict[str, float] = {}
-    say = console.print if console is not None else (lambda *a, **k: None)
 
-    t = time.perf_counter()
+def make_questions(data_dir: Path, qdir: Path, s: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """SFT and GRPO get different questions: SFT memorises its few chains, and GRPO rewarded on those same
+    questions would have nothing left to learn (its reward curve would only measure memorisation)."""
+    hold_out = s["hold_out"]
     if hold_out is None:
         modality = choose_heldout_modality(data_dir)
         hold_out = {"modality": [modality]} if modality else {}
-    qdir = out / "questions"
-    # SFT and GRPO get different questions: SFT memorises its few chains, and GRPO rewarded on those same
-    # questions would have nothing left to learn (its reward curve would only measure memorisation).
-    qsum = build_questions(data_dir, qdir, seed=seed, max_questions=sft_questions + grpo_questions, kinds=DEMO_KINDS,
-                           hold_out=hold_out, sft_questions=sft_questions, rl_kinds=grpo_kinds)
-    timings["questions_s"] = time.perf_counter() - t
-    say(f"r1: {qsum['sft_questions']} SFT + {qsum['questions']} GRPO questions, held out {hold_out or 'nothing'} "
-        f"({qsum['heldout']} other questions)")
+    qsum = _resumed(qdir / QUESTIONS_SUMMARY, lambda: build_questions(
+        data_dir, qdir, seed=s["seed"], max_questions=s["sft_questions"] + s["grpo_questions"], kinds=DEMO_KINDS,
+        hold_out=hold_out, sft_questions=s["sft_questions"], rl_kinds=s["grpo_kinds"]))
+    return qsum, hold_out
 
-    t = time.perf_counter()
-    synth_cfg = SynthConfig(k=synth_k, temperature=1.0, max_new_tokens=max_new_tokens, max_per_question=2,
-                            batch_size=16, seed=seed, template_fallback=True)
-    synth = synthesise(qdir / SFT_POOL_FILE, str(stage3_ckpt), out / "synth", synth_cfg,
-                       show_progress=console is not None)
-    timings["synth_s"] = time.perf_counter() - t
-    say(f"r1: synthesis pass@{synth_k} {synth['by']['all']['all'][f'pass@{synth_k}']:.2f}, "
-        f"{synth['teacher_rows']} teacher chains + {synth['template_rows']} template chains")
 
-    t = time.perf_counter()
-    sft_model = run_sft(stage3_ckpt, out / "synth", out / "sft",
-                        SFTSection(epochs=sft_epochs, lr=sft_lr, warmup_ratio=0.1, max_length=512,
-                                   torch_threads=torch_threads), seed, console)
-    timings["sft_s"] = time.perf_counter() - t
+def synth_config(s: dict[str, Any]) -> SynthConfig:
+    return SynthConfig(k=s["synth_k"], temperature=1.0, max_new_tokens=s["max_new_tokens"], max_per_question=2,
+                       batch_size=16, seed=s["seed"], template_fallback=True)
 
-    t = time.perf_counter()
-    # Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
-    # tiny model that half-learnt the tags still gets a learning signal.
-    # Epochs, not a step count: every GRPO question is sampled again, so each can be compared with itself.
-    # beta 0 (no KL term, no reference model) as TRL's default and DAPO. Temperature 0.7: at 1.0 the SFT model's
-    # samples are only ~40% format-valid while its greedy replies are 100%, so GRPO would optimise a policy far
-    # from the one evaluated.
-    grpo_cfg = R1GRPOConfig(rewards=dict(grpo_rewards or DEMO_REWARDS), max_steps=0, num_train_epochs=grpo_epochs,
-                            learning_rate=grpo_lr, num_generations=4, temperature=grpo_temperature,
-                            per_device_train_batch_size=grpo_batch, max_completion_length=max_new_tokens, beta=0.0,
-                            answer_types=list(DEMO_KINDS), seed=seed, torch_threads=torch_threads)
-    grpo_cfg = replace(grpo_cfg, **(grpo_overrides or {}))
-    grpo = train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg)
-    timings["grpo_s"] = time.perf_counter() - t
 
-    # The paper's loop goes on: synthesise again with the improved model as teacher. Its chains have the format,
-    # so rejection sampling now has something to accept (no template fallback here: what is kept is model-written).
-    t = time.perf_counter()
-    round2 = synthesise(qdir / SFT_POOL_FILE, grpo["final"], out / "synth-round2",
-                        replace(synth_cfg, template_fallback=False), show_progress=console is not None)
-    timings["synth_round2_s"] = time.perf_counter() - t
+def train_sft(stage3_ckpt: Path, out: Path, s: dict[str, Any], console) -> Path:
+    """SFT on the accepted (or template) chains; skipped when ``out/sft/stage3`` is complete."""
+    done = out / "sft" / "stage3"
+    if (done / DONE_FILE).is_file():
+        return done
+    return run_sft(stage3_ckpt, out / "synth", out / "sft",
+                   SFTSection(epochs=s["sft_epochs"], lr=s["sft_lr"], warmup_ratio=0.1, max_length=512,
+                              torch_threads=s["torch_threads"]), s["seed"], console)
 
-    t = time.perf_counter()
-    splits = eval_splits(qdir, hold_out, eval_limit, seed)
-    sft_label = "SFT on synthesised chains" if synth["template_rows"] == 0 else \
-        ("SFT on template chains" if synth["teacher_rows"] == 0 else "SFT on teacher + template chains")
-    # Stage III never saw the <think>/<answer> format (synthesis measured it: 0 format-valid chains), so it is
-    # scored on its own terms, with the plain prompt; SFT and GRPO get the R1 prompt.
-    models = {STAGE3_NAME: stage3_ckpt, sft_label: sft_model, R1_NAME: grpo["final"]}
-    results = {name: evaluate_checkpoint(path, splits, max_new_tokens, reasoning_prompt=name != STAGE3_NAME)
-               for name, path in models.items()}
-    timings["eval_s"] = time.perf_counter() - t
 
-    comparisons = compare(results, sft_label)
-    rows = _table(results, comparisons)
-    metrics = read_metrics(out / "grpo")
-    trend_keys = ("reward", *accuracy_keys(list(grpo_cfg.rewards)), "zero_signal_fraction")
-    trends = {key: trend([m.get(key) for m in metrics]) for key in trend_keys}
-    notes = [
+def grpo_config(s: dict[str, Any]) -> R1GRPOConfig:
+    """Strict format and accuracy as in the paper's lineage, plus shaped format credit (format_partial) so a
+    tiny model that half-learnt the tags still gets a learning signal. Epochs, not a step count: every GRPO
+    question is sampled again, so each can be compared with itself. beta 0 (no KL term, no reference model) as
+    TRL's default and DAPO. Temperature 0.7: at 1.0 the SFT model's samples are only ~40% format-valid while
+    its greedy replies are 100%, so GRPO would optimise a policy far from the one evaluated."""
+    cfg = R1GRPOConfig(rewards=dict(s["grpo_rewards"] or DEMO_REWARDS), max_steps=0,
+                       num_train_epochs=s["grpo_epochs"], learning_rate=s["grpo_lr"], num_generations=4,
+                       temperature=s["grpo_temperature"], per_device_train_batch_size=s["grpo_batch"],
+                       max_completion_length=s["max_new_tokens"], beta=0.0, answer_types=list(DEMO_KINDS),
+                       seed=s["seed"], torch_threads=s["torch_threads"])
+    return replace(cfg, **(s["grpo_overrides"] or {}))
+
+
+def sft_label(synth: dict[str, Any]) -> str:
+    if synth["template_rows"] == 0:
+        return "SFT on synthesised chains"
+    return "SFT on template chains" if synth["teacher_rows"] == 0 else "SFT on teacher + template chains"
+
+
+def r1_notes(synth, round2, grpo, grpo_cfg, qsum, hold_out, trends, comparisons, synth_k) -> list[str]:
+    return [
         "scoring: gmai@1 (gmai.eval.scoring) for every model, greedy replies; SFT and GRPO get the R1 prompt "
         "(question, options, answer hint, format instruction), Stage III the same without the format instruction: "
         f"asked for the format it produced {synth['by']['all']['all']['format_rate']:.0%} format-valid chains in "
@@ -261,9 +246,89 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
         *[_trend_note(f"GRPO {key} per step", t) for key, t in trends.items()],
         *[_revisit_note(key, r) for key, r in grpo["revisits"].items()],
         f"held out of RL: {hold_out or 'nothing (a single modality)'}",
-        "how this GRPO result varies with GRPO's settings on the same model and data: benchmarks/r1_sweep.py",
+        SEED_NOTE,
         *_verdicts(comparisons),
     ]
+
+
+def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, *, hold_out: dict | None = None,
+                sft_questions: int = 96, grpo_questions: int = 32, synth_k: int = 4, sft_epochs: float = 6.0,
+                sft_lr: float = 1e-3,
+                grpo_epochs: float = 4.0, grpo_lr: float = 1e-4, grpo_temperature: float = 0.7, grpo_batch: int = 16,
+                grpo_kinds: tuple[str, ...] | None = None, grpo_rewards: dict[str, float] | None = None,
+                grpo_overrides: dict[str, Any] | None = None,
+                eval_limit: int = 128,
+                max_new_tokens: int = 64,
+                seed: int = 0, torch_threads: int = 0, console=None) -> dict[str, Any]:
+    """Questions from ``data_dir`` (data-engine output), synthesis with ``stage3_ckpt`` as teacher,
+    SFT on the accepted (or template) chains, GRPO, then Stage III vs SFT vs GRPO on in-distribution
+    and held-out splits. Writes ``OUT/r1-demo.json`` and ``OUT/r1-demo.md``; returns the summary.
+
+    Resumes like the other demo steps: each sub-step (questions, synthesis, SFT, GRPO, round-2 synthesis) is
+    skipped when its output is complete, and the whole step when ``OUT/r1-demo.json`` is; outputs made with
+    other settings are discarded first (``OUT/r1-settings.json``)."""
+    settings = {k: v for k, v in locals().items() if k not in ("out", "console")}
+    settings.update(stage3_ckpt=str(stage3_ckpt), data_dir=str(data_dir))
+    out, stage3_ckpt, data_dir = Path(out), Path(stage3_ckpt), Path(data_dir)
+    _start_or_resume(out, settings)
+    if (out / SUMMARY_FILE).is_file():
+        return json.loads((out / SUMMARY_FILE).read_text())
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)  # also for synthesis and evaluation (gmai.infer)
+    timings: dict[str, float] = {}
+    say = console.print if console is not None else (lambda *a, **k: None)
+    progress = console is not None
+
+    t = time.perf_counter()
+    qdir = out / "questions"
+    qsum, hold_out = make_questions(data_dir, qdir, settings)
+    timings["questions_s"] = time.perf_counter() - t
+    say(f"r1: {qsum['sft_questions']} SFT + {qsum['questions']} GRPO questions, held out {hold_out or 'nothing'} "
+        f"({qsum['heldout']} other questions)")
+
+    t = time.perf_counter()
+    synth_cfg = synth_config(settings)
+    synth = _resumed(out / "synth" / SYNTH_REPORT, lambda: synthesise(
+        qdir / SFT_POOL_FILE, str(stage3_ckpt), out / "synth", synth_cfg, show_progress=progress))
+    timings["synth_s"] = time.perf_counter() - t
+    say(f"r1: synthesis pass@{synth_k} {synth['by']['all']['all'][f'pass@{synth_k}']:.2f}, "
+        f"{synth['teacher_rows']} teacher chains + {synth['template_rows']} template chains")
+
+    t = time.perf_counter()
+    sft_model = train_sft(stage3_ckpt, out, settings, console)
+    timings["sft_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    grpo_cfg = grpo_config(settings)
+    grpo = _resumed(out / "grpo" / GRPO_SUMMARY, lambda: train_grpo(sft_model, qdir / RL_FILE, out / "grpo", grpo_cfg))
+    timings["grpo_s"] = time.perf_counter() - t
+
+    # The paper's loop goes on: synthesise again with the improved model as teacher. Its chains have the format,
+    # so rejection sampling now has something to accept (no template fallback here: what is kept is model-written).
+    t = time.perf_counter()
+    round2 = _resumed(out / "synth-round2" / SYNTH_REPORT, lambda: synthesise(
+        qdir / SFT_POOL_FILE, grpo["final"], out / "synth-round2", replace(synth_cfg, template_fallback=False),
+        show_progress=progress))
+    timings["synth_round2_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    splits = eval_splits(qdir, hold_out, eval_limit, seed)
+    # Stage III never saw the <think>/<answer> format (synthesis measured it: 0 format-valid chains), so it is
+    # scored on its own terms, with the plain prompt; SFT and GRPO get the R1 prompt.
+    label = sft_label(synth)
+    models = {STAGE3_NAME: stage3_ckpt, label: sft_model, R1_NAME: grpo["final"]}
+    results = {name: evaluate_checkpoint(path, splits, max_new_tokens, reasoning_prompt=name != STAGE3_NAME)
+               for name, path in models.items()}
+    timings["eval_s"] = time.perf_counter() - t
+
+    comparisons = compare(results, label)
+    rows = _table(results, comparisons)
+    metrics = read_metrics(out / "grpo")
+    trend_keys = ("reward", *accuracy_keys(list(grpo_cfg.rewards)), "zero_signal_fraction")
+    trends = {key: trend([m.get(key) for m in metrics]) for key in trend_keys}
+    notes = r1_notes(synth, round2, grpo, grpo_cfg, qsum, hold_out, trends, comparisons, synth_k)
     summary = {"table": rows, "results": results, "notes": notes,
                "timings_s": {k: round(v, 1) for k, v in timings.items()}, "questions": qsum,
                "synth": {k: synth[k] for k in ("questions", "sft_rows", "teacher_rows", "template_rows")},
@@ -273,6 +338,6 @@ def run_r1_demo(stage3_ckpt: str | Path, data_dir: str | Path, out: str | Path, 
                "grpo": {k: grpo[k] for k in ("steps", "final", "first", "last", "plots", "vision", "revisits")},
                "models": {k: str(v) for k, v in models.items()}, "hold_out": hold_out,
                "comparisons": comparisons, "trends": trends}
-    (out / "r1-demo.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / "r1-demo.md").write_text(_markdown(rows, notes))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=str))  # last: the step is complete
     return summary

@@ -1,0 +1,45 @@
+"""The benchmark scripts' shared measuring rules (benchmarks/measure.py) and their fairness helpers."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import measure  # noqa: E402
+
+
+def test_cpu_seconds_count_a_finished_child_process():
+    before = measure.cpu_seconds()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    assert measure.cpu_seconds() - before > 0.05  # the child's CPU, counted once it has been waited for
+
+
+def test_rounds_run_every_setting_each_round_in_rotating_order():
+    calls = []
+    runs = measure.interleaved_rounds(["a", "b", "c"], 3, lambda s, r: calls.append((r, s)) or {"x": r})
+    assert calls == [(0, "a"), (0, "b"), (0, "c"), (1, "b"), (1, "c"), (1, "a"), (2, "c"), (2, "a"), (2, "b")]
+    assert [r["round"] for r in runs["b"]] == [0, 1, 2] and len(runs["a"][0]["load_avg"]) == 3
+    assert measure.median_of(runs["a"], "x") == 1
+
+
+def test_data_engine_takes_wall_and_cpu_from_the_same_round():
+    pytest.importorskip("nibabel")
+    import data_engine
+
+    # round 2 has the least wall time, round 1 the least CPU: both numbers must come from round 2
+    assert data_engine.fastest([(3.0, 10, 2.0), (2.5, 10, 1.0), (2.0, 10, 1.5)]) == (2.0, 10, 1.5)
+
+
+def test_trl_best_batch_gives_the_step_count_closest_to_gmais():
+    import math
+
+    import train_throughput
+
+    for samples, steps in ((480, 28), (480, 60), (100, 7), (24, 1)):
+        batch = train_throughput.batch_for_steps(samples, steps)
+        best = min(abs(math.ceil(samples / b) - steps) for b in range(1, samples + 1))
+        assert abs(math.ceil(samples / batch) - steps) == best
