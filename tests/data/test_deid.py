@@ -251,21 +251,11 @@ def tesseract() -> None:
     """Debian's tesseract-ocr, installed with apt-get when missing (as the browser test does for chromium);
     skips with the reason when it cannot be."""
     import shutil
-    import subprocess
+
+    from debian import install_or_skip
 
     pytesseract = pytest.importorskip("pytesseract", reason="pytesseract not installed (pip install '.[all]')")
-    if shutil.which("tesseract") is None:
-        apt = shutil.which("apt-get")
-        if apt is None:
-            pytest.skip("tesseract-ocr is not installed and apt-get is not available to install it")
-        try:
-            install = [apt, "install", "-y", "-q", "tesseract-ocr"]
-            if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
-                subprocess.run([apt, "update", "-q"], check=True, capture_output=True, timeout=300)
-                subprocess.run(install, check=True, capture_output=True, timeout=600)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, PermissionError) as err:
-            pytest.skip(f"could not install tesseract-ocr with apt-get ({type(err).__name__}); "
-                        "install it with `apt-get install -y tesseract-ocr`")
+    install_or_skip("tesseract-ocr", lambda: shutil.which("tesseract") is not None)
     pytesseract.get_tesseract_version()
 
 

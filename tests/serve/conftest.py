@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,18 +40,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     """Debian's chromium, installed with apt-get when missing; skips with the reason when it cannot be."""
-    if not Path(CHROMIUM).exists():
-        apt = shutil.which("apt-get")
-        if apt is None:
-            pytest.skip("chromium is not installed and apt-get is not available to install it")
-        try:
-            install = [apt, "install", "-y", "-q", "chromium"]
-            if subprocess.run(install, capture_output=True, timeout=600).returncode != 0:
-                subprocess.run([apt, "update", "-q"], check=True, capture_output=True, timeout=300)
-                subprocess.run(install, check=True, capture_output=True, timeout=600)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, PermissionError) as err:
-            pytest.skip(f"could not install chromium with apt-get ({type(err).__name__}); "
-                        f"install it with `apt-get install -y chromium`")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("apt-get ran but /usr/bin/chromium is still absent")
+    from debian import install_or_skip
+
+    install_or_skip("chromium", lambda: Path(CHROMIUM).exists())
     return CHROMIUM
