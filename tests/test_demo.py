@@ -159,7 +159,8 @@ def test_report_tests_the_model_against_the_majority_answer_on_every_rule(tmp_pa
 
 SMALL_TRAINING = [f"stages.{k}.{key}={value}" for k in range(4)
                   for key, value in (("max_steps", 2), ("per_device_batch_size", 4))]
-SMALL_R1 = {"sft_questions": 8, "grpo_questions": 4, "sft_epochs": 1.0, "grpo_epochs": 1.0, "eval_limit": 8,
+SMALL_R1 = {"sft_questions": 16,  # enough chains for one batch of 4 packed rows
+            "grpo_questions": 4, "sft_epochs": 1.0, "grpo_epochs": 1.0, "eval_limit": 8,
             "max_new_tokens": 16}
 
 
