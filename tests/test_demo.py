@@ -237,3 +237,20 @@ def test_majority_tests_skip_a_benchmark_with_nothing_scored(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"benchmarks": {"gmai": bench}}))
     (tmp_path / "predictions.jsonl").write_text("")
     assert majority_paired_tests(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_demo_paired_majority_table_counts_the_questions_report_json_counts(small_demo):
+    """The paired table's model and majority numbers are report.json's accuracies for every rule: a rule that
+    does not apply to a question (an exact-match rule on multiple choice) leaves it out of both."""
+    from gmai.report import majority_paired_tests
+
+    run = small_demo / "eval" / "I+II+III"
+    report = json.loads((run / "report.json").read_text())["benchmarks"]
+    rows = majority_paired_tests(run)
+    assert rows
+    for label, rule, model, majority, *_ in rows:
+        bench = report[label]
+        assert model == f"{100 * bench['rules'][rule]['accuracy']:.1f}", (label, rule)
+        assert majority == f"{100 * bench['baselines']['majority']['rules'][rule]['accuracy']:.1f}", (label, rule)
+    assert any(report[label]["rules"][rule].get("not_applicable") for label, rule, *_ in rows)  # the case is there

@@ -129,8 +129,9 @@ def volume_example(predictions: Path, folder: Path) -> dict[str, Any] | None:
                     f"{row['answer']} **prediction:** {row['prediction']!r} ({verdict} under {HEADLINE_RULE})."}
 
 
-def _verdicts_by_qid(rows: list[dict[str, Any]], rule: str) -> dict[str, bool]:
-    return {str(r["qid"]): bool(r["verdicts"].get(rule)) for r in rows}
+def _verdicts_by_qid(rows: list[dict[str, Any]], rule: str) -> dict[str, bool | None]:
+    """None where the rule does not apply to the question (e.g. an exact-match rule on multiple choice)."""
+    return {str(r["qid"]): r["verdicts"].get(rule) for r in rows}
 
 
 def majority_paired_tests(run_dir: Path) -> list[list[Any]]:
@@ -157,11 +158,14 @@ def majority_paired_tests(run_dir: Path) -> list[list[Any]]:
         majority = score_items(items, {q: {"prediction": p, "error": None} for q, p in preds.items()}, bench["rules"])
         for rule in bench["rules"]:
             model_ok, base_ok = _verdicts_by_qid(mine, rule), _verdicts_by_qid(majority, rule)
-            qids = list(model_ok)
+            # the questions the rule scores, as report.json's accuracies count them
+            qids = [q for q in model_ok if model_ok[q] is not None and base_ok.get(q) is not None]
+            if not qids:
+                continue
             t = mcnemar_exact([base_ok[q] for q in qids], [model_ok[q] for q in qids])
             beats = t["difference"] > 0 and t["p_value"] < 0.05
-            table.append([label, rule, fmt_pct(sum(model_ok.values()) / len(qids)),
-                          fmt_pct(sum(base_ok.values()) / len(qids)), f"{100 * t['difference']:+.1f}",
+            table.append([label, rule, fmt_pct(sum(model_ok[q] for q in qids) / len(qids)),
+                          fmt_pct(sum(base_ok[q] for q in qids) / len(qids)), f"{100 * t['difference']:+.1f}",
                           f"+{t['b_only']}/-{t['a_only']}", f"{t['p_value']:.2g}",
                           "beats majority" if beats else "does NOT beat majority"])
     return table
