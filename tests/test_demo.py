@@ -152,6 +152,28 @@ def test_report_tests_the_model_against_the_majority_answer_on_every_rule(tmp_pa
     assert {(row[5], row[6], row[7]) for row in same} == {("+0/-0", "1", "does NOT beat majority")}
 
 
+
+def test_paired_majority_test_leaves_out_questions_a_rule_does_not_score(tmp_path):
+    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
+    from gmai.report import majority_paired_tests
+
+    data, gold = _vqa_rad(tmp_path / "vqa", 40)
+    question = lambda prompt: next(q for q in gold if q in prompt)  # noqa: E731
+    run_eval("oracle", [BenchSpec("vqa-rad", str(data))], tmp_path / "oracle", EvalOptions(batch_size=8),
+             backend=_Answers(lambda p: gold[question(p)]))
+    preds = tmp_path / "oracle" / "predictions.jsonl"
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    rule = next(iter(rows[0]["verdicts"]))
+    for row in rows[:30]:  # as an exact-match rule marks multiple-choice questions: not applicable
+        row["verdicts"][rule] = None
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = {r[1]: r for r in majority_paired_tests(tmp_path / "oracle")}
+    # 10 questions left: the oracle is right on all; the majority ('no' / 'liver') on those of them it gets
+    left = [r for r in rows[30:]]
+    majority_right = sum(r["answer"] in ("no", "liver") for r in left)
+    assert table[rule][2:4] == ["100.0", f"{100 * majority_right / len(left):.1f}"]
+    assert table[rule][5] == f"+{len(left) - majority_right}/-0"
+
 # ---------------------------------------------------------------------------------------------
 # A whole demo, shrunk (a few optimiser steps per stage, 8 questions per benchmark, a tiny R1 round):
 # the report a user reads has every section and table, and a rerun redoes nothing.
