@@ -179,12 +179,13 @@ def test_contour_outside_the_grid_is_rejected_and_the_other_roi_kept(fixture, tm
     assert records and all(r.labels == ["liver"] for r in records)
 
 
-def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
+def _write_seg(root: Path, folder: Path, pixels: np.ndarray, labels: tuple[str, ...], kind: str,
+               **extra) -> None:
+    """A copy of the fixture's CT series in ``folder`` and a SEG over it, written by highdicom: one segment per
+    label (segment i+1 is ``pixels[..., i]``), ``kind`` BINARY or FRACTIONAL."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    root, masks = fixture
-    folder = tmp_path / "empty"
     shutil.copytree(root / "ct", folder / "ct")
     series = sorted((pydicom.dcmread(p) for p in (folder / "ct").glob("*.dcm")),
                     key=lambda d: float(d.ImagePositionPatient[2]))
@@ -195,15 +196,21 @@ def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
                                   segmented_property_category=codes.SCT.Organ, segmented_property_type=codes.SCT.Liver,
                                   algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                                   algorithm_identification=algorithm)
-        for i, name in enumerate(("liver", "nothing"))
+        for i, name in enumerate(labels)
     ]
-    pixels = np.stack([masks["liver"], np.zeros_like(masks["liver"])], axis=-1).astype(np.uint8)
     hd.seg.Segmentation(
-        source_images=series, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        source_images=series, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues[kind],
         segment_descriptions=descriptions, series_instance_uid=hd.UID(), series_number=3, sop_instance_uid=hd.UID(),
         instance_number=1, manufacturer="gmai", manufacturer_model_name="test", software_versions="1",
-        device_serial_number="0",
+        device_serial_number="0", **extra,
     ).save_as(folder / "seg.dcm")
+
+
+def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
+    root, masks = fixture
+    folder = tmp_path / "empty"
+    pixels = np.stack([masks["liver"], np.zeros_like(masks["liver"])], axis=-1).astype(np.uint8)
+    _write_seg(root, folder, pixels, ("liver", "nothing"), "BINARY")
     records, rejects = run("dicom-seg", folder)
     empty = [r for r in rejects if "has an empty mask" in r.reason]
     # "nothing" is not an anatomy or lesion word: de-identification names the segment generically
@@ -212,30 +219,13 @@ def test_segment_with_an_empty_mask_is_rejected(fixture, tmp_path):
 
 
 def test_fractional_segments_are_cut_at_one_half(fixture, tmp_path):
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
     root, masks = fixture
     folder = tmp_path / "fractional"
-    shutil.copytree(root / "ct", folder / "ct")
-    series = sorted((pydicom.dcmread(p) for p in (folder / "ct").glob("*.dcm")),
-                    key=lambda d: float(d.ImagePositionPatient[2]))
-    algorithm = hd.AlgorithmIdentificationSequence(name="test", version="1",
-                                                   family=codes.cid7162.ArtificialIntelligence)
-    description = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="liver", segmented_property_category=codes.SCT.Organ,
-        segmented_property_type=codes.SCT.Liver, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm)
     # probability 0.9 inside the liver, 0.2 in a halo around it: only the liver is the structure
     halo = np.zeros_like(masks["liver"])
     halo[:, 2:-2, 2:-2] = True
     probability = np.where(masks["liver"], 0.9, np.where(halo, 0.2, 0.0)).astype(np.float32)
-    hd.seg.Segmentation(
-        source_images=series, pixel_array=probability, segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-        segment_descriptions=[description], series_instance_uid=hd.UID(), series_number=4, sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer="gmai", manufacturer_model_name="test", software_versions="1",
-        device_serial_number="0", max_fractional_value=255,
-    ).save_as(folder / "seg.dcm")
+    _write_seg(root, folder, probability, ("liver",), "FRACTIONAL", max_fractional_value=255)
     records, _ = run("dicom-seg", folder)
     assert records
     for record in records:
