@@ -4,6 +4,8 @@
   by the end of the window (``resource.getrusage`` SELF + CHILDREN). Every benchmark joins the processes it
   starts inside the window it times (worker pools closed, subprocesses waited for), so a window's CPU seconds
   are all the compute its work cost, whatever else the machine runs. Threads are included (per process).
+  A server measured from outside (the serve benchmarks) is counted the same way from its side: the server
+  process and its live children (decoding and validation workers), ``server_cpu_seconds``.
 - Peak memory: max RSS of this process (``ru_maxrss``); a side that must be measured alone runs in its own
   subprocess and reports its own.
 - Load: the 1/5/15-minute load averages (as ``uptime`` prints them), recorded with every result: on a shared
@@ -27,6 +29,20 @@ def cpu_seconds() -> float:
     """User + system CPU of this process (all threads) and of its finished children."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU so far of a running process and its live children (a server and its worker pools)."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:  # a child that ended between listing and reading
+            pass
+    return total
 
 
 def peak_rss_mb() -> float:

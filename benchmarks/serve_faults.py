@@ -37,7 +37,8 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import make_checkpoint, request_bodies  # noqa: E402 - same folder
+from measure import server_cpu_seconds  # noqa: E402 - same folder
+from serve_load import make_checkpoint, request_bodies  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-faults-key"
@@ -207,23 +208,10 @@ def large_image_bodies(model: str, n: int) -> list[dict]:
     return [{"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": parts}]}] * n
 
 
-def server_cpu_s(pid: int) -> float:
-    import psutil
-
-    total = 0.0
-    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
 def phase(server, name: str, background, fault=None, settle_s: float = 3.0) -> dict:
     """Run ``background`` (valid clients) with ``fault`` (hostile traffic) alongside; RSS around it."""
     with RSSSampler(server.pid) as rss:
-        cpu = server_cpu_s(server.pid)
+        cpu = server_cpu_seconds(server.pid)
 
         async def both():
             tasks = [background()] + ([fault()] if fault else [])
@@ -234,7 +222,7 @@ def phase(server, name: str, background, fault=None, settle_s: float = 3.0) -> d
         wall = time.monotonic() - start
         time.sleep(settle_s)
         after = rss.now_mb()
-    row = {"valid": results[0], "wall_s": round(wall, 1), "server_cpu_s": round(server_cpu_s(server.pid) - cpu, 2),
+    row = {"valid": results[0], "wall_s": round(wall, 1), "server_cpu_s": round(server_cpu_seconds(server.pid) - cpu, 2),
            "rss_mb": {"before": round(rss.before), "peak": round(max(rss.peak, after)), "after": round(after)}}
     if fault:
         row["fault"] = results[1]

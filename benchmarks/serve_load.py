@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import server_cpu_seconds  # benchmarks/ is the script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 
@@ -101,13 +103,6 @@ async def drive(base_url: str, bodies: list[dict], clients: int, run_timeout: fl
             "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else None}
 
 
-def _cpu_seconds(pid: int) -> float:
-    import psutil
-
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
 def run_mode(checkpoint: Path, name: str, args: list[str], bodies: list[dict], clients: int,
              run_timeout: float, log_dir: Path, torch_threads: int) -> dict:
     import httpx
@@ -124,9 +119,9 @@ def run_mode(checkpoint: Path, name: str, args: list[str], bodies: list[dict], c
             return httpx.get(server.url + "/metrics", timeout=10, headers={"Authorization": f"Bearer {KEY}"}).json()
 
         before = metrics()
-        cpu_before = _cpu_seconds(server.pid)
+        cpu_before = server_cpu_seconds(server.pid)
         result = asyncio.run(drive(server.base_url, bodies, clients, run_timeout))
-        server_cpu = _cpu_seconds(server.pid) - cpu_before
+        server_cpu = server_cpu_seconds(server.pid) - cpu_before
         after = metrics()
         # CPU seconds the server spent per answered request: robust to other load on a shared machine
         result["server_cpu_s"] = round(server_cpu, 2)

@@ -18,6 +18,27 @@ def test_cpu_seconds_count_a_finished_child_process():
     assert measure.cpu_seconds() - before > 0.05  # the child's CPU, counted once it has been waited for
 
 
+def test_server_cpu_seconds_count_a_live_worker_child():
+    """A "server" that sleeps while its worker child computes: the worker's CPU counts for the server."""
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    worker = "sum(i * i for i in range(6_000_000)); import time; time.sleep(30)"
+    code = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); time.sleep(30)"
+    server = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 20
+        while measure.server_cpu_seconds(server.pid) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        own = psutil.Process(server.pid).cpu_times()
+        assert measure.server_cpu_seconds(server.pid) - (own.user + own.system) >= 0.3  # the child's share
+    finally:
+        for child in psutil.Process(server.pid).children(recursive=True):
+            child.kill()
+        server.kill()
+        server.wait()
+
+
 def test_rounds_run_every_setting_each_round_in_rotating_order():
     calls = []
     runs = measure.interleaved_rounds(["a", "b", "c"], 3, lambda s, r: calls.append((r, s)) or {"x": r})
