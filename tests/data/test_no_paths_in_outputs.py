@@ -126,3 +126,22 @@ def test_an_adapter_that_raises_with_a_path_is_reported_without_it(tmp_path, mon
     assert reject == {"ref": output_ref(b"k", spec, "item 'DOE_JOHN.png'"), "source": "raising",
                       "reason": "adapter error: ValueError", "stage": "read"}
     assert reject["ref"].startswith("raising-")
+
+
+def test_a_dicom_adapter_that_raises_is_reported_without_the_file_name(tmp_path, monkeypatch):
+    """The DICOM adapters key their own refs; an item they fail on before keying it is keyed by the assembler."""
+    import gmai.data.sources as sources
+    from gmai.data.build import BuildConfig, run_build
+
+    def load(path, item, options):
+        raise ValueError("broken")
+
+    for kind in ("dicom", "rtstruct"):
+        monkeypatch.setitem(sources._MODULES, kind, kind)
+        monkeypatch.setitem(sources._REGISTRY, kind, sources.Source(kind, lambda p, o: ["DOE_JOHN_1970.dcm"], load))
+        out = tmp_path / kind
+        spec = SourceSpec(kind, str(tmp_path / "MRN123456"))
+        run_build(BuildConfig(sources=[spec], out=out, plots=False, deid_secret=b"k"), progress=False,
+                  log=lambda _: None)
+        [reject] = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+        assert "DOE_JOHN" not in json.dumps(reject) and reject["ref"].startswith(f"{kind}-"), reject

@@ -47,8 +47,9 @@ from gmai.data.sources._common import OptionError
 JOURNAL = ".build"
 PLAN_VERSION = 2  # 2: part entries carry their source index ("src"); refs are keyed at assembly
 THREE_D_KINDS = {"nifti"}
-SECRET_KINDS = {"dicom", "dicom-seg", "rtstruct"}  # sources whose *parts* depend on the de-identification secret
-ADAPTER_KEYED_REFS = {"dicom", "dicom-seg", "rtstruct"}  # adapters whose refs are already keyed hashes: kept as is
+# the DICOM readers: their parts depend on the de-identification secret (UID remap), and their adapters key
+# refs with it already (kept as they are at assembly)
+SECRET_KINDS = {"dicom", "dicom-seg", "rtstruct"}
 
 
 @dataclass(frozen=True)
@@ -304,14 +305,15 @@ def output_ref(secret: bytes, spec: SourceSpec, ref: str) -> str:
     A trailing position (``#slice=12``) stays as it is. Whoever keeps the build's secret
     (``--deid-secret-file``) maps a ref back by hashing candidate relative refs
     (``keyed_hash(secret, "ref\\0" + relative_ref)``); nobody else can."""
-    if spec.kind in ADAPTER_KEYED_REFS:
-        return ref
+    if spec.kind in SECRET_KINDS and _KEYED_REF.match(ref) and ref.startswith(f"{spec.kind}-"):
+        return ref  # keyed by its DICOM adapter already (an item it failed on before keying it is keyed below)
     suffix = _POSITION.search(ref)  # a slice's or frame's number says nothing about anyone: it stays readable
     base, position = (ref[: suffix.start()], suffix.group()) if suffix else (ref, "")
     return f"{spec.kind}-{keyed_hash(secret, 'ref' + chr(0) + source_relative(spec, base))}{position}"
 
 
 _POSITION = re.compile(r"#[a-z_]+=(?:[a-z_]+:)?[0-9,\-]+$")  # "#slice=12", "#slice=4-6,9", "#volume=slices:2,5,8"
+_KEYED_REF = re.compile(r"^[a-z-]+-[0-9a-f]{16}(" + _POSITION.pattern + ")?$")  # KIND-HMAC, maybe with a position
 _NAME_SPLIT = re.compile(r"[/\\#:?=\[\]]")
 
 
