@@ -27,11 +27,14 @@ def test_server_cpu_seconds_count_a_live_worker_child():
     code = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); time.sleep(30)"
     server = subprocess.Popen([sys.executable, "-c", code])
     try:
+        def children_share() -> float:
+            own = psutil.Process(server.pid).cpu_times()
+            return measure.server_cpu_seconds(server.pid) - (own.user + own.system)
+
         deadline = time.monotonic() + 20
-        while measure.server_cpu_seconds(server.pid) < 0.3 and time.monotonic() < deadline:
+        while children_share() < 0.2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        own = psutil.Process(server.pid).cpu_times()
-        assert measure.server_cpu_seconds(server.pid) - (own.user + own.system) >= 0.3  # the child's share
+        assert children_share() >= 0.2  # the worker's CPU, counted while it is alive
     finally:
         for child in psutil.Process(server.pid).children(recursive=True):
             child.kill()
