@@ -98,9 +98,11 @@ def evaluate_ablation(out: Path, data_dir: Path, vqa_rad: Path | None, console: 
     reports = {}
     for name, run, stage in ABLATION:
         checkpoint = out / run / f"stage{stage}"
-        # Images at the size the data build wrote for training; short answers need few tokens.
+        # Images at the size the data build wrote for training; short answers need few tokens. The short-answer
+        # instruction (LLaVA-1.5's, as lmms-eval sends it for VQA-RAD) is the one Stage III learns with
+        # bare answers (recipes/tiny.yaml: short_answer_share), so exact-match rules can score the replies.
         reports[name] = run_eval(str(checkpoint), benches, out / "eval" / name,
-                                 EvalOptions(batch_size=32, max_side=512, limit=limit),
+                                 EvalOptions(batch_size=32, max_side=512, limit=limit, prompt_style="short"),
                                  config=GenerationConfig(max_new_tokens=24), console=console)
     return reports
 

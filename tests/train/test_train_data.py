@@ -71,3 +71,62 @@ def test_bad_input_names_the_file_and_line(tmp_path):
         load_samples(tmp_path, DataArgs(subsets=["MM-Caption"]))
     with pytest.raises(DataError, match="does not exist"):
         load_samples(tmp_path / "nowhere", DataArgs())
+
+
+# Rows as `gmai data build` writes them (copied from a demo build: data/MM-Instruct.jsonl, data-vqa-rad/).
+_QA_ROWS = [
+    {"id": "2d#cls#ct#synthetic-lesion-cls#1", "image": "images/a.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhich category does this image belong to?"},
+        {"from": "gpt", "value": "The image shows calcification."}],
+     "subset": "MM-Instruct", "source": "synthetic-lesion-cls", "format": "qa_open", "answer_type": "open",
+     "answer": "calcification", "options": []},
+    {"id": "2d#cls#ct#synthetic-lesion-cls#2", "image": "images/a.png", "conversations": [
+        {"from": "human", "value": "<image>\nSelect the correct finding for this image.\nA. calcification\n"
+                                   "B. cyst\nAnswer with the option's letter from the given choices."},
+        {"from": "gpt", "value": "B. cyst"}],
+     "subset": "MM-Instruct", "source": "synthetic-lesion-cls", "format": "qa_choice", "answer_type": "choice",
+     "answer": "B", "options": ["A. calcification", "B. cyst"]},
+    {"id": "2d#vqa#radiology#vqa-rad#2", "image": "images/a.png", "conversations": [
+        {"from": "human", "value": "<image>\nIs the heart enlarged?"}, {"from": "gpt", "value": "No"}],
+     "subset": "MM-Instruct", "source": "vqa-rad", "format": "vqa", "answer_type": "closed", "answer": "No",
+     "options": []},
+    {"id": "2d#cls#ct#synthetic-lesion-cls#3", "image": "images/a.png", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe this image."},
+        {"from": "gpt", "value": "A CT scan showing cyst."}], "subset": "MM-Instruct", "format": "caption"},
+]
+
+
+def _qa_build(root):
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "images" / "a.png")
+    lines = "".join(json.dumps(r) + "\n" for r in _QA_ROWS)
+    (root / "MM-Instruct.jsonl").write_text(lines)
+    (root / "heldout" / "test").mkdir(parents=True)
+    (root / "heldout" / "test" / "MM-Instruct.jsonl").write_text(lines.replace('"id": "2d', '"split": "test", "id": "2d'))
+    return root
+
+
+def test_short_answer_form_asks_exactly_what_the_evaluator_asks_and_answers_with_the_gold(tmp_path):
+    from gmai.eval.benchmarks.gmai_heldout import load as load_heldout
+    from gmai.eval.runner import build_prompt
+    from gmai.train.data import short_answer_form
+
+    root = _qa_build(tmp_path)
+    samples, _ = load_samples(root, DataArgs(subsets=["MM-Instruct"]))
+    short, counts = short_answer_form(samples, share=1.0, seed=0)
+    asked = {q.qid: build_prompt(q, "short") for q in load_heldout(root, split="test")}
+    for sample, row in zip(short[:3], _QA_ROWS):
+        assert sample.messages == [{"role": "user", "content": asked[row["id"]]},
+                                   {"role": "assistant", "content": row["answer"]}]
+    assert short[0].messages[0]["content"].endswith("\nAnswer the question using a single word or phrase.")
+    assert short[1].messages[0]["content"].endswith("Answer with the option's letter from the given choices directly.")
+    assert short[3].messages == samples[3].messages  # a caption is no question: untouched
+    assert counts == {"short answer (rewritten)": 2, "short answer (was already)": 1}
+    # share 0: the sentence replies stay as they were, without the instruction; an answer that is already
+    # bare (VQA-RAD's own) still gets it, so the instruction always means "bare answer"
+    kept, counts = short_answer_form(samples, share=0.0, seed=0)
+    assert [s.messages for s in kept[:2]] == [s.messages for s in samples[:2]]
+    assert kept[2].messages[0]["content"].endswith("single word or phrase.")
+    assert counts == {"sentence reply kept": 2, "short answer (was already)": 1}

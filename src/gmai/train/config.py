@@ -96,6 +96,10 @@ class StageConfig:
     truncate: bool = False  # cut over-long samples after their image tokens instead of dropping them
     mixture: dict[str, float] = field(default_factory=dict)  # group -> fraction sampled (0 = none, 1 = all)
     quality_filter: bool = False
+    # LLaVA-1.5's short-answer convention (gmai.train.data.short_answer_form): 0 = off; > 0 = single-turn Q&A
+    # whose reply is already the bare answer gets the evaluator's short-answer instruction, and this share of
+    # the others (sentence replies) is rewritten to that instruction + the bare gold answer.
+    short_answer_share: float = 0.0
     save_every: int = 0  # resumable checkpoint every N optimizer steps (0 = only at the end)
     keep_checkpoints: int = 2
     log_every: int = 1

@@ -212,3 +212,40 @@ def corpus_texts(samples: list[Sample]) -> list[str]:
             seen.add(text)
             texts.append(text)
     return texts
+
+
+def short_answer_form(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], Counter]:
+    """LLaVA-1.5's short-answer convention, with the exact instruction the evaluator sends
+    (``gmai.eval.runner.build_prompt(item, "short")``: "Answer the question using a single word or phrase.",
+    or the option-letter instruction for multiple choice).
+
+    A single-turn Q&A sample (``answer_type`` open/closed/choice and a gold ``answer``) whose reply already is
+    that answer (a benchmark's own train split, "yes", "C") gets the instruction; a seeded ``share`` of the
+    others, whose replies are template sentences ("The finding is cyst."), is rewritten to the instruction and
+    the bare gold answer; the rest stay sentences without it. Captions and dialogue are untouched. The model
+    thus learns both forms and which one the instruction asks for, from training rows only.
+    """
+    from gmai.eval.benchmarks.gmai_heldout import item_from_row
+    from gmai.eval.runner import build_prompt
+
+    rng = random.Random(f"{seed}:short-answers")
+    out, counts = [], Counter()
+    for s in samples:
+        roles = [m["role"] for m in s.messages]
+        answer_type = str(s.meta.get("answer_type") or "")
+        if roles != ["user", "assistant"] or answer_type not in ("open", "closed", "choice") or not s.meta.get("answer"):
+            out.append(s)
+            continue
+        user, reply = (m["content"] for m in s.messages)
+        row = {**s.meta, "conversations": [{"from": "human", "value": user}, {"from": "gpt", "value": reply}]}
+        item = item_from_row(row, Path("."), "train", s.id)
+        already_short = reply.strip().rstrip(".").lower() == item.answer.strip().lower()
+        if not already_short and rng.random() >= share:
+            counts["sentence reply kept"] += 1
+            out.append(s)
+            continue
+        counts["short answer (was already)" if already_short else "short answer (rewritten)"] += 1
+        messages = [{"role": "user", "content": build_prompt(item, "short")},
+                    {"role": "assistant", "content": item.answer}]
+        out.append(Sample(s.id, s.subset, messages, s.image, s.group, s.meta, s.images))
+    return out, counts

@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gmai.train.config import StageConfig, TrainConfig
-from gmai.train.data import Sample, corpus_texts, load_samples, quality_filter, sample_mixture
+from gmai.train.data import (Sample, corpus_texts, load_samples, quality_filter, sample_mixture,
+                             short_answer_form)
 from gmai.train.logs import MetricsLog, plot_curves
 from gmai.train.packing import IGNORE, Encoded, Encoder, collate, plan_steps, prepare
 
@@ -131,6 +132,9 @@ def stage_samples(stage: StageConfig, cfg: TrainConfig, samples: list[Sample]) -
     if stage.quality_filter:
         chosen, dropped = quality_filter(chosen, cfg.data)
         report["quality_dropped"] = dict(dropped)
+    if stage.short_answer_share > 0:
+        chosen, forms = short_answer_form(chosen, stage.short_answer_share, cfg.run.seed)
+        report["short_answers"] = dict(forms)
     return chosen, report
 
 

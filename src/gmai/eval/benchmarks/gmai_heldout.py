@@ -49,7 +49,7 @@ def load(path: str | Path, split: str = "test") -> list[BenchItem]:
     items = []
     for jsonl in files:
         for n, row in jsonl_rows(jsonl):
-            item = _item(row, image_root, split, f"{jsonl.stem}-{n}")
+            item = item_from_row(row, image_root, split, f"{jsonl.stem}-{n}")
             if item is not None:
                 items.append(item)
     return items
@@ -65,7 +65,8 @@ def _skip(reason: str) -> None:
     LAST_SKIPPED[reason] = LAST_SKIPPED.get(reason, 0) + 1
 
 
-def _item(row: dict, image_root: Path, split: str, fallback_id: str) -> BenchItem | None:
+def item_from_row(row: dict, image_root: Path, split: str, fallback_id: str) -> BenchItem | None:
+    """One data-engine row -> a question (None, counted in LAST_SKIPPED, for captions and dialogue)."""
     conv = row.get("conversations") or []
     humans = [t["value"] for t in conv if t.get("from") == "human"]
     gpts = [t["value"] for t in conv if t.get("from") == "gpt"]
