@@ -276,3 +276,15 @@ def test_demo_paired_majority_table_counts_the_questions_report_json_counts(smal
         assert model == f"{100 * bench['rules'][rule]['accuracy']:.1f}", (label, rule)
         assert majority == f"{100 * bench['baselines']['majority']['rules'][rule]['accuracy']:.1f}", (label, rule)
     assert any(report[label]["rules"][rule].get("not_applicable") for label, rule, *_ in rows)  # the case is there
+
+
+@pytest.mark.slow
+def test_demo_evaluates_with_the_short_answer_instruction_stage_iii_learnt(small_demo):
+    """The README: Stage III learns LLaVA-1.5's short-answer convention and the evaluation asks with it."""
+    report = json.loads((small_demo / "eval" / "I+II+III" / "report.json").read_text())
+    assert report["prompt_style"] == "short"
+    events = [json.loads(x) for x in (small_demo / "train" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    forms = [e for e in events if "short_answers" in json.dumps(e) and e.get("stage") == 3]
+    assert forms, "Stage III reports no short-answer rows"
+    # the fixture's VQA-RAD train answers are bare ('yes', 'liver'): they get the instruction as they are
+    assert '"short answer (was already)"' in json.dumps(forms[0])
