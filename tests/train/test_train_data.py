@@ -104,7 +104,8 @@ def _qa_build(root):
     lines = "".join(json.dumps(r) + "\n" for r in _QA_ROWS)
     (root / "MM-Instruct.jsonl").write_text(lines)
     (root / "heldout" / "test").mkdir(parents=True)
-    (root / "heldout" / "test" / "MM-Instruct.jsonl").write_text(lines.replace('"id": "2d', '"split": "test", "id": "2d'))
+    heldout = lines.replace('"id": "2d', '"split": "test", "id": "2d')
+    (root / "heldout" / "test" / "MM-Instruct.jsonl").write_text(heldout)
     return root
 
 

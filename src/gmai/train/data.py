@@ -233,7 +233,8 @@ def short_answer_form(samples: list[Sample], share: float, seed: int) -> tuple[l
     for s in samples:
         roles = [m["role"] for m in s.messages]
         answer_type = str(s.meta.get("answer_type") or "")
-        if roles != ["user", "assistant"] or answer_type not in ("open", "closed", "choice") or not s.meta.get("answer"):
+        question = roles == ["user", "assistant"] and answer_type in ("open", "closed", "choice")
+        if not question or not s.meta.get("answer"):
             out.append(s)
             continue
         user, reply = (m["content"] for m in s.messages)
