@@ -94,6 +94,7 @@ SLOW_TIER = {  # README's Tests section: what `-m "not slow"` skips
     "2-process training": ["tests/train/test_train_distributed.py"],
     "the real server driven by the openai client": ["tests/serve/test_serve_openai_client.py"],
     "the browser test": ["tests/serve/test_serve_ui_browser.py"],
+    "the real demo-ui process": ["tests/serve/test_serve_ui.py"],
 }
 
 

@@ -111,7 +111,7 @@ def test_demo_ui_takes_secrets_from_files_or_the_environment_never_from_argv(mon
         refused = CliRunner().invoke(app, ["demo-ui", "ckpt", option, "s3cret"])
         assert refused.exit_code == 2 and not launched
         assert refused.output == (f"error: {option} would put the secret in the process list, where any local user "
-                                  f"can read it: set {env} or give {option.replace('-', '-', 1)}-file FILE\n")
+                                  f"can read it: set {env} or give {option}-file FILE\n")
     (tmp_path / "pw").write_text("file-pass\n")
     (tmp_path / "key").write_text(" sk-file \n")
     ok = CliRunner().invoke(app, ["demo-ui", "http://127.0.0.1:9/v1", "--host", "0.0.0.0", "--password-file",
