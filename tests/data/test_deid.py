@@ -467,7 +467,37 @@ def _cleans(entry, tag: int, vr: str, on, nested: bool) -> bool:
 def test_each_option_changes_exactly_the_entries_its_column_lists(name):
     result = option_coverage(name)
     assert all(done == total for done, total in result.values()), result
-    assert result["K kept"][1] + result["C cleaned"][1] > 0
+    # Retain Safe Private's column lists only the private row: test_retain_safe_private_keeps_...
+    assert result["K kept"][1] + result["C cleaned"][1] > 0 or name == "retain_safe_private"
+
+
+def test_retain_safe_private_keeps_only_listed_private_attributes_in_checked_forms():
+    """Rows of PS3.15 2026d Table E.3.10-1 (GEMS_ACQU_01 (0019,xx23) DS Table Speed, (0019,xx9E) LO Internal
+    Pulse Sequence Name; Philips Imaging DD 001 (2001,xx0B) CS Image Plane Orientation, (2001,xx6D) LO Text
+    Font, (2001,xx7D) OW/OB Frame Pixel Data), next to private attributes the table does not list."""
+    from pydicom.dataset import Dataset
+
+    def shelf() -> Dataset:
+        ds = Dataset()
+        ge = ds.private_block(0x0019, "GEMS_ACQU_01", create=True)
+        ge.add_new(0x23, "DS", "39.37")
+        ge.add_new(0x9E, "LO", "MKRSP1 SMITH")  # listed, but text outside the vocabulary
+        ge.add_new(0x10, "LO", "MKRSP2")  # not listed
+        philips = ds.private_block(0x2001, "Philips Imaging DD 001", create=True)
+        philips.add_new(0x0B, "CS", "TRANSVERSAL")
+        philips.add_new(0x6D, "LO", "Axial")
+        philips.add_new(0x7D, "OB", b"MKRSP3")  # listed, binary: cannot be checked
+        other = ds.private_block(0x0029, "MKRSP4 CSA HEADER", create=True)  # creator not listed
+        other.add_new(0x10, "LO", "axial")
+        return ds
+
+    kept = deid.deidentify(shelf(), deid.DeidOptions(b"k" * 32, retain_safe_private=True))
+    private = {int(e.tag): e.value for e in kept if e.tag.is_private}
+    assert private == {0x00190010: "GEMS_ACQU_01", 0x00191023: "39.37", 0x20010010: "Philips Imaging DD 001",
+                       0x2001100B: "TRANSVERSAL", 0x2001106D: "axial"}
+    assert "MKR" not in str(kept) and "113111" in [i.CodeValue for i in kept.DeidentificationMethodCodeSequence]
+    default = deid.deidentify(shelf(), deid.DeidOptions(b"k" * 32))
+    assert not any(e.tag.is_private for e in default)
 
 
 def test_no_option_is_on_by_default():
@@ -499,8 +529,8 @@ def test_options_are_recorded_in_the_method_and_code_sequence(tmp_path):
     assert full.LongitudinalTemporalInformationModified == "UNMODIFIED"
     with pytest.raises(ValueError, match="exclude each other"):
         deid.DeidOptions(b"k" * 32, retain_full_dates=True, retain_modified_dates=True)
-    with pytest.raises(ValueError, match="unknown de-identification option 'retain-safe-private'; known: retain-uids"):
-        deid.DeidOptions.with_options(b"k" * 32, ["retain-safe-private"])
+    with pytest.raises(ValueError, match="unknown de-identification option 'retain-all'; known: retain-safe-private"):
+        deid.DeidOptions.with_options(b"k" * 32, ["retain-all"])
 
 
 def test_retain_uids_keeps_valid_uids_and_still_remaps_text_typed_into_a_uid_field():

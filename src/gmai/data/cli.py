@@ -62,7 +62,8 @@ def build_command(
         help="PS3.15 Retain Patient Characteristics Option (same as --deid-option retain-patient-characteristics)."),
     deid_option: list[str] = typer.Option(
         [], "--deid-option",
-        help="A PS3.15 Option, from its Table E.1-1 column (repeatable; every one off by default): retain-uids, "
+        help="A PS3.15 Option, from its Table E.1-1 column (repeatable; every one off by default): "
+             "retain-safe-private, retain-uids, "
              "retain-device-identity, retain-institution-identity, retain-patient-characteristics, "
              "retain-full-dates, retain-modified-dates, clean-descriptors, clean-structured-content, "
              "clean-graphics."),

@@ -14,9 +14,12 @@ to the top level and to every item of every sequence, at any depth:
   with its items scrubbed, a date (DA, DT) is shifted by a whole number of days keyed by the secret (one
   shift per build: intervals survive, dates do not; times of day are kept), a text value is kept only when
   every word of it is in :data:`DESCRIPTOR_WORDS` (anything else gets the Basic Profile action). When two
-  Options on list one attribute, ``K`` wins over ``C``. Not offered: Retain Safe Private (it needs Table
-  E.3.10-1, which is not in the repository: private attributes are always removed). Under Clean Graphics,
-  overlay (60xx) and curve (50xx) groups stay removed: their bitmaps cannot be checked for text here.
+  Options on list one attribute, ``K`` wins over ``C``. Under Clean Graphics, overlay (60xx) and curve (50xx)
+  groups stay removed: their bitmaps cannot be checked for text here. Under Retain Safe Private, a private
+  attribute is kept only when Table E.3.10-1 (``ps3.15-table-e3-10-1.csv``) lists its group, private creator
+  and element, and only in a checked form: numbers as they are, a code string of code characters, text
+  through :data:`DESCRIPTOR_WORDS`, UIDs remapped, sequences with their items scrubbed; binary values and
+  anything else are removed, as is every private attribute the table does not list.
 
 Beyond the table: private, unknown-to-the-dictionary and UN elements, every repeating overlay (60xx)
 and curve (50xx) group, every person name, date, time and free-text element (SH, LO, ST, LT, UT, UC,
@@ -63,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 TABLE_FILE = Path(__file__).with_name("ps3.15-table-e1-1.csv")
+SAFE_PRIVATE_FILE = Path(__file__).with_name("ps3.15-table-e3-10-1.csv")
 EDITION = "2026d"
 _STANDARD_UID_ROOT = "1.2.840.10008."
 
@@ -70,6 +74,7 @@ _STANDARD_UID_ROOT = "1.2.840.10008."
 _BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
 # The PS3.15 Annex E Options offered: DeidOptions field -> (Table E.1-1 column, CID 7050 code, meaning)
 OPTIONS: dict[str, tuple[str, str, str]] = {
+    "retain_safe_private": ("rtn_safe_priv", "113111", "Retain Safe Private Option"),
     "retain_uids": ("rtn_uids", "113110", "Retain UIDs Option"),
     "retain_device_identity": ("rtn_dev_id", "113109", "Retain Device Identity Option"),
     "retain_institution_identity": ("rtn_inst_id", "113112", "Retain Institution Identity Option"),
@@ -111,6 +116,7 @@ class DeidOptions:
 
     secret: bytes
     retain_patient_characteristics: bool = False
+    retain_safe_private: bool = False
     retain_uids: bool = False
     retain_device_identity: bool = False
     retain_institution_identity: bool = False
@@ -208,7 +214,7 @@ class TableEntry:
 
 @lru_cache(maxsize=1)
 def table() -> tuple[TableEntry, ...]:
-    columns = ["rtn_safe_priv"] + [column for column, _, _ in OPTIONS.values()]  # every Option column
+    columns = [column for column, _, _ in OPTIONS.values()]  # every Option column
     with open(TABLE_FILE, encoding="utf-8") as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))
         return tuple(TableEntry(r["group"], r["element"], r["name"], r["action"],
@@ -310,6 +316,10 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
         except Exception:  # an element that cannot even be parsed cannot be checked: it goes  # noqa: BLE001
             del dataset[tag]
             continue
+        if elem.tag.is_private and options.retain_safe_private:
+            if not _keep_safe_private(dataset, elem, options):
+                del dataset[tag]
+            continue
         # known: pydicom can name it, or Table E.1-1 lists it (the table is newer than pydicom's dictionary)
         known = dictionary_has_tag(tag) or repeater_has_tag(tag) or entry_for(tag) is not None
         if _always_removed(elem.tag, elem.VR) or not (known or elem.tag.element == 0):
@@ -389,6 +399,47 @@ def _keep(elem: Any, options: DeidOptions) -> None:
         values = list(elem.value) if elem.VM > 1 else [elem.value]
         kept = [v if _is_valid_uid(str(v)) else remap_uid(str(v), options) for v in values]
         elem.value = kept if elem.VM > 1 else kept[0]
+
+
+@lru_cache(maxsize=1)
+def safe_private() -> dict[tuple[int, str, int], str]:
+    """Table E.3.10-1: (group, private creator, element's low byte) -> VR."""
+    with open(SAFE_PRIVATE_FILE, encoding="utf-8") as fh:
+        rows = csv.DictReader(line for line in fh if not line.startswith("#"))
+        return {(int(r["group"], 16), r["private_creator"], int(r["element"][2:], 16)): r["vr"] for r in rows}
+
+
+_NUMBER_VRS = _NUMERIC_VRS | {"FD", "FL", "AT"}
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{0,16}")
+
+
+def _keep_safe_private(dataset: Any, elem: Any, options: DeidOptions) -> bool:
+    """Retain Safe Private (see the module docstring): whether ``elem`` stays, cleaned in place."""
+    group, element = elem.tag.group, elem.tag.element
+    if 0x0010 <= element <= 0x00FF:  # a private creator: kept when the table lists it for this group
+        return any(g == group and c == str(elem.value).strip() for g, c, _ in safe_private())
+    creator = dataset.get((group << 16) | (element >> 8))
+    vr = safe_private().get((group, str(getattr(creator, "value", "")).strip(), element & 0xFF))
+    if vr is None or elem.VR not in vr.split("/"):
+        return False  # not listed, or not the VR the table gives (an implicit-VR file reads it as UN)
+    if elem.VR in _NUMBER_VRS:
+        return True
+    if elem.VR == "CS":
+        values = list(elem.value) if elem.VM > 1 else [elem.value]
+        return all(_CODE_STRING.fullmatch(str(v)) for v in values)
+    if elem.VR in _FREE_TEXT_VRS:
+        words = descriptor(elem.value)
+        if words is not None:
+            elem.value = words
+        return words is not None
+    if elem.VR == "UI":
+        _remap_uids(elem, options, only_instances=True)
+        return True
+    if elem.VR == "SQ":
+        for item in elem.value:
+            _scrub(item, options)
+        return True
+    return False
 
 
 def _is_valid_uid(uid: str) -> bool:
