@@ -61,7 +61,7 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,11 @@ class DeidOptions:
     def enabled(self) -> tuple[str, ...]:
         """The Options turned on, in :data:`OPTIONS` order."""
         return tuple(name for name in OPTIONS if getattr(self, name))
+
+    @cached_property
+    def columns(self) -> tuple[str, ...]:
+        """The Table E.1-1 columns of the Options turned on (looked up once: every element asks)."""
+        return tuple(OPTIONS[name][0] for name in self.enabled())
 
     def __repr__(self) -> str:  # the secret never reaches a log or a traceback
         return f"DeidOptions(secret=<hidden>, options={list(self.enabled())})"
@@ -259,7 +264,9 @@ def action_for(tag: int) -> str | None:
 def action_under(entry: TableEntry, options: DeidOptions) -> str:
     """The action for ``entry`` with ``options``: an Option's K wins over an Option's C, and either over the
     Basic Profile; an Option whose column leaves the row empty changes nothing."""
-    found = {entry.option(OPTIONS[name][0]) for name in options.enabled()}
+    if not options.columns or not entry.options:
+        return entry.action
+    found = {entry.option(column) for column in options.columns}
     return "K" if "K" in found else "C" if "C" in found else entry.action
 
 
