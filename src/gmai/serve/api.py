@@ -38,7 +38,7 @@ from starlette.requests import Request  # module level: FastAPI resolves route a
 from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTooLongError
 from gmai.serve.batching import DynamicBatcher, QueueFullError
 from gmai.serve.errors import APIError, bad_request, error_body, overloaded
-from gmai.serve.images import ImageLimits, decode_images
+from gmai.serve.images import ImageLimits, decode_cost, decode_images
 from gmai.serve.workers import WorkerPool, map_large_allocations
 
 log = logging.getLogger("gmai.serve")
@@ -72,8 +72,18 @@ class ServeConfig:
     max_image_pixels: int = 25_000_000
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_side: int = 1344  # decoded images are shrunk to this longest side (0: keep full size)
-    decode_workers: int = 2  # processes decoding images (and validating bodies over inline_parse_bytes)
-    decode_timeout_s: float = 20.0  # per request, all its images
+    # Image decoding runs in two lanes of worker processes, chosen by the price of a request's images
+    # read from their headers (gmai.serve.images.decode_cost): requests up to light_decode_units go
+    # to their own light lane, so a valid image never waits behind a costly (or hostile) one.
+    decode_workers: int = 2  # processes of the costly lane (niced: they yield the CPU)
+    light_decode_workers: int = 2  # processes of the light lane
+    light_decode_units: int = 8_000_000  # ~ two 2000 x 2000 PNGs
+    max_decode_units: int = 150_000_000  # per request (refused beyond, from the headers)
+    # Per-request time budget: decode_base_s + units / decode_units_per_s (about 4x the measured
+    # quiet-machine rate, for a busy one), never over decode_timeout_s.
+    decode_base_s: float = 2.0
+    decode_units_per_s: float = 10_000_000
+    decode_timeout_s: float = 20.0
     decode_memory_mb: int = 1024  # per decoding worker, beyond its size after imports
     inline_parse_bytes: int = 256 * 1024  # bodies up to this are validated on the event loop (< ~5 ms)
     max_prompt_chars: int = 65_536
@@ -91,7 +101,10 @@ class ServeConfig:
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_image_pixels=self.max_image_pixels, max_images=self.max_images,
                            max_image_bytes=self.max_image_bytes, allowed_root=self.allowed_root,
-                           max_side=self.max_image_side)
+                           max_side=self.max_image_side, max_decode_units=self.max_decode_units)
+
+    def decode_budget_s(self, units: int) -> float:
+        return min(self.decode_timeout_s, self.decode_base_s + units / self.decode_units_per_s)
 
     def max_json_objects(self) -> int:
         """A bound on ``{`` bytes in a valid body: messages and parts, braces inside the prompt's
@@ -479,11 +492,15 @@ class ChatService:
         self.backend, self.config = backend, config
         self.batcher = DynamicBatcher(backend, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
                                       max_queue=config.max_queue)
+        preload = ("gmai.serve.images", "gmai.data.imaging")
         self.decoders = WorkerPool("image decoding", config.decode_workers, timeout_s=config.decode_timeout_s,
                                    memory_mb=config.decode_memory_mb, max_waiting=config.max_queue,
-                                   preload=("gmai.serve.images", "gmai.data.imaging"))
+                                   preload=preload, nice=10)
+        self.light_decoders = WorkerPool("image decoding", config.light_decode_workers,
+                                         timeout_s=config.decode_timeout_s, memory_mb=config.decode_memory_mb,
+                                         max_waiting=config.max_queue, preload=preload)
         self.parsers = WorkerPool("request validation", 1, timeout_s=config.body_timeout_s, memory_mb=0,
-                                  max_waiting=8, preload=("gmai.serve.api",))
+                                  max_waiting=config.max_queue, preload=("gmai.serve.api",))
         # Rendering + tokenizing: text-only requests and image requests have their own threads.
         self.text_prep, self.image_prep = anyio.CapacityLimiter(2), anyio.CapacityLimiter(2)
         self.can_prepare = callable(getattr(backend, "prepare", None))
@@ -492,18 +509,21 @@ class ChatService:
     def start(self) -> None:
         map_large_allocations()
         self.batcher.start()
-        for pool in (self.decoders, self.parsers):
+        for pool in self.pools():
             pool.start()
 
     def stop(self) -> None:
         self.batcher.stop()
-        for pool in (self.decoders, self.parsers):
+        for pool in self.pools():
             pool.shutdown()
+
+    def pools(self) -> list[WorkerPool]:
+        return [self.light_decoders, self.decoders, self.parsers]
 
     def counters(self) -> dict:
         return {"queue_depth": self.batcher.queue_depth, "in_flight": self.in_flight,
                 "generating": self.batcher.generating, "generate_calls": self.batcher.batches_run,
-                "requests_generated": self.batcher.requests_run, "decoder_restarts": self.decoders.restarts}
+                "requests_generated": self.batcher.requests_run, "decoder_restarts": self.decoders.restarts + self.light_decoders.restarts}
 
     async def parse(self, raw: bytes) -> ChatCompletionBody:
         if len(raw) <= self.config.inline_parse_bytes:
@@ -517,7 +537,7 @@ class ChatService:
         plan = plan_chat(body.messages, self.config)
         images = []
         if plan.image_refs:
-            images = await self.decoders.run(decode_images, plan.image_refs, self.config.image_limits())
+            images = await self.decode(plan.image_refs)
         chat = ChatRequest(messages=plan.turns, images=images)
         if not self.can_prepare:
             return chat, None
@@ -530,6 +550,14 @@ class ChatService:
             log.warning("prepare failed: %s", type(err).__name__)
             raise bad_request(f"the model's processor could not encode this request ({type(err).__name__})",
                               "messages", "unprocessable_input") from None
+
+    async def decode(self, refs: list[tuple[str, str]]) -> list:
+        """Price the images from their headers (refusing bombs and over-budget requests at once),
+        then decode them in the lane their price picks, within a budget scaled to that price."""
+        limits = self.config.image_limits()
+        units = decode_cost(refs, limits)
+        pool = self.light_decoders if units <= self.config.light_decode_units else self.decoders
+        return await pool.run(decode_images, refs, limits, timeout_s=self.config.decode_budget_s(units))
 
     async def complete(self, raw: bytes, receive):
         """Non-streaming and streaming completions. Non-streaming work is abandoned (its batch slot
