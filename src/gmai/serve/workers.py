@@ -86,21 +86,32 @@ def _run_task(fn: Callable, args: tuple) -> Any:
 
 class _Slot:
     """One worker process of a pool (its own one-process executor), so that stopping a runaway
-    task kills that task's process only, never a neighbour's."""
+    task kills that task's process only, never a neighbour's. A task's time budget starts once
+    the process has started and imported (``ready``): start-up on a busy machine is not the
+    input's fault. After ``tasks_per_worker`` tasks the process is retired and a fresh one started
+    at once, so its memory goes back to the system."""
 
     def __init__(self, pool: "WorkerPool"):
         self.pool = pool
         self.executor: ProcessPoolExecutor | None = None
+        self.ready = None  # a future, done once the process has started and imported
+        self.tasks = 0
 
     def ensure(self) -> ProcessPoolExecutor:
         if self.executor is None:
             pool = self.pool
             self.executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_worker,
-                                                initargs=(pool.memory_mb, pool.preload, pool.nice),
-                                                max_tasks_per_child=pool.tasks_per_worker)
-            self.executor.submit(int)  # spawn and import now, not on this slot's next task
+                                                initargs=(pool.memory_mb, pool.preload, pool.nice))
+            self.ready, self.tasks = self.executor.submit(int), 0  # spawn and import now
         return self.executor
+
+    def retire(self) -> None:
+        """Let the process exit after its task; a fresh one starts now, off the next task's budget."""
+        executor, self.executor = self.executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+        self.ensure()
 
     def kill(self) -> None:
         executor, self.executor = self.executor, None
@@ -124,9 +135,11 @@ class WorkerPool:
     lowers the workers' CPU priority (a lane for costly inputs yields the CPU to cheap ones)."""
 
     def __init__(self, name: str, workers: int, *, timeout_s: float, memory_mb: int, max_waiting: int = 64,
-                 preload: tuple[str, ...] = (), tasks_per_worker: int = 50, nice: int = 0):
+                 preload: tuple[str, ...] = (), tasks_per_worker: int = 50, nice: int = 0,
+                 startup_timeout_s: float = 120.0):
         self.name, self.workers, self.timeout_s, self.memory_mb = name, workers, timeout_s, memory_mb
         self.max_waiting, self.preload, self.tasks_per_worker, self.nice = max_waiting, preload, tasks_per_worker, nice
+        self.startup_timeout_s = startup_timeout_s
         self._free: list[_Slot] = [_Slot(self) for _ in range(workers)]
         self._slots: asyncio.Semaphore | None = None
         self.waiting = 0
@@ -159,7 +172,8 @@ class WorkerPool:
         self.waiting += 1
         try:
             async with self._slots:
-                slot = self._free.pop()
+                slot = next((s for s in self._free if s.ready is not None and s.ready.done()), self._free[-1])
+                self._free.remove(slot)  # a started worker first
                 self._busy.append(slot)
                 try:
                     return await self._run_in(slot, budget, fn, args)
@@ -170,10 +184,20 @@ class WorkerPool:
             self.waiting -= 1
 
     async def _run_in(self, slot: _Slot, budget: float, fn: Callable, args: tuple) -> Any:
-        future = slot.ensure().submit(_run_task, fn, args)
-        self.tasks += 1
+        executor = slot.ensure()
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), budget)
+            await asyncio.wait_for(asyncio.wrap_future(slot.ready), self.startup_timeout_s)
+        except (asyncio.TimeoutError, BrokenProcessPool):
+            self._restart(slot)
+            raise overloaded(f"{self.name} workers are starting; retry shortly") from None
+        future = executor.submit(_run_task, fn, args)
+        self.tasks += 1
+        slot.tasks += 1
+        try:
+            result = await asyncio.wait_for(asyncio.wrap_future(future), budget)
+            if slot.tasks >= self.tasks_per_worker:
+                slot.retire()
+            return result
         except asyncio.TimeoutError:
             self._restart(slot)  # stop the runaway task: its process dies, a fresh one starts
             raise APIError(400, f"{self.name} took longer than this request's budget of {budget:.3g} s",
