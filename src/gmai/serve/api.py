@@ -39,6 +39,7 @@ from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTo
 from gmai.serve.batching import DynamicBatcher, QueueFullError
 from gmai.serve.errors import APIError, bad_request, error_body, overloaded
 from gmai.serve.images import ImageLimits, decode_cost, decode_images
+from gmai.serve.tokens import bytes_per_token_bound, min_tokens
 from gmai.serve.workers import WorkerPool, map_large_allocations
 
 log = logging.getLogger("gmai.serve")
@@ -504,6 +505,10 @@ class ChatService:
         # Rendering + tokenizing: text-only requests and image requests have their own threads.
         self.text_prep, self.image_prep = anyio.CapacityLimiter(2), anyio.CapacityLimiter(2)
         self.can_prepare = callable(getattr(backend, "prepare", None))
+        # A proven lower bound on prompt tokens from UTF-8 bytes (gmai.serve.tokens), checked before
+        # any image is decoded or the prompt rendered; None when the tokenizer's structure has none.
+        self.context_length = getattr(backend, "context_length", None)
+        self.bytes_per_token = bytes_per_token_bound(getattr(backend, "tokenizer", None))
         self.in_flight = 0
 
     def start(self) -> None:
@@ -535,6 +540,7 @@ class ChatService:
         import anyio
 
         plan = plan_chat(body.messages, self.config)
+        self.check_prompt_bound(plan, gen_config)
         images = []
         if plan.image_refs:
             images = await self.decode(plan.image_refs)
@@ -550,6 +556,19 @@ class ChatService:
             log.warning("prepare failed: %s", type(err).__name__)
             raise bad_request(f"the model's processor could not encode this request ({type(err).__name__})",
                               "messages", "unprocessable_input") from None
+
+    def check_prompt_bound(self, plan: ChatPlan, gen_config: GenerationConfig) -> None:
+        """Refuse a prompt that cannot fit the context, from its bytes alone (before rendering).
+        Only user turns count: every chat template renders them whole (some drop parts of others)."""
+        if not (self.context_length and self.bytes_per_token):
+            return
+        text_bytes = sum(len(t["content"].encode("utf-8")) for t in plan.turns if t["role"] == "user")
+        fewest = min_tokens(text_bytes, self.bytes_per_token)
+        if fewest + gen_config.max_new_tokens > self.context_length:
+            raise bad_request(f"prompt of at least {fewest} tokens ({text_bytes} bytes of user text; a token of this "
+                              f"model covers at most {self.bytes_per_token} bytes) + max_tokens "
+                              f"{gen_config.max_new_tokens} exceeds the model's context of {self.context_length} "
+                              f"tokens", "messages", "context_length_exceeded")
 
     async def decode(self, refs: list[tuple[str, str]]) -> list:
         """Price the images from their headers (refusing bombs and over-budget requests at once),
