@@ -207,9 +207,9 @@ def test_a_valid_image_request_is_not_stalled_by_hostile_images():
             stop.set()
             for thread in attackers:
                 thread.join(timeout=90)
-        assert busy >= 2, busy
         assert max(during) < 2.0, (during, normal)  # the audit's bound
         assert statistics.median(during) < max(2 * normal, normal + 0.25), (during, normal)  # busy-machine slack
+        assert busy >= 2, busy  # measured while the costly lane was full
         assert all(500 > s >= 400 or s == 200 for codes in statuses.values() for s, _ in codes), statuses
         assert all({s for s, _ in statuses[name]} == {400} for name in hostile if "bomb" in name or "95" in name or
                    "parts" in name or "nested" in name), statuses
