@@ -40,7 +40,7 @@ from gmai.serve.batching import DynamicBatcher, QueueFullError
 from gmai.serve.errors import APIError, bad_request, error_body, overloaded
 from gmai.serve.images import ImageLimits, decode_cost, decode_images
 from gmai.serve.tokens import bytes_per_token_bound, min_tokens
-from gmai.serve.workers import WorkerPool, map_large_allocations
+from gmai.serve.workers import WorkerPool, map_large_allocations, release_free_memory
 
 log = logging.getLogger("gmai.serve")
 
@@ -80,11 +80,13 @@ class ServeConfig:
     light_decode_workers: int = 2  # processes of the light lane
     light_decode_units: int = 8_000_000  # ~ two 2000 x 2000 PNGs
     max_decode_units: int = 150_000_000  # per request (refused beyond, from the headers)
-    # Per-request time budget: decode_base_s + units / decode_units_per_s (about 4x the measured
-    # quiet-machine rate, for a busy one), never over decode_timeout_s.
+    # Per-request CPU-time budget: decode_base_s + units / decode_units_per_s (a quarter of the
+    # measured rate, ~40 M PNG pixels per CPU-second), never over decode_timeout_s. CPU time, so a
+    # busy machine does not fail valid images; decode_wall_timeout_s bounds the wait (then 503).
     decode_base_s: float = 2.0
     decode_units_per_s: float = 10_000_000
     decode_timeout_s: float = 20.0
+    decode_wall_timeout_s: float = 60.0
     decode_memory_mb: int = 1024  # per decoding worker, beyond its size after imports
     inline_parse_bytes: int = 256 * 1024  # bodies up to this are validated on the event loop (< ~5 ms)
     max_prompt_chars: int = 65_536
@@ -496,10 +498,11 @@ class ChatService:
         preload = ("gmai.serve.images", "gmai.data.imaging")
         self.decoders = WorkerPool("image decoding", config.decode_workers, timeout_s=config.decode_timeout_s,
                                    memory_mb=config.decode_memory_mb, max_waiting=config.max_queue,
-                                   preload=preload, nice=10)
+                                   preload=preload, nice=5, wall_timeout_s=config.decode_wall_timeout_s)
         self.light_decoders = WorkerPool("image decoding", config.light_decode_workers,
                                          timeout_s=config.decode_timeout_s, memory_mb=config.decode_memory_mb,
-                                         max_waiting=config.max_queue, preload=preload)
+                                         max_waiting=config.max_queue, preload=preload,
+                                         wall_timeout_s=config.decode_wall_timeout_s)
         self.parsers = WorkerPool("request validation", 1, timeout_s=config.body_timeout_s, memory_mb=0,
                                   max_waiting=config.max_queue, preload=("gmai.serve.api",))
         # Rendering + tokenizing: text-only requests and image requests have their own threads.
@@ -510,6 +513,8 @@ class ChatService:
         self.context_length = getattr(backend, "context_length", None)
         self.bytes_per_token = bytes_per_token_bound(getattr(backend, "tokenizer", None))
         self.in_flight = 0
+        self.image_requests = 0  # in flight with images
+        self._trimming: asyncio.Future | None = None
 
     def start(self) -> None:
         map_large_allocations()
@@ -589,6 +594,9 @@ class ChatService:
         if self.in_flight >= self.config.max_queue:
             raise overloaded()
         self.in_flight += 1  # from decoding to the end of generation (streams: until queued)
+        has_images = any(isinstance(m.content, list) and any(p.type == "image_url" for p in m.content)
+                         for m in body.messages)
+        self.image_requests += has_images
         try:
             if body.stream:
                 return await self._stream(body, gen_config)
@@ -604,6 +612,16 @@ class ChatService:
             return work.result()
         finally:
             self.in_flight -= 1
+            self.image_requests -= has_images
+            if has_images and not self.image_requests:
+                self._release_memory()
+
+    def _release_memory(self) -> None:
+        """After the last image request in flight: hand the heap its decoded images and encodings
+        used back to the system (glibc keeps freed memory in its per-thread arenas otherwise, and
+        RSS stays at the burst's peak). In a thread; ctypes releases the GIL while it runs."""
+        if self._trimming is None or self._trimming.done():
+            self._trimming = asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     async def _complete(self, body: ChatCompletionBody, gen_config: GenerationConfig):
         deadline = time.monotonic() + self.config.request_timeout_s

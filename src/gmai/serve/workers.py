@@ -4,7 +4,7 @@ Image/DICOM decoding and the validation of large request bodies are CPU- and mem
 the GIL; in a worker process they cannot stall the event loop or the model thread. Each worker
 caps its own address space (RLIMIT_AS: its size after imports + ``memory_mb``), so a task that
 needs more memory fails with MemoryError in the worker, not the server. Each worker is a slot of
-its own: a task running past its time budget is stopped by killing its process alone (a fresh
+its own: a task running past its CPU-time budget is stopped by the kernel, its process alone (a fresh
 one is spawned at once), so tasks in the other slots are not disturbed. Workers return freed memory to the system
 after each task and are replaced after ``tasks_per_worker`` tasks, so RSS comes back after a peak.
 """
@@ -12,7 +12,9 @@ after each task and are replaced after ``tasks_per_worker`` tasks, so RSS comes 
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
+import signal
 import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -29,6 +31,7 @@ def _init_worker(memory_mb: int, preload: tuple[str, ...], nice: int = 0) -> Non
 
     if nice:
         os.nice(nice)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a worker stopped by its CPU budget leaves no core file
     map_large_allocations()
     for name in _THREAD_VARS:
         os.environ[name] = "1"
@@ -74,14 +77,37 @@ def release_free_memory() -> None:
         pass
 
 
-def _run_task(fn: Callable, args: tuple) -> Any:
+def _cpu_used() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_task(fn: Callable, args: tuple, cpu_budget_s: float | None = None) -> Any:
+    """Run one task; with ``cpu_budget_s``, the kernel stops this process (SIGXCPU) once the task
+    has used that many CPU seconds (rounded up to whole seconds, RLIMIT_CPU's unit). CPU time, not
+    wall time: a task is not cut short because the machine is busy."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    if cpu_budget_s:
+        resource.setrlimit(resource.RLIMIT_CPU, (math.ceil(_cpu_used() + cpu_budget_s), hard))
     try:
         return fn(*args)
     except MemoryError:
         raise APIError(400, "input needs more memory than this server's per-request budget",
                        code="over_memory_budget") from None
     finally:
+        if cpu_budget_s:
+            resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
         release_free_memory()
+
+
+def _exit_signal(process, wait_s: float = 1.0) -> int | None:
+    process.join(wait_s)
+    code = process.exitcode
+    return -code if code is not None and code < 0 else None
 
 
 class _Slot:
@@ -129,17 +155,18 @@ class _Slot:
 
 class WorkerPool:
     """``await pool.run(fn, *args)``: at most ``workers`` tasks at once, ``max_waiting`` more wait
-    (beyond: 503), each bounded by its time budget (``timeout_s``, or less per task) and the
-    workers' memory budget. Each worker is its own slot: a task past its time kills its own
-    process only (a fresh one is spawned at once), so the other slots' tasks carry on. ``nice``
+    (beyond: 503), each bounded by its CPU-time budget (``timeout_s``, or less per task: a 400),
+    the workers' memory budget (a 400) and ``wall_timeout_s`` of wall time (a busy machine: 503).
+    Each worker is its own slot: a task past its budget kills its own process only (a fresh one
+    is spawned at once), so the other slots' tasks carry on. ``nice``
     lowers the workers' CPU priority (a lane for costly inputs yields the CPU to cheap ones)."""
 
     def __init__(self, name: str, workers: int, *, timeout_s: float, memory_mb: int, max_waiting: int = 64,
                  preload: tuple[str, ...] = (), tasks_per_worker: int = 50, nice: int = 0,
-                 startup_timeout_s: float = 120.0):
+                 startup_timeout_s: float = 120.0, wall_timeout_s: float = 120.0):
         self.name, self.workers, self.timeout_s, self.memory_mb = name, workers, timeout_s, memory_mb
         self.max_waiting, self.preload, self.tasks_per_worker, self.nice = max_waiting, preload, tasks_per_worker, nice
-        self.startup_timeout_s = startup_timeout_s
+        self.startup_timeout_s, self.wall_timeout_s = startup_timeout_s, wall_timeout_s
         self._free: list[_Slot] = [_Slot(self) for _ in range(workers)]
         self._slots: asyncio.Semaphore | None = None
         self.waiting = 0
@@ -190,20 +217,25 @@ class WorkerPool:
         except (asyncio.TimeoutError, BrokenProcessPool):
             self._restart(slot)
             raise overloaded(f"{self.name} workers are starting; retry shortly") from None
-        future = executor.submit(_run_task, fn, args)
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        future = executor.submit(_run_task, fn, args, budget)
         self.tasks += 1
         slot.tasks += 1
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), budget)
+            result = await asyncio.wait_for(asyncio.wrap_future(future), self.wall_timeout_s)
             if slot.tasks >= self.tasks_per_worker:
                 slot.retire()
             return result
-        except asyncio.TimeoutError:
-            self._restart(slot)  # stop the runaway task: its process dies, a fresh one starts
-            raise APIError(400, f"{self.name} took longer than this request's budget of {budget:.3g} s",
-                           code="over_time_budget") from None
-        except BrokenProcessPool:
+        except asyncio.TimeoutError:  # within its CPU budget but not done: the machine is too busy
             self._restart(slot)
+            raise overloaded(f"{self.name} did not finish within {self.wall_timeout_s:g} s; the server is busy, "
+                             f"retry shortly") from None
+        except BrokenProcessPool:
+            stopped_by_cpu_budget = any(_exit_signal(p) == signal.SIGXCPU for p in processes)
+            self._restart(slot)
+            if stopped_by_cpu_budget:
+                raise APIError(400, f"{self.name} took longer than this request's budget of {budget:.3g} CPU "
+                                    f"seconds", code="over_time_budget") from None
             raise APIError(400, f"{self.name} failed: the input exceeded this server's memory "
                                 f"budget or crashed its worker", code="over_memory_budget") from None
 
