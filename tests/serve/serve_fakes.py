@@ -142,3 +142,11 @@ def rle_slowest_frame(rows: int, cols: int) -> bytes:
     of 1-byte literal runs: the longest stream, and the most runs to decode, for its pixels."""
     header = struct.pack("<16L", 1, 64, *([0] * 14))
     return header + b"\x00\x07" * (rows * cols)
+
+
+def spin_cpu(seconds: float) -> float:
+    """Burn ``seconds`` of CPU time (a decoding worker's stand-in for a costly input)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return seconds
