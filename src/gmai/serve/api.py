@@ -22,6 +22,7 @@ path, status and timing, never message or image content.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -518,11 +519,13 @@ class ChatService:
 
     def start(self) -> None:
         map_large_allocations()
+        gc.freeze()  # the model and libraries, loaded by now, are never scanned by later collections
         self.batcher.start()
         for pool in self.pools():
             pool.start()
 
     def stop(self) -> None:
+        gc.unfreeze()
         self.batcher.stop()
         for pool in self.pools():
             pool.shutdown()
@@ -617,10 +620,12 @@ class ChatService:
                 self._release_memory()
 
     def _release_memory(self) -> None:
-        """After the last image request in flight: hand the heap its decoded images and encodings
-        used back to the system (glibc keeps freed memory in its per-thread arenas otherwise, and
-        RSS stays at the burst's peak). In a thread; ctypes releases the GIL while it runs."""
+        """After the last image request in flight: collect the requests' reference cycles, then hand
+        the heap their decoded images and encodings used back to the system (glibc keeps freed
+        memory in its per-thread arenas otherwise, and RSS stays at the burst's peak). The trim runs
+        in a thread (ctypes releases the GIL)."""
         if self._trimming is None or self._trimming.done():
+            gc.collect()  # requests leave reference cycles (futures, frames) holding images; cheap after freeze()
             self._trimming = asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     async def _complete(self, body: ChatCompletionBody, gen_config: GenerationConfig):
