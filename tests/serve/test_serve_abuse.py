@@ -329,3 +329,42 @@ def test_abandoned_requests_stop_generating_on_the_tiny_model(tiny_checkpoint):
         abandoned_cpu = time.process_time() - start
     print(f"one full 900-token request: {full_cpu:.2f} CPU-s; 4 abandoned at 0.5 s: {abandoned_cpu:.2f} CPU-s")
     assert abandoned_cpu < 0.5 * full_cpu
+
+
+# ---------------------------------------------------------------------------------- memory after a burst
+class _ImageWatchingBackend(FakeBackend):
+    """Keeps a weak reference to every image the server hands it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def prepare(self, request, config):
+        import weakref
+
+        self.seen += [weakref.ref(image) for image in request.images]
+        return super().prepare(request, config)
+
+
+def test_decoded_images_are_freed_when_the_last_image_request_ends():
+    """Requests leave reference cycles behind (futures, frames); with the collector's automatic runs
+    off, only the server's own collection after the last image request frees their images."""
+    import gc
+
+    backend = _ImageWatchingBackend()
+    body = _image_body(_png_url(256, 256), 2)
+    gc.collect()
+    gc.disable()
+    try:
+        with live_server(backend, _config()) as (url, port, app):
+            threads = [_in_thread(lambda: httpx.post(url + URL, headers=AUTH, json=body, timeout=60)) for _ in range(4)]
+            for thread, _ in threads:
+                thread.join()
+            assert [out["result"].status_code for _, out in threads] == [200] * 4
+            deadline = time.monotonic() + 5
+            while any(ref() is not None for ref in backend.seen) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(backend.seen) == 8
+            assert all(ref() is None for ref in backend.seen), sum(ref() is not None for ref in backend.seen)
+    finally:
+        gc.enable()
