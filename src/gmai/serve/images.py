@@ -76,20 +76,30 @@ def _bounded(image: Image.Image, max_side: int) -> Image.Image:
     return image
 
 
-def _decode_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
+def _data_url_payload(url: str, limits: ImageLimits, param: str) -> tuple[str, str]:
+    """(mime, base64 payload) of a data URL, its size checked."""
     match = _DATA_URL.match(url)
     if not match:
         raise bad_request("image data URL must look like data:<mime>;base64,<data>", param, "invalid_data_url")
     payload = url[match.end():]
     if len(payload) > (limits.max_image_bytes * 4) // 3 + 4:
         raise bad_request(f"image is larger than {limits.max_image_bytes} bytes", param, "image_too_large")
+    return (match.group("mime") or "").lower(), payload
+
+
+def _b64decode(payload: str, param: str) -> bytes:
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise bad_request("image data URL is not valid base64", param, "invalid_base64") from None
+
+
+def _decode_data_url(url: str, limits: ImageLimits, param: str) -> tuple[str, bytes]:
+    mime, payload = _data_url_payload(url, limits, param)
+    data = _b64decode(payload, param)
     if not data:
         raise bad_request("image data URL holds no bytes", param, "invalid_image")
-    return (match.group("mime") or "").lower(), data
+    return mime, data
 
 
 def _looks_like_dicom(head: bytes) -> bool:
@@ -225,18 +235,9 @@ def _image_head(url: str, limits: ImageLimits, param: str) -> tuple[bytes, int, 
     """The first HEADER_BYTES of an image, its encoded size and its declared mime, without decoding
     the rest. Local paths are checked (root, size) as when they are decoded."""
     if url[:5].lower() == "data:":
-        match = _DATA_URL.match(url)
-        if not match:
-            raise bad_request("image data URL must look like data:<mime>;base64,<data>", param, "invalid_data_url")
-        payload = url[match.end():]
-        if len(payload) > (limits.max_image_bytes * 4) // 3 + 4:
-            raise bad_request(f"image is larger than {limits.max_image_bytes} bytes", param, "image_too_large")
+        mime, payload = _data_url_payload(url, limits, param)
         head = payload[:HEADER_BYTES * 4 // 3]
-        try:
-            data = base64.b64decode(head[:len(head) - len(head) % 4], validate=True)
-        except (binascii.Error, ValueError):
-            raise bad_request("image data URL is not valid base64", param, "invalid_base64") from None
-        return data, len(payload) * 3 // 4, (match.group("mime") or "").lower()
+        return _b64decode(head[:len(head) - len(head) % 4], param), len(payload) * 3 // 4, mime
     if re.match(r"^[a-z][a-z0-9+.-]*://", url, re.I) and not url.lower().startswith("file://"):
         return b"", 0, ""  # refused when decoded, at no cost
     try:
