@@ -266,7 +266,40 @@ def _dicom_price(head: bytes, encoded: int, limits: ImageLimits, param: str) -> 
         return ImagePrice(limits.max_image_pixels * COSTLY_CODEC_FACTOR, known=False)
     _check_pixels(columns, rows, frames, limits, param)
     _check_ratio(columns * rows * max(1, frames), encoded, limits, param)
-    return ImagePrice(columns * rows * max(1, frames) * _codec_factor(syntax), known=True)
+    pixels = columns * rows * max(1, frames)
+    if syntax == RLE_SYNTAX:  # decoding work follows the stream's length, whatever the header says
+        pixels = max(pixels, encoded)
+    elif syntax not in _NATIVE_SYNTAXES:
+        coded = _codestream_size(head)
+        if coded is None:  # the first frame's size is not in the first bytes: price it as the worst case
+            return ImagePrice(limits.max_image_pixels * COSTLY_CODEC_FACTOR, known=False)
+        if coded[0] * coded[1] > columns * rows:  # a decoder decodes what the codestream says
+            raise bad_request(f"DICOM pixel data is coded as {coded[0]}x{coded[1]}, larger than its header's "
+                              f"{columns}x{rows}", param, "invalid_dicom")
+    return ImagePrice(pixels * _codec_factor(syntax), known=True)
+
+
+def _codestream_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) of the first JPEG 2000 (SIZ marker) or JPEG (SOFn marker) codestream in
+    ``head``, read from its marker segments alone; None when none is found there."""
+    import struct
+
+    j2k = head.find(b"\xff\x4f\xff\x51")  # SOC then SIZ: Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz
+    jpeg = head.find(b"\xff\xd8\xff")  # SOI, then a marker
+    if j2k >= 0 and (jpeg < 0 or j2k < jpeg) and len(head) >= j2k + 24:
+        x, y, x0, y0 = struct.unpack(">4I", head[j2k + 8:j2k + 24])
+        return x - x0, y - y0
+    pos = jpeg + 2 if jpeg >= 0 else len(head)
+    while pos + 9 <= len(head) and head[pos] == 0xFF:
+        marker, length = head[pos + 1], struct.unpack(">H", head[pos + 2:pos + 4])[0]
+        if marker in _JPEG_SOF_MARKERS:
+            height, width = struct.unpack(">HH", head[pos + 5:pos + 9])
+            return width, height
+        pos += 2 + length
+    return None
+
+
+_JPEG_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7}  # F7: JPEG-LS
 
 
 def _check_ratio(pixels: int, encoded: int, limits: ImageLimits, param: str) -> None:
