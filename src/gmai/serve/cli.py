@@ -74,8 +74,9 @@ def serve_command(
                                                               "its oldest idle one is closed)."),
     head_timeout: float = typer.Option(10.0, help="Seconds a client may take to send a request's headers."),
     decode_workers: int = typer.Option(2, help="Processes decoding images (text-only requests never wait "
-                                               "on them)."),
-    decode_timeout: float = typer.Option(20.0, help="Seconds to decode one request's images."),
+                                               "on them; costly images: cheap ones have their own lane)."),
+    decode_timeout: float = typer.Option(20.0, help="Most CPU seconds to decode one request's images (each "
+                                         "request gets less, scaled to its images' size and codec)."),
     decode_memory_mb: int = typer.Option(1024, help="Memory budget of each decoding process, MiB."),
     log_level: str = typer.Option("info", help="Log level (logs never carry request content)."),
 ) -> None:
