@@ -52,6 +52,8 @@ def shard_model(model, fsdp: Fsdp, device) -> None:
     if hasattr(model, "peft_config"):
         raise ValueError("LoRA under FSDP is not supported by gmai's trainer: train LoRA stages with data "
                          "parallel (recipes/accelerate/ddp_cpu.yaml / ddp.yaml) or without a launcher")
+    if not dist.is_initialized():  # a 1-process launch (e.g. benchmarks/gpu_check.sh): accelerate left it unset
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     for tensor in list(model.parameters()) + list(model.buffers()):  # every rank starts from rank 0's weights
         dist.broadcast(tensor.data, src=0)
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
