@@ -204,3 +204,25 @@ def test_fsdp_trains_a_qwen25_vl_base_and_reloads_it_in_plain_transformers(tmp_p
     assert any(not torch.equal(before[k], after[k]) for k in before if k in after)  # it trained
     name = assert_reloads_with_plain_transformers(tmp_path, tmp_path / "out")
     assert name == "Qwen2_5_VLForConditionalGeneration"
+
+
+def test_fsdp_launch_settings_gmai_cannot_honour_are_one_line_errors(monkeypatch):
+    from types import SimpleNamespace
+
+    from gmai.train.sharding import Fsdp, fsdp_from_launch, shard_model
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ValueError, match="fsdp_version: 2"):
+        fsdp_from_launch()
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "true")
+    with pytest.raises(ValueError, match="fsdp_offload_params: true is not supported"):
+        fsdp_from_launch()
+    monkeypatch.setenv("FSDP_OFFLOAD_PARAMS", "false")
+    assert fsdp_from_launch() == Fsdp(reshard_after_forward=True)
+    assert os.environ["ACCELERATE_USE_FSDP"] == "false"  # accelerate must not wrap the model as well
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    assert fsdp_from_launch() is None
+    with pytest.raises(ValueError, match="LoRA under FSDP is not supported"):
+        shard_model(SimpleNamespace(peft_config={}), Fsdp(), None)
