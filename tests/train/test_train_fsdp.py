@@ -84,6 +84,14 @@ def launch_fsdp(tmp_path, tree, data, out, port) -> list[str]:
             str(port), str(script), json.dumps(tree), str(data), str(out)]
 
 
+def launch_cli(tmp_path, tree, data, out, port) -> list[str]:
+    """The command the README gives: ``accelerate launch --config_file fsdp.yaml -m gmai.cli train RECIPE ...``."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps(tree))  # JSON is YAML
+    return [ACCELERATE, "launch", "--config_file", str(ROOT / "recipes/accelerate/fsdp.yaml"), "--main_process_port",
+            str(port), "-m", "gmai.cli", "train", str(recipe), "--data", str(data), "--out", str(out)]
+
+
 def env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -175,9 +183,9 @@ def test_fsdp_two_processes_shard_match_one_process_and_reload_in_plain_transfor
 @pytest.mark.slow
 def test_fsdp_run_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(corpus, straight, tmp_path):
     killed = tmp_path / "killed"
-    kill_after_checkpoint(launch_fsdp(tmp_path, TREE, corpus, killed, 29533), killed, "step-000002")
+    kill_after_checkpoint(launch_cli(tmp_path, TREE, corpus, killed, 29533), killed, "step-000002")
     assert [p.name for p in (killed / "checkpoints" / "stage1").glob("step-*")] == ["step-000002"]
-    run(launch_fsdp(tmp_path, TREE, corpus, killed, 29533))
+    run(launch_cli(tmp_path, TREE, corpus, killed, 29533))  # the same command again resumes
     (resume,) = events(killed, "resume")
     assert Path(resume["checkpoint"]).name == "step-000002" and resume["step"] == 2
     # Same data plan, model and optimizer restored from their shards, scheduler and RNG per rank, same reduction
