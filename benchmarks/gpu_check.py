@@ -1,7 +1,7 @@
 """The prepared GPU check (run by benchmarks/gpu_check.sh): Stage III of the gmai-vl-7b recipe on
 real-format part folders scaled to ~1B parameters (random weights: a speed/memory check, never quality),
-bf16, SDPA (or flash attention), FSDP2 on one GPU (the trainer's own, gmai.train.sharding, as on CPU). Prints tokens/s, peak memory and MFU
-and writes benchmarks/results/gpu_check.json.
+bf16, SDPA (or flash attention), FSDP2 on one GPU (the trainer's own, gmai.train.sharding, as on CPU).
+Prints tokens/s, peak memory and MFU and writes benchmarks/results/gpu_check.json.
 
     python benchmarks/gpu_check.py prepare WORK [--tiny]      # fixtures + synthetic corpus
     accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 1 \

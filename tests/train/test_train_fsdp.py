@@ -109,7 +109,10 @@ def events(out, name):
 
 def assert_sharded(out, world=2):
     """Each rank holds about 1/world of every parameter, as DTensor shards (a replica would hold all of them)."""
-    (check,) = events(out, "shard_check")
+    checks = events(out, "shard_check")
+    distributed = events(out, "run_start")[0]["distributed"]
+    assert len(checks) == 1, f"no shard check in the log: the run was not sharded ({distributed})"
+    check = checks[0]
     assert len(check["ranks"]) == world, check
     for rank in check["ranks"]:
         assert rank["dtensor_params"] == rank["params"] > 0, rank
