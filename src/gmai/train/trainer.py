@@ -3,9 +3,9 @@
 A plain PyTorch loop on top of ``accelerate``: the same code runs as one process, under
 ``accelerate launch`` / ``torchrun`` (DDP; gloo on CPU), or sharded with FSDP2, which the trainer drives itself
 (``gmai.train.sharding``; launch config ``recipes/accelerate/fsdp.yaml``). The data order of a stage is a
-deterministic plan computed identically on every rank (``packing.plan_steps``); each rank computes its slice of every global batch, and the
-loss is normalised by the supervised-token count of the *global* batch, so N processes reach the
-same update as one process with the same global batch.
+deterministic plan computed identically on every rank (``packing.plan_steps``); each rank computes its slice of
+every global batch, and the loss is normalised by the supervised-token count of the *global* batch, so N
+processes reach the same update as one process with the same global batch.
 
 Each stage writes ``OUT/stageK`` (a standard HF checkpoint + README), resumable step checkpoints
 under ``OUT/checkpoints/stageK/step-N`` (model, optimizer, scheduler, RNG, data position), and
