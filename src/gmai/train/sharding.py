@@ -81,6 +81,18 @@ def set_gradient_sync(model, sync: bool) -> None:
     model.set_requires_gradient_sync(sync)
 
 
+def drop_image_part_grads(model) -> None:
+    """For a global batch without images: no rank ran the vision tower or projector, yet FSDP reduced zeros for
+    them (unused parameters, above). Drop those zeros so AdamW skips these weights as it does in one process
+    (a zero gradient would still move them through momentum and weight decay)."""
+    from gmai.model.freeze import model_parts
+
+    parts = model_parts(model)
+    for module in parts.get("vision", []) + parts.get("projector", []):
+        for param in module.parameters():
+            param.grad = None
+
+
 def clip_grad_norm(model, max_norm: float) -> float:
     import torch
     from torch.distributed.tensor import DTensor
