@@ -64,7 +64,10 @@ print("max_abs_diff", float((logits - probe["logits"]).abs().max()), type(model)
 def stage_tree(**stage):
     # eps >> |g| makes AdamW's step lr*m/eps, linear in the gradients (as in test_train_distributed): comparing
     # weights then compares the gradients the set-ups computed, not float-noise sign flips of near-zero gradients.
-    base = {"trainable": ["projector", "vision", "llm"], "lr": 1000.0, "adam_eps": 1000.0, "max_steps": 4,
+    # Weight decay (x0.9 per step at lr 1000) also tells a skipped parameter (no gradient in one process, e.g. the
+    # CLIP layer after the feature layer) from one FSDP gives a zero gradient.
+    base = {"trainable": ["projector", "vision", "llm"], "lr": 1000.0, "adam_eps": 1000.0, "weight_decay": 1e-4,
+            "max_steps": 4,
             "per_device_batch_size": 1, "grad_accum": 2, "max_length": 256, "packing": True, "log_every": 1,
             "mixture": {"core_med_caption": 1.0, "core_med_instruction": 1.0, "text_dialogue": 1.0}}
     return {"model": {"preset": "tiny", "tokenizer_vocab_size": 600}, "data": {"max_records": 12},
@@ -242,8 +245,9 @@ def test_fsdp_launch_settings_gmai_cannot_honour_are_one_line_errors(monkeypatch
 @pytest.mark.slow
 def test_fsdp_text_only_steps_leave_the_image_parts_as_one_process_does(corpus, tmp_path):
     # Text-only batches: no rank runs the vision tower or projector. FSDP reduces zero gradients for them; AdamW's
-    # weight decay would still shrink them (by 1 - lr*wd = 0.9 here) unless the trainer drops those zeros.
-    text_only = {"mixture": {"text_dialogue": 1.0}, "weight_decay": 1e-4, "max_steps": 2, "grad_accum": 1}
+    # weight decay would still shrink them (by 1 - lr*wd = 0.9 here) unless the trainer drops those zeros (it
+    # failed that way before).
+    text_only = {"mixture": {"text_dialogue": 1.0}, "max_steps": 2, "grad_accum": 1}
     fsdp_tree, one_tree = stage_tree(**text_only), stage_tree(**text_only, per_device_batch_size=2)
     for tree in (fsdp_tree, one_tree):
         tree["data"]["groups"] = [{"group": "text_dialogue", "has_image": False}]

@@ -81,15 +81,22 @@ def set_gradient_sync(model, sync: bool) -> None:
     model.set_requires_gradient_sync(sync)
 
 
-def drop_image_part_grads(model) -> None:
-    """For a global batch without images: no rank ran the vision tower or projector, yet FSDP reduced zeros for
-    them (unused parameters, above). Drop those zeros so AdamW skips these weights as it does in one process
-    (a zero gradient would still move them through momentum and weight decay)."""
-    from gmai.model.freeze import model_parts
+def drop_unused_grads(model) -> None:
+    """Parameters no rank used in this step (the vision tower and projector in a batch without images; layers the
+    model skips, e.g. CLIP's last layer) got zeros from FSDP (unused parameters, above). A zero global gradient
+    becomes None, so AdamW skips them as in one process, where momentum and weight decay leave them alone."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
 
-    parts = model_parts(model)
-    for module in parts.get("vision", []) + parts.get("projector", []):
-        for param in module.parameters():
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return
+    local = torch.stack([(p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad).abs().sum().float()
+                         for p in params])
+    dist.all_reduce(local)  # the shards' sums: each parameter's whole gradient
+    for param, total in zip(params, local.tolist()):
+        if total == 0.0:
             param.grad = None
 
 

@@ -537,12 +537,6 @@ def _gradient_sync(run: StageRun, sync: bool):
     return run.accelerator.no_sync(run.model)
 
 
-def step_has_images(run: StageRun, step_index: int) -> bool:
-    """Does any row of any rank in this global step carry an image?"""
-    return any(run.encoded[i].image_keys() for rank in run.plan[step_index].micro for rows in rank for row in rows
-               for i in row)
-
-
 def apply_update(run: StageRun, totals, step_index: int) -> tuple[float, float, float]:
     """Stop before a non-finite update; else clip, step optimizer and scheduler. Returns (loss, grad norm, lr)."""
     step_loss = (totals[0] / run.plan[step_index].n_label_tokens).item()
@@ -554,10 +548,9 @@ def apply_update(run: StageRun, totals, step_index: int) -> tuple[float, float, 
             f"{last or (run.start if run.start else 'none (no step checkpoint yet)')}. Lower the learning rate "
             f"(stages.{run.k}.lr) and rerun the same command to resume from it.")
     if run.fsdp:
-        from gmai.train.sharding import clip_grad_norm, drop_image_part_grads
+        from gmai.train.sharding import clip_grad_norm, drop_unused_grads
 
-        if not step_has_images(run, step_index):
-            drop_image_part_grads(run.model)
+        drop_unused_grads(run.model)
         grad_norm = clip_grad_norm(run.model, run.stage.max_grad_norm)
     else:
         grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), run.stage.max_grad_norm)
