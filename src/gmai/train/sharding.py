@@ -133,15 +133,29 @@ def save_sharded_state(path: Path, model, optimizer, scheduler, rank: int) -> No
 def load_sharded_state(path: Path, model, optimizer, scheduler, rank: int) -> None:
     import torch
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
-    model_sd, optim_sd = get_state_dict(model, optimizer)
+    model_sd, optim_sd = get_state_dict(model, optimizer)  # (fills optimizer state for every parameter)
+    # AdamW keeps no state for a parameter that never had a gradient (e.g. CLIP's layer after the feature layer):
+    # restore exactly the states that were saved.
+    saved = _saved_optimizer_params(path / "sharded")
+    optim_sd["state"] = {fqn: st for fqn, st in optim_sd["state"].items() if fqn in saved}
     state = {"model": model_sd, "optimizer": optim_sd}
     dcp.load(state, checkpoint_id=str(path / "sharded"))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"],
+                   options=StateDictOptions(strict=False))  # not strict: the optimizer states left out above
     own = torch.load(path / f"rank{rank}.pt", weights_only=False)
     scheduler.load_state_dict(own["scheduler"])
     _set_rng_state(own["rng"])
+
+
+def _saved_optimizer_params(checkpoint: Path) -> set[str]:
+    """The parameter names with optimizer state in a checkpoint (keys ``optimizer.state.<fqn>.<name>``)."""
+    import torch.distributed.checkpoint as dcp
+
+    keys = dcp.FileSystemReader(str(checkpoint)).read_metadata().state_dict_metadata
+    prefix = "optimizer.state."
+    return {key[len(prefix):].rsplit(".", 1)[0] for key in keys if key.startswith(prefix)}
 
 
 def full_state_dict(model) -> dict:
