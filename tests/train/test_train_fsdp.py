@@ -65,7 +65,8 @@ def stage_tree(**stage):
     # eps >> |g| makes AdamW's step lr*m/eps, linear in the gradients (as in test_train_distributed): comparing
     # weights then compares the gradients the set-ups computed, not float-noise sign flips of near-zero gradients.
     # Weight decay (x0.9 per step at lr 1000) also tells a skipped parameter (no gradient in one process, e.g. the
-    # CLIP layer after the feature layer) from one FSDP gives a zero gradient.
+    # CLIP layer after the feature layer; the vision tower in a batch without images) from one FSDP reduced a zero
+    # gradient for: without the trainer's drop_unused_grads the first test fails on that layer (checked).
     base = {"trainable": ["projector", "vision", "llm"], "lr": 1000.0, "adam_eps": 1000.0, "weight_decay": 1e-4,
             "max_steps": 4,
             "per_device_batch_size": 1, "grad_accum": 2, "max_length": 256, "packing": True, "log_every": 1,
@@ -241,21 +242,3 @@ def test_fsdp_launch_settings_gmai_cannot_honour_are_one_line_errors(monkeypatch
     with pytest.raises(ValueError, match="LoRA under FSDP is not supported"):
         shard_model(SimpleNamespace(peft_config={}), Fsdp(), None)
 
-
-@pytest.mark.slow
-def test_fsdp_text_only_steps_leave_the_image_parts_as_one_process_does(corpus, tmp_path):
-    # Text-only batches: no rank runs the vision tower or projector. FSDP reduces zero gradients for them; AdamW's
-    # weight decay would still shrink them (by 1 - lr*wd = 0.9 here) unless the trainer drops those zeros (it
-    # failed that way before).
-    text_only = {"mixture": {"text_dialogue": 1.0}, "max_steps": 2, "grad_accum": 1}
-    fsdp_tree, one_tree = stage_tree(**text_only), stage_tree(**text_only, per_device_batch_size=2)
-    for tree in (fsdp_tree, one_tree):
-        tree["data"]["groups"] = [{"group": "text_dialogue", "has_image": False}]
-    run(launch_fsdp(tmp_path, fsdp_tree, corpus, tmp_path / "fsdp", 29537))
-    assert_sharded(tmp_path / "fsdp")
-    assert all(m["samples_per_s"] > 0 for m in events(tmp_path / "fsdp", "step"))
-    run([sys.executable, str(trainer_script(tmp_path)), json.dumps(one_tree), str(corpus), str(tmp_path / "one")])
-    a, b = weights(tmp_path / "fsdp"), weights(tmp_path / "one")
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.allclose(a[key], b[key], atol=1e-5), key
