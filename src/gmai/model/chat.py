@@ -107,6 +107,17 @@ def _render(processor, messages: list[dict], add_generation_prompt: bool) -> str
     return rendered[0]
 
 
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Tokenize ``text`` with the tokenizer's special tokens? Yes when the tokenizer adds a BOS and the template
+    did not render it (LLaVA-1.5's template leaves ``<s>`` to the Llama tokenizer, as ``processor(text=prompt)``
+    does in its model card; Gemma 3's renders ``<bos>`` itself). Training and generation both ask this."""
+    bos = tokenizer.bos_token
+    if not bos or text.startswith(bos):
+        return False
+    ids = tokenizer("x")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
 def render_prompt(processor, messages: list[dict]) -> str:
     """The generation prompt for ``messages`` (any content shape) with the model's own template."""
     return _render(processor, as_template_messages(messages, processor), add_generation_prompt=True)
@@ -134,8 +145,9 @@ def assistant_spans(processor, messages: list[dict]) -> tuple[str, list[tuple[in
 
 
 def supervised_mask(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
-    """Token ids of ``text`` (no extra special tokens) and, per token, whether it lies in an assistant span."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    """Token ids of ``text`` (a BOS only where the template leaves it to the tokenizer) and, per token, whether
+    it lies in an assistant span."""
+    enc = tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text), return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     mask = [any(s <= a and b <= e and b > a for s, e in spans) for a, b in offsets]
     return ids, mask
@@ -168,7 +180,7 @@ def encode_conversation(processor, messages: list[dict], images: list | None = N
     ids, mask = supervised_mask(tok, text, spans)
     if not images:
         return {"input_ids": ids, "assistant_mask": mask}
-    enc = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)
+    enc = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=adds_special_tokens(tok, text))
     full = enc["input_ids"][0].tolist()
     image_id = tok.convert_tokens_to_ids(image_token_of(processor))
     text_keys = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")

@@ -11,7 +11,8 @@ FIXTURES = {
     "clip": "write_clip",  # a full CLIP model (model.vision_path)
     "clip-vision": "write_clip",  # a CLIPVisionModel
     "siglip": "write_siglip",
-    "qwen2.5-vl": "write_qwen25_vl",  # a whole VLM (model.base)
+    "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
+    "llava-1.5": "write_llava15",
 }
 
 

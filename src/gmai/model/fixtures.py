@@ -209,3 +209,91 @@ def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2,
     (out / "preprocessor_config.json").write_text(json.dumps(qwen25_vl_preprocessor(min_pixels, max_pixels), indent=2))
     (out / "chat_template.json").write_text(json.dumps({"chat_template": released_template("qwen2_5_vl")}, indent=2))
     return out
+
+
+def _sentencepiece_bpe(specials: list[str], vocab_size: int, tokenizer_class: str):
+    """A SentencePiece-style BPE (Metaspace ``▁``, byte fallback ``<0x..>``), as Llama/Mistral/Gemma ship it in
+    tokenizer.json, trained on a small text and built through the family's own tokenizer class."""
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    core = Tokenizer(models.BPE(unk_token=specials[0], byte_fallback=True))
+    # split while training: pieces never span words (SentencePiece's rule); the family's class encodes unsplit
+    core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials + byte_tokens, show_progress=False)
+    core.train_from_iterator([FIXTURE_TEXT] * 4, trainer=trainer)
+    state = json.loads(core.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    # both families add their BOS in the tokenizer (tokenizer_config.json add_bos_token: true)
+    return getattr(transformers, tokenizer_class)(vocab=state["vocab"], merges=merges, add_bos_token=True)
+
+
+# llava-hf/llava-1.5-7b-hf's chat template (chat_template.json). The released file itself is not in the searchable
+# index; transformers' own test keeps it for its tiny processor "created ... from llava-hf/llava-1.5-7b-hf"
+# (huggingface/transformers tests/models/llava/test_processing_llava.py, prepare_processor_dict, together with
+# num_additional_image_tokens=1 "must match processor_config.json from the Hub repo"); the same string is in
+# tests/models/llava_next/test_processing_llava_next.py and in several LLaVA-1.5 users' code.
+LLAVA15_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'].upper() + ': '}}{% endif %}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] + ' '}}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _save_vlm(model, out: Path, tok, template: str, preprocessor: dict, processor_config: dict | None) -> Path:
+    """The files a released VLM folder holds: safetensors + config, tokenizer, preprocessor_config.json,
+    processor_config.json, chat_template.json (the layout the llava-hf / google / OpenGVLab -hf repos ship)."""
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    _write_json(out / "preprocessor_config.json", preprocessor)
+    if processor_config:
+        _write_json(out / "processor_config.json", processor_config)
+    _write_json(out / "chat_template.json", {"chat_template": template})
+    return out
+
+
+def write_llava15(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                  image_size: int = 56, seed: int = 0) -> Path:
+    """A llava-hf/llava-1.5-7b-hf folder (LlavaForConditionalGeneration, LlavaConfig) at toy size.
+
+    As released (config.json: vicuna-7b-v1.5 Llama LM + CLIP ViT-L/14-336): ``<image>`` added right after the
+    32000-token Llama vocabulary and ``<pad>`` after it (transformers' convert_llava_weights_to_hf.py:
+    image_token_index 32000, pad_token_id 32001), embeddings padded to a multiple of 64 (vocab_size 32064),
+    vision_feature_layer -2, select strategy ``default`` (CLS dropped), gelu projector, untied head;
+    CLIPImageProcessor resize+crop with OpenAI mean/std; processor_config.json patch_size 14 and
+    num_additional_image_tokens 1; the released chat template (LLAVA15_TEMPLATE).
+    """
+    import torch
+    from transformers import AddedToken, GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _sentencepiece_bpe(["<unk>", "<s>", "</s>"], 500, "LlamaTokenizer")
+    tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok.model_max_length = 4096
+    image_id, pad_id = tok.convert_tokens_to_ids("<image>"), tok.convert_tokens_to_ids("<pad>")
+    text = dict(model_type="llama", vocab_size=(len(tok) // 64 + 1) * 64, hidden_size=hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=4,
+                intermediate_size=hidden_size * 2, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    vision = dict(model_type="clip_vision_model", hidden_size=vision_hidden, intermediate_size=vision_hidden * 4,
+                  num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14,
+                  projection_dim=vision_hidden, hidden_act="quick_gelu")
+    config = LlavaConfig(text_config=text, vision_config=vision, image_token_index=image_id, pad_token_id=pad_id,
+                         projector_hidden_act="gelu", vision_feature_layer=-2,
+                         vision_feature_select_strategy="default", tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=pad_id)
+    processor_config = {"num_additional_image_tokens": 1, "patch_size": 14, "processor_class": "LlavaProcessor",
+                        "vision_feature_select_strategy": "default"}
+    return _save_vlm(model, out, tok, LLAVA15_TEMPLATE, _clip_preprocessor(image_size), processor_config)

@@ -1,0 +1,59 @@
+"""Whole VLMs of the families people fine-tune as ``model.base``, end to end per family: Stage III (2 steps) full
+and LoRA, reload with plain transformers in a subprocess without gmai, 4 real VQA-RAD items through the eval
+runner, one request through the server. Each base is a tiny random-weight folder in the family's released
+format (``gmai model fixture FAMILY OUT``; sources cited in gmai.model.fixtures). Random weights: plumbing only.
+Qwen2.5-VL has its own file (tests/train/test_train_qwen25_vl.py: its processor needs no torchvision path)."""
+
+import json
+
+import pytest
+from family_checks import assert_evaluates, assert_plain_reload, assert_serves, stage3_on_base
+
+from gmai.model import fixtures
+from gmai.model.cli import FIXTURES
+from gmai.model.families import family_for_type, load_base, part_modules
+from gmai.train.fixtures import write_synthetic_corpus
+
+# fixture name -> transformers class of the released checkpoints
+FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_synthetic_corpus(tmp_path_factory.mktemp("data"), n_images=8, n_text=2, image_size=64)
+
+
+def write_fixture(name, out):
+    return getattr(fixtures, FIXTURES[name])(out)
+
+
+@pytest.mark.parametrize("name", FAMILY_CLASSES)
+def test_fixture_loads_as_its_family_with_every_part(name, tmp_path):
+    base = write_fixture(name, tmp_path / "base")
+    model, processor = load_base(base)
+    assert type(model).__name__ == FAMILY_CLASSES[name]
+    family = family_for_type(json.loads((base / "config.json").read_text())["model_type"])
+    parts = part_modules(model)
+    assert set(parts) == {"vision", "projector", "llm"} and all(parts.values()), family.name
+    ids = {id(p) for mods in parts.values() for m in mods for p in m.parameters()}
+    assert ids == {id(p) for p in model.parameters()}  # the three parts cover every weight, none twice
+    assert sum(len(list(m.parameters())) for mods in parts.values() for m in mods) == len(ids)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILY_CLASSES)
+def test_family_base_stage3_full_and_lora_then_plain_reload_eval_and_serve(name, corpus, tmp_path):
+    base = write_fixture(name, tmp_path / "base")
+    template = json.loads((base / "chat_template.json").read_text())["chat_template"]
+    full = stage3_on_base(base, corpus, tmp_path / "full")
+    lora = stage3_on_base(base, corpus, tmp_path / "lora", "stages.3.lora.enabled=true", "stages.3.lora.r=4",
+                          "stages.3.trainable=[llm]")
+    for summary in (full, lora):
+        assert summary[3]["steps"] == 2 and summary[3]["data"]["samples"] > 0
+    assert lora[3]["params"]["trainable"]["total"] < full[3]["params"]["trainable"]["total"]
+    paths = [tmp_path / run / "stage3" for run in ("full", "lora")]
+    for path in paths:  # the released template, byte for byte
+        assert (path / "chat_template.jinja").read_text() == template
+    assert_plain_reload(paths, FAMILY_CLASSES[name])
+    assert_evaluates(paths[0], tmp_path / "eval")
+    assert_serves(paths[1])
