@@ -12,10 +12,12 @@ import pytest
 from gmai.model import fixtures
 from gmai.model.chat import encode_conversation
 from gmai.model.cli import FIXTURES
+from gmai.model.fixtures import released_template
 
 TURNS = [("What modality is this?", "CT."), ("Where is the lesion?", "In the left upper region.")]
-# fixture name -> the template with generation markers for the reference mask (None: the released one has them)
-MARKED = {"llava-1.5": None}
+# fixture name -> (the template with generation markers for the reference mask (None: the released one has them),
+#                  what the released template writes after each reply: supervised, so the model learns to stop)
+MARKED = {"llava-1.5": (None, ""), "gemma3": (released_template("gemma3_training"), "<end_of_turn>")}
 
 
 @pytest.fixture(scope="module", params=list(MARKED))
@@ -48,8 +50,8 @@ def test_labels_turn_by_turn_equal_the_generation_markers(family):
     tok = processor.tokenizer
     msgs = conversation()
     ours = encode_conversation(processor, msgs)
-    marked = MARKED[name] or released
-    ref = tok.apply_chat_template(msgs, chat_template=marked, tokenize=True, return_dict=True,
+    marked, reply_end = MARKED[name]
+    ref = tok.apply_chat_template(msgs, chat_template=marked or released, tokenize=True, return_dict=True,
                                   return_assistant_tokens_mask=True)
     ref_ids, ref_mask = list(ref["input_ids"]), [bool(m) for m in ref["assistant_masks"]]
     if ours["input_ids"][0] == tok.bos_token_id != ref_ids[0]:  # the BOS a template leaves to the tokenizer
@@ -58,7 +60,7 @@ def test_labels_turn_by_turn_equal_the_generation_markers(family):
     differ = [t for t, a, b in zip(ref_ids, ours["assistant_mask"], ref_mask) if a != b]
     assert all(tok.decode([t]).strip() == "" for t in differ), [tok.decode([t]) for t in differ]
     supervised = tok.decode([t for t, m in zip(ref_ids, ours["assistant_mask"]) if m])
-    assert " ".join(supervised.split()) == " ".join(" ".join(a for _, a in TURNS).split())
+    assert "".join(supervised.split()) == "".join("".join(a + reply_end for _, a in TURNS).split())
 
 
 def test_prompt_tokens_are_never_labels(family):

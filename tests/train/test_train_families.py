@@ -15,7 +15,7 @@ from gmai.model.families import family_for_type, load_base, part_modules
 from gmai.train.fixtures import write_synthetic_corpus
 
 # fixture name -> transformers class of the released checkpoints
-FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration"}
+FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration"}
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def test_fixture_loads_as_its_family_with_every_part(name, tmp_path):
     family = family_for_type(json.loads((base / "config.json").read_text())["model_type"])
     parts = part_modules(model)
     assert set(parts) == {"vision", "projector", "llm"} and all(parts.values()), family.name
-    ids = {id(p) for mods in parts.values() for m in mods for p in m.parameters()}
-    assert ids == {id(p) for p in model.parameters()}  # the three parts cover every weight, none twice
-    assert sum(len(list(m.parameters())) for mods in parts.values() for m in mods) == len(ids)
+    owned = {part: {id(p) for m in mods for p in m.parameters()} for part, mods in parts.items()}
+    assert set().union(*owned.values()) == {id(p) for p in model.parameters()}  # every weight has a part
+    assert not (owned["vision"] & owned["llm"]) and not (owned["projector"] & (owned["vision"] | owned["llm"]))
 
 
 @pytest.mark.slow

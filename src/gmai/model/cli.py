@@ -13,6 +13,7 @@ FIXTURES = {
     "siglip": "write_siglip",
     "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
     "llava-1.5": "write_llava15",
+    "gemma3": "write_gemma3",  # MedGemma's architecture
 }
 
 

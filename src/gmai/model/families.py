@@ -28,6 +28,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("llava", ("llava",), "LlavaForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
                   "llm": ("model.language_model", "lm_head")}),
+    # Gemma 3 (MedGemma's architecture): SigLIP tower, pooled projector, Gemma 3 LM (head tied to the embeddings)
+    Family("gemma3", ("gemma3",), "Gemma3ForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
+                  "llm": ("model.language_model", "lm_head")}),
     # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
     Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
@@ -38,7 +42,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
 NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision", "internvl": "InternVL",
-                 "gemma3": "Gemma 3", "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+                 "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
                  "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
 
 

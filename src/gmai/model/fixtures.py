@@ -211,7 +211,7 @@ def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2,
     return out
 
 
-def _sentencepiece_bpe(specials: list[str], vocab_size: int, tokenizer_class: str):
+def _sentencepiece_bpe(specials: list[str], vocab_size: int, tokenizer_class: str, **kwargs):
     """A SentencePiece-style BPE (Metaspace ``▁``, byte fallback ``<0x..>``), as Llama/Mistral/Gemma ship it in
     tokenizer.json, trained on a small text and built through the family's own tokenizer class."""
     import transformers
@@ -226,7 +226,8 @@ def _sentencepiece_bpe(specials: list[str], vocab_size: int, tokenizer_class: st
     state = json.loads(core.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     # both families add their BOS in the tokenizer (tokenizer_config.json add_bos_token: true)
-    return getattr(transformers, tokenizer_class)(vocab=state["vocab"], merges=merges, add_bos_token=True)
+    return getattr(transformers, tokenizer_class)(vocab=state["vocab"], merges=merges, add_bos_token=True,
+                                                   **kwargs)
 
 
 # llava-hf/llava-1.5-7b-hf's chat template (chat_template.json). The released file itself is not in the searchable
@@ -297,3 +298,56 @@ def write_llava15(out: str | Path, hidden_size: int = 64, num_layers: int = 2, v
     processor_config = {"num_additional_image_tokens": 1, "patch_size": 14, "processor_class": "LlavaProcessor",
                         "vision_feature_select_strategy": "default"}
     return _save_vlm(model, out, tok, LLAVA15_TEMPLATE, _clip_preprocessor(image_size), processor_config)
+
+
+GEMMA3_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>",
+                   "<start_of_image>", "<end_of_image>"]
+
+
+def write_gemma3(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                 image_size: int = 112, tokens_per_image: int = 4, seed: int = 0) -> Path:
+    """A google/gemma-3-*-it folder (Gemma3ForConditionalGeneration, Gemma3Config; MedGemma's architecture) at toy
+    size.
+
+    As released: ``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3, ``<mask>`` 4 (GemmaTokenizer's defaults), the
+    turn markers, ``<start_of_image>`` / ``<end_of_image>`` and ``<image_soft_token>`` as the tokenizer's
+    boi/eoi/image tokens (transformers' convert_gemma3_weights.py: extra_special_tokens, add_bos_token=True;
+    the soft token last, id 262144 in the release); SigLIP vision tower without its head, average-pooled to
+    ``mm_tokens_per_image`` tokens (released 896 px / patch 14 -> 256 tokens; toy 112 px -> 4); tied embeddings;
+    alternating sliding/full attention; Gemma3ImageProcessor with mean/std 0.5; processor_config.json
+    image_seq_length; generation stops on ``<eos>`` or ``<end_of_turn>``; the released template
+    (TRL's byte-identical copy trl/chat_templates/gemma3.jinja, "as shipped by google/gemma-3-* checkpoints").
+    """
+    import torch
+    from transformers import AddedToken, Gemma3Config, Gemma3ForConditionalGeneration, GenerationConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _sentencepiece_bpe(GEMMA3_SPECIALS, 500, "GemmaTokenizer", extra_special_tokens={
+        "image_token": "<image_soft_token>", "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>"})
+    tok.add_tokens(AddedToken("<image_soft_token>", special=True, normalized=False), special_tokens=True)
+    tok.model_max_length = 131072
+    ids = {t: tok.convert_tokens_to_ids(t) for t in GEMMA3_SPECIALS + ["<image_soft_token>"]}
+    text = dict(vocab_size=(len(tok) // 64 + 1) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=hidden_size * 2,
+                query_pre_attn_scalar=16, sliding_window=64, max_position_embeddings=131072,
+                layer_types=["sliding_attention"] * (num_layers - 1) + ["full_attention"],
+                pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    vision = dict(model_type="siglip_vision_model", hidden_size=vision_hidden, intermediate_size=vision_hidden * 4,
+                  num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14,
+                  vision_use_head=False, layer_norm_eps=1e-6)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image,
+                          boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"],
+                          image_token_index=ids["<image_soft_token>"], tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=2, pad_token_id=0, eos_token_id=[1, ids["<end_of_turn>"]],
+                                               do_sample=True, top_k=64, top_p=0.95)
+    preprocessor = {"do_convert_rgb": None, "do_normalize": True, "do_pan_and_scan": None, "do_rescale": True,
+                    "do_resize": True, "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "Gemma3ImageProcessor",
+                    "image_seq_length": tokens_per_image, "image_std": [0.5, 0.5, 0.5],
+                    "pan_and_scan_max_num_crops": None, "pan_and_scan_min_crop_size": None,
+                    "pan_and_scan_min_ratio_to_activate": None, "processor_class": "Gemma3Processor", "resample": 2,
+                    "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}
+    processor_config = {"image_seq_length": tokens_per_image, "processor_class": "Gemma3Processor"}
+    return _save_vlm(model, out, tok, released_template("gemma3"), preprocessor, processor_config)
