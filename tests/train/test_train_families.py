@@ -7,7 +7,7 @@ Qwen2.5-VL has its own file (tests/train/test_train_qwen25_vl.py: its processor 
 import json
 
 import pytest
-from family_checks import assert_evaluates, assert_plain_reload, assert_serves, stage3_on_base
+from family_checks import PLAIN_RELOAD, assert_evaluates, assert_plain_reload, assert_serves, stage3_on_base
 
 from gmai.model import fixtures
 from gmai.model.cli import FIXTURES
@@ -15,7 +15,29 @@ from gmai.model.families import family_for_type, load_base, part_modules
 from gmai.train.fixtures import write_synthetic_corpus
 
 # fixture name -> transformers class of the released checkpoints
-FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration"}
+FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
+                  "internvl": "InternVLForConditionalGeneration"}
+# InternVLProcessor also builds a video processor (torchvision, absent here): the user's route without it is the
+# tokenizer + GotOcr2 image processor, expanding <IMG_CONTEXT> as InternVLProcessor does (tiles x image_seq_length)
+INTERNVL_RELOAD = """
+import json, sys
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoTokenizer, GotOcr2ImageProcessorPil
+for path in PATHS:
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ip = GotOcr2ImageProcessorPil.from_pretrained(path)
+    img = ip(images=[Image.new("RGB", (90, 70))], crop_to_patches=True, return_tensors="pt")
+    n = img["pixel_values"].shape[0] * json.load(open(f"{path}/processor_config.json"))["image_seq_length"]
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]}]
+    text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    text = text.replace("<IMG_CONTEXT>", "<img>" + "<IMG_CONTEXT>" * n + "</img>")
+    enc = tok([text], return_tensors="pt")
+    out = model.generate(**enc, pixel_values=img["pixel_values"], max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
+    print("OK", type(model).__name__)
+"""
+RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +76,6 @@ def test_family_base_stage3_full_and_lora_then_plain_reload_eval_and_serve(name,
     paths = [tmp_path / run / "stage3" for run in ("full", "lora")]
     for path in paths:  # the released template, byte for byte
         assert (path / "chat_template.jinja").read_text() == template
-    assert_plain_reload(paths, FAMILY_CLASSES[name])
+    assert_plain_reload(paths, FAMILY_CLASSES[name], RELOAD_SCRIPTS.get(name, PLAIN_RELOAD))
     assert_evaluates(paths[0], tmp_path / "eval")
     assert_serves(paths[1])

@@ -8,19 +8,12 @@ import sys
 import textwrap
 
 import pytest
-from family_checks import assert_evaluates, assert_serves
+from family_checks import assert_evaluates, assert_serves, stage3_on_base
 
 from gmai.model.fixtures import released_template, write_qwen25_vl
-from gmai.train.config import load_recipe
 from gmai.train.fixtures import write_synthetic_corpus
-from gmai.train.trainer import train
 
-
-def stage3(base, data, out, *extra):
-    overrides = [f"model.base={base}", "stages.0.enabled=false", "stages.1.enabled=false", "stages.2.enabled=false",
-                 "stages.3.max_steps=2", "stages.3.per_device_batch_size=2", "stages.3.packing=false",
-                 "stages.3.save_every=0", "run.tensorboard=false", "run.plot=false", *extra]
-    return train(load_recipe("recipes/tiny.yaml", overrides), data, out)
+stage3 = stage3_on_base
 
 
 @pytest.mark.slow

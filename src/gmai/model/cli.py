@@ -14,6 +14,7 @@ FIXTURES = {
     "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
     "llava-1.5": "write_llava15",
     "gemma3": "write_gemma3",  # MedGemma's architecture
+    "internvl": "write_internvl",  # transformers-native InternVL (OpenGVLab/InternVL3-*-hf)
 }
 
 

@@ -44,7 +44,7 @@ def released_template(name: str) -> str:
     return (Path(trl.__file__).parent / "chat_templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def _bpe_tokenizer(added: list[str], vocab_size: int, corpus: list[str] | None = None):
+def _bpe_tokenizer(added: list[str], vocab_size: int, corpus: list[str] | None = None, **kwargs):
     """A byte-level BPE with Qwen2's pre-tokenizer, trained on a small text, wrapped as a fast tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -58,11 +58,11 @@ def _bpe_tokenizer(added: list[str], vocab_size: int, corpus: list[str] | None =
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=added, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     core.train_from_iterator((corpus or []) + [FIXTURE_TEXT] * 4, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=core)
+    return PreTrainedTokenizerFast(tokenizer_object=core, **kwargs)
 
 
-def _qwen25_tokenizer(vocab_size: int = 600):
-    tok = _bpe_tokenizer(QWEN25_ADDED_TOKENS, vocab_size)
+def _qwen25_tokenizer(vocab_size: int = 600, more: tuple[str, ...] = (), **kwargs):
+    tok = _bpe_tokenizer(QWEN25_ADDED_TOKENS + list(more), vocab_size, **kwargs)
     tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
                             "additional_special_tokens": QWEN25_ADDED_TOKENS[1:3] + QWEN25_ADDED_TOKENS[3:14]})
     tok.model_max_length = 131072
@@ -249,11 +249,15 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-def _save_vlm(model, out: Path, tok, template: str, preprocessor: dict, processor_config: dict | None) -> Path:
+def _save_vlm(model, out: Path, tok, template: str, preprocessor: dict, processor_config: dict | None,
+              tokenizer_class: str | None = None) -> Path:
     """The files a released VLM folder holds: safetensors + config, tokenizer, preprocessor_config.json,
     processor_config.json, chat_template.json (the layout the llava-hf / google / OpenGVLab -hf repos ship)."""
     model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
+    if tokenizer_class:  # a Qwen2 tokenizer: its config as Qwen writes it
+        _write_tokenizer(tok, out, template, tokenizer_class)
+    else:
+        tok.save_pretrained(out)
     _write_json(out / "preprocessor_config.json", preprocessor)
     if processor_config:
         _write_json(out / "processor_config.json", processor_config)
@@ -351,3 +355,59 @@ def write_gemma3(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vi
                     "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}
     processor_config = {"image_seq_length": tokens_per_image, "processor_class": "Gemma3Processor"}
     return _save_vlm(model, out, tok, released_template("gemma3"), preprocessor, processor_config)
+
+
+# OpenGVLab/InternVL3-*-hf as transformers' conversion script writes it (huggingface/transformers
+# src/transformers/models/internvl/convert_internvl_weights_to_hf.py: chat_template, write_tokenizer,
+# write_image_processor; the version whose template renders <IMG_CONTEXT>, as InternVLProcessor expects).
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' %}"
+    "{{ '<IMG_CONTEXT>\n' }}{% elif content['type'] == 'video' %}{{ '<video>\n' }}{% elif content['type'] == 'text' %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}{% endif %}{{'<|im_end|>\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<|im_start|>assistant\n' }}{% endif %}")
+INTERNVL_ADDED = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def write_internvl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                   image_size: int = 56, seed: int = 0) -> Path:
+    """An OpenGVLab/InternVL3-1B-hf folder (InternVLForConditionalGeneration, InternVLConfig, transformers-native)
+    at toy size: Qwen2.5-VL's tokenizer plus ``<img>`` ``</img>`` ``<IMG_CONTEXT>`` and the grounding tokens
+    (ids 151665.. in the release; image_token_id 151667), ``<|im_end|>`` as eos, InternViT with absolute
+    position embeddings, pixel shuffle 0.5 and a LayerNorm+MLP projector, GotOcr2 image processor (448 px tiles,
+    ImageNet mean/std; toy 56 px), processor_config image_seq_length = (image/patch)^2 / 4, the template above."""
+    import torch
+    from transformers import GenerationConfig, InternVLConfig, InternVLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the script's extra_special_tokens name <video> too; it is added after the grounding tokens
+    tok = _qwen25_tokenizer(more=(*INTERNVL_ADDED, "<video>"), extra_special_tokens={
+        "start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>"})
+    tok.model_max_length = 8192
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN25_ADDED_TOKENS + INTERNVL_ADDED}
+    text = dict(model_type="qwen2", vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=hidden_size * 2, max_position_embeddings=32768, rope_theta=1e6,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, eos_token_id=ids["<|im_end|>"],
+                bos_token_id=ids["<|endoftext|>"])
+    vision = dict(hidden_size=vision_hidden, intermediate_size=vision_hidden * 4, num_hidden_layers=2,
+                  num_attention_heads=2, image_size=[image_size, image_size], patch_size=[14, 14],
+                  use_absolute_position_embeddings=True, use_qk_norm=False, attention_bias=True,
+                  layer_scale_init_value=0.1, norm_type="layer_norm")
+    config = InternVLConfig(text_config=text, vision_config=vision, image_token_id=ids["<IMG_CONTEXT>"],
+                            downsample_ratio=0.5, projector_hidden_act="gelu", vision_feature_layer=-1,
+                            vision_feature_select_strategy="default")
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    preprocessor = {"crop_size": None, "crop_to_patches": False, "do_center_crop": None, "do_convert_rgb": True,
+                    "do_normalize": True, "do_rescale": True, "do_resize": True, "image_mean": IMAGENET_MEAN,
+                    "image_processor_type": "GotOcr2ImageProcessor", "image_std": IMAGENET_STD,
+                    "max_patches": 12, "min_patches": 1, "processor_class": "InternVLProcessor", "resample": 3,
+                    "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}
+    seq = (image_size // 14) ** 2 // 4
+    return _save_vlm(model, out, tok, INTERNVL_TEMPLATE, preprocessor,
+                     {"image_seq_length": seq, "processor_class": "InternVLProcessor"}, tokenizer_class="Qwen2Tokenizer")
