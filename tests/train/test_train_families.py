@@ -16,7 +16,8 @@ from gmai.train.fixtures import write_synthetic_corpus
 
 # fixture name -> transformers class of the released checkpoints
 FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
-                  "internvl": "InternVLForConditionalGeneration"}
+                  "internvl": "InternVLForConditionalGeneration", "llava-next": "LlavaNextForConditionalGeneration",
+                  "llava-onevision": "LlavaOnevisionForConditionalGeneration"}
 # InternVLProcessor also builds a video processor (torchvision, absent here): the user's route without it is the
 # tokenizer + GotOcr2 image processor, expanding <IMG_CONTEXT> as InternVLProcessor does (tiles x image_seq_length)
 INTERNVL_RELOAD = """
@@ -37,7 +38,33 @@ for path in PATHS:
     assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
     print("OK", type(model).__name__)
 """
-RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD}
+# LlavaOnevisionProcessor also builds a video processor: a plain-transformers user without torchvision builds it
+# without one (the class check is the only obstacle)
+ONEVISION_RELOAD = """
+import sys
+from PIL import Image
+from transformers import (AutoModelForImageTextToText, AutoTokenizer, LlavaOnevisionImageProcessorPil,
+                          LlavaOnevisionProcessor)
+
+class ImagesOnly(LlavaOnevisionProcessor):
+    def check_argument_for_proper_class(self, name, arg):
+        return None if name == "video_processor" and arg is None else super().check_argument_for_proper_class(name, arg)
+
+for path in PATHS:
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = ImagesOnly(image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(path),
+                           tokenizer=AutoTokenizer.from_pretrained(path), video_processor=None,
+                           chat_template=open(f"{path}/chat_template.jinja").read(),
+                           num_image_tokens=model.config.vision_config.image_size ** 2 // 14 ** 2,
+                           vision_feature_select_strategy="full")
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True)
+    enc = processor(text=[text], images=[Image.new("RGB", (90, 70))], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
+    print("OK", type(model).__name__)
+"""
+RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD}
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +106,25 @@ def test_family_base_stage3_full_and_lora_then_plain_reload_eval_and_serve(name,
     assert_plain_reload(paths, FAMILY_CLASSES[name], RELOAD_SCRIPTS.get(name, PLAIN_RELOAD))
     assert_evaluates(paths[0], tmp_path / "eval")
     assert_serves(paths[1])
+
+
+def test_anyres_images_with_different_tile_counts_share_a_batch(tmp_path):
+    """LLaVA-NeXT cuts each image into as many tiles as its aspect needs; a training batch pads the tile stacks
+    (as the processor pads its own batches) and the model takes each image's own tiles."""
+    import torch
+    from PIL import Image
+
+    from gmai.model.chat import encode_conversation
+    from gmai.train.packing import pad_tiles
+
+    model, processor = load_base(write_fixture("llava-next", tmp_path / "base"))
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "CT."}]}]
+    encs = [encode_conversation(processor, msgs, [Image.new("RGB", size)]) for size in ((90, 70), (40, 160))]
+    assert encs[0]["pixel_values"].shape[1] != encs[1]["pixel_values"].shape[1]
+    width = max(len(e["input_ids"]) for e in encs)
+    ids = torch.tensor([e["input_ids"] + [processor.tokenizer.pad_token_id] * (width - len(e["input_ids"]))
+                        for e in encs])
+    pixels = torch.cat(pad_tiles([e["pixel_values"] for e in encs]))
+    out = model(input_ids=ids, pixel_values=pixels, image_sizes=torch.cat([e["image_sizes"] for e in encs]))
+    assert out.logits.shape[:2] == ids.shape

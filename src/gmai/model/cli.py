@@ -13,6 +13,8 @@ FIXTURES = {
     "siglip": "write_siglip",
     "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
     "llava-1.5": "write_llava15",
+    "llava-next": "write_llava_next",
+    "llava-onevision": "write_llava_onevision",
     "gemma3": "write_gemma3",  # MedGemma's architecture
     "internvl": "write_internvl",  # transformers-native InternVL (OpenGVLab/InternVL3-*-hf)
 }

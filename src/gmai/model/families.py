@@ -30,6 +30,14 @@ FAMILIES: tuple[Family, ...] = (
     Family("llava", ("llava",), "LlavaForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
                   "llm": ("model.language_model", "lm_head")}),
+    # LLaVA-NeXT (1.6) and LLaVA-OneVision: anyres tiles; the learned image_newline belongs to the projector
+    Family("llava_next", ("llava_next",), "LlavaNextForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
+                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")}),
+    Family("llava_onevision", ("llava_onevision",), "LlavaOnevisionForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
+                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")},
+           image_only=("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorPil")),
     # Gemma 3 (MedGemma's architecture): SigLIP tower, pooled projector, Gemma 3 LM (head tied to the embeddings)
     Family("gemma3", ("gemma3",), "Gemma3ForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
@@ -50,8 +58,7 @@ FAMILIES: tuple[Family, ...] = (
            image_only=("InternVLProcessor", "GotOcr2ImageProcessorPil")),
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
-NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision",
-                 "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+NOT_SUPPORTED = {"qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
                  "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
 
 
@@ -83,10 +90,19 @@ def part_modules(model) -> dict[str, list]:
     """Freeze-plan part name -> the model's modules, for any family in the table."""
     base = unwrap(model)
     fam = family_of(base)
-    out = {}
-    for part, paths in fam.parts.items():
-        out[part] = [base.get_submodule(p) for p in paths]
-    return out
+    return {part: [_module_or_parameter(base, p) for p in paths] for part, paths in fam.parts.items()}
+
+
+def _module_or_parameter(model, path: str):
+    """The module at ``path``; a bare parameter there (LLaVA-NeXT's image_newline) comes in a holder module."""
+    import torch
+
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        holder = torch.nn.Module()
+        holder.register_parameter("weight", model.get_parameter(path))
+        return holder
 
 
 def _image_only_processor(folder: Path, family: Family):

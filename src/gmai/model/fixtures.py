@@ -411,3 +411,114 @@ def write_internvl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, 
     seq = (image_size // 14) ** 2 // 4
     return _save_vlm(model, out, tok, INTERNVL_TEMPLATE, preprocessor,
                      {"image_seq_length": seq, "processor_class": "InternVLProcessor"}, tokenizer_class="Qwen2Tokenizer")
+
+
+def _scaled_pinpoints(base: int, pairs: list[tuple[int, int]], size: int) -> list[list[int]]:
+    """A release's anyres grid (multiples of its tile size ``base``) at the toy tile ``size``."""
+    return [[h // base * size, w // base * size] for h, w in pairs]
+
+
+def _llava_vision(vision_hidden: int, image_size: int, model_type: str = "clip_vision_model", **extra) -> dict:
+    return dict(model_type=model_type, hidden_size=vision_hidden, intermediate_size=vision_hidden * 4,
+                num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14, **extra)
+
+
+def write_llava_next(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                     image_size: int = 56, seed: int = 0) -> Path:
+    """A llava-hf/llava-v1.6-mistral-7b-hf folder (LlavaNextForConditionalGeneration, LlavaNextConfig) at toy size.
+
+    As transformers' convert_llava_next_weights_to_hf.py writes it: Mistral-7B-Instruct-v0.2's Llama-style
+    tokenizer plus ``<image>`` (32000) and ``<pad>`` (32001), CLIP ViT-L/14-336 tower, image_newline parameter,
+    anyres grid [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]] (scaled to the toy tile),
+    LlavaNextImageProcessor with CLIP mean/std; processor_config.json patch_size 14, ``default`` strategy and
+    num_additional_image_tokens 1 (the CLS the strategy drops); the released template (TRL's byte-identical copy
+    trl/chat_templates/llava_next.jinja, "as shipped by llava-hf/llava-v1.6-mistral-7b-hf").
+    """
+    import torch
+    from transformers import AddedToken, GenerationConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _sentencepiece_bpe(["<unk>", "<s>", "</s>"], 500, "LlamaTokenizer")
+    tok.add_tokens(AddedToken("<image>", special=True, normalized=False), special_tokens=True)
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok.model_max_length = 32768
+    image_id, pad_id = tok.convert_tokens_to_ids("<image>"), tok.convert_tokens_to_ids("<pad>")
+    text = dict(model_type="mistral", vocab_size=(len(tok) // 64 + 1) * 64, hidden_size=hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=hidden_size * 2, max_position_embeddings=32768, rope_theta=1e6,
+                sliding_window=None, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
+    pinpoints = _scaled_pinpoints(336, [(336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008)], image_size)
+    config = LlavaNextConfig(text_config=text, vision_config=_llava_vision(vision_hidden, image_size,
+                                                                          hidden_act="quick_gelu"),
+                             image_token_index=image_id, pad_token_id=pad_id, image_grid_pinpoints=pinpoints,
+                             vision_feature_layer=-2, vision_feature_select_strategy="default",
+                             tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = LlavaNextForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=1, eos_token_id=2, pad_token_id=pad_id)
+    preprocessor = {**_clip_preprocessor(image_size), "image_processor_type": "LlavaNextImageProcessor",
+                    "do_pad": True, "image_grid_pinpoints": pinpoints, "processor_class": "LlavaNextProcessor"}
+    processor_config = {"num_additional_image_tokens": 1, "patch_size": 14, "processor_class": "LlavaNextProcessor",
+                        "vision_feature_select_strategy": "default"}
+    return _save_vlm(model, out, tok, released_template("llava_next"), preprocessor, processor_config)
+
+
+# llava-hf/llava-onevision-qwen2-*-hf's template, as transformers' conversion script pushes it with the processor
+# (huggingface/transformers src/transformers/models/llava_onevision/convert_llava_onevision_weights_to_hf.py).
+LLAVA_ONEVISION_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}"
+    "{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# lmms-lab's anyres_max_9 grid: 384-px tiles, 1x1 .. 6x6
+ONEVISION_PAIRS = [(384 * i, 384 * j) for i in range(1, 7) for j in range(1, 7)]
+
+
+def write_llava_onevision(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                          image_size: int = 56, seed: int = 0) -> Path:
+    """A llava-hf/llava-onevision-qwen2-0.5b-ov-hf folder (LlavaOnevisionForConditionalGeneration) at toy size.
+
+    As the conversion script writes it: Qwen2-Instruct's tokenizer (three special tokens) plus ``<image>`` and
+    ``<video>`` right after (151646, 151647 in the release), SigLIP-so400m tower without its head, ``full``
+    feature strategy, image_newline, anyres_max_9 over 384-px tiles (toy tile 56), tied embeddings (0.5B),
+    processor num_image_tokens = (tile / 14)^2 (729 released); the template above. The released
+    tokenizer_config.json keeps Qwen2-Instruct's own template, not reproduced here: every path reads
+    chat_template.json, which is the processor's.
+    """
+    import torch
+    from transformers import GenerationConfig, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _bpe_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], 600)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_end|>", "<image>", "<video>")}
+    text = dict(model_type="qwen2", vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size,
+                num_hidden_layers=num_layers, num_attention_heads=4, num_key_value_heads=2,
+                intermediate_size=hidden_size * 2, max_position_embeddings=32768, rope_theta=1e6,
+                rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|im_end|>"])
+    pinpoints = _scaled_pinpoints(384, ONEVISION_PAIRS, image_size)
+    vision = _llava_vision(vision_hidden, image_size, "siglip_vision_model", vision_use_head=False)
+    config = LlavaOnevisionConfig(text_config=text, vision_config=vision, image_token_index=ids["<image>"],
+                                  video_token_index=ids["<video>"], vision_feature_layer=-1,
+                                  vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+                                  image_grid_pinpoints=pinpoints, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+    preprocessor = {"do_convert_rgb": True, "do_normalize": True, "do_pad": True, "do_rescale": True,
+                    "do_resize": True, "image_grid_pinpoints": pinpoints, "image_mean": [0.5, 0.5, 0.5],
+                    "image_processor_type": "LlavaOnevisionImageProcessor", "image_std": [0.5, 0.5, 0.5],
+                    "processor_class": "LlavaOnevisionProcessor", "resample": 3,
+                    "rescale_factor": 0.00392156862745098, "size": {"height": image_size, "width": image_size}}
+    processor_config = {"num_image_tokens": (image_size // 14) ** 2, "processor_class": "LlavaOnevisionProcessor",
+                        "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"}
+    return _save_vlm(model, out, tok, LLAVA_ONEVISION_TEMPLATE, preprocessor, processor_config,
+                     tokenizer_class="Qwen2Tokenizer")
