@@ -17,7 +17,8 @@ from gmai.train.fixtures import write_synthetic_corpus
 # fixture name -> transformers class of the released checkpoints
 FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
                   "internvl": "InternVLForConditionalGeneration", "llava-next": "LlavaNextForConditionalGeneration",
-                  "llava-onevision": "LlavaOnevisionForConditionalGeneration"}
+                  "llava-onevision": "LlavaOnevisionForConditionalGeneration",
+                  "qwen3-vl": "Qwen3VLForConditionalGeneration"}
 # InternVLProcessor also builds a video processor (torchvision, absent here): the user's route without it is the
 # tokenizer + GotOcr2 image processor, expanding <IMG_CONTEXT> as InternVLProcessor does (tiles x image_seq_length)
 INTERNVL_RELOAD = """
@@ -64,7 +65,27 @@ for path in PATHS:
     assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
     print("OK", type(model).__name__)
 """
-RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD}
+# Qwen3VLProcessor also builds a video processor: tokenizer + PIL image processor, <|image_pad|> expanded to the
+# merged grid, and the image-token marks M-RoPE needs (as the processor returns them)
+QWEN3_VL_RELOAD = """
+import sys
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
+for path in PATHS:
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path)
+    ip = Qwen2VLImageProcessorPil.from_pretrained(path)
+    img = ip(images=[Image.new("RGB", (90, 70))], return_tensors="pt")
+    n = int(img["image_grid_thw"].prod()) // 4
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]}]
+    text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    enc = tok([text.replace("<|image_pad|>", "<|image_pad|>" * n)], return_tensors="pt")
+    marks = (enc["input_ids"] == model.config.image_token_id).long()
+    out = model.generate(**enc, **img, mm_token_type_ids=marks, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
+    print("OK", type(model).__name__)
+"""
+RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD, "qwen3-vl": QWEN3_VL_RELOAD}
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +149,17 @@ def test_anyres_images_with_different_tile_counts_share_a_batch(tmp_path):
     pixels = torch.cat(pad_tiles([e["pixel_values"] for e in encs]))
     out = model(input_ids=ids, pixel_values=pixels, image_sizes=torch.cat([e["image_sizes"] for e in encs]))
     assert out.logits.shape[:2] == ids.shape
+
+
+@pytest.mark.parametrize("name,key", [("gemma3", "token_type_ids"), ("qwen3-vl", "mm_token_type_ids")])
+def test_training_batches_mark_image_tokens_as_the_processor_does(name, key, tmp_path):
+    from PIL import Image
+
+    from gmai.model.chat import render_prompt
+    from gmai.model.families import image_token_types
+
+    model, processor = load_base(write_fixture(name, tmp_path / "base"))
+    text = render_prompt(processor, [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Q?"}]}])
+    enc = processor(text=[text], images=[Image.new("RGB", (90, 70))], return_tensors="pt", add_special_tokens=False)
+    marks = image_token_types(model, enc["input_ids"])
+    assert set(marks) == {key} and marks[key].sum() > 0 and marks[key].tolist() == enc[key].tolist()

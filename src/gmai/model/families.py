@@ -24,6 +24,9 @@ class Family:
     image_only: tuple[str, str] | None = None
     lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
     packing: bool = True  # False: M-RoPE positions come from the image grid, so one sample per row
+    # the model input marking image tokens, which the processor returns and a training batch must rebuild
+    # (Gemma 3: bidirectional attention inside an image; Qwen3-VL: M-RoPE needs it)
+    image_token_types: str | None = None
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -41,7 +44,7 @@ FAMILIES: tuple[Family, ...] = (
     # Gemma 3 (MedGemma's architecture): SigLIP tower, pooled projector, Gemma 3 LM (head tied to the embeddings)
     Family("gemma3", ("gemma3",), "Gemma3ForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
-                  "llm": ("model.language_model", "lm_head")}),
+                  "llm": ("model.language_model", "lm_head")}, image_token_types="token_type_ids"),
     # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
     Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
@@ -51,6 +54,13 @@ FAMILIES: tuple[Family, ...] = (
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
                   "llm": ("model.language_model", "lm_head")},
            image_only=("Qwen2VLProcessor", "Qwen2VLImageProcessorPil"), packing=False),
+    # Qwen3-VL: learned ViT position embeddings; the merger and the DeepStack mergers feed the LM (projector)
+    Family("qwen3_vl", ("qwen3_vl",), "Qwen3VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger", "model.visual.deepstack_merger_list"),
+                  "vision": ("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")},
+           image_only=("Qwen3VLProcessor", "Qwen2VLImageProcessorPil"), packing=False,
+           image_token_types="mm_token_type_ids"),
     # InternVL (transformers-native, OpenGVLab/InternVL*-hf): InternViT, pixel-shuffle MLP projector, Qwen2/Llama LM
     Family("internvl", ("internvl",), "InternVLForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
@@ -58,7 +68,7 @@ FAMILIES: tuple[Family, ...] = (
            image_only=("InternVLProcessor", "GotOcr2ImageProcessorPil")),
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
-NOT_SUPPORTED = {"qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+NOT_SUPPORTED = {"internvl_chat": "InternVL (remote code)",
                  "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
 
 
@@ -91,6 +101,14 @@ def part_modules(model) -> dict[str, list]:
     base = unwrap(model)
     fam = family_of(base)
     return {part: [_module_or_parameter(base, p) for p in paths] for part, paths in fam.parts.items()}
+
+
+def image_token_types(model, input_ids) -> dict:
+    """``{name: 1 where input_ids is the image token, else 0}`` for a family that needs it, else ``{}``."""
+    family = family_of(model)
+    if not family.image_token_types:
+        return {}
+    return {family.image_token_types: (input_ids == unwrap(model).config.image_token_id).long()}
 
 
 def _module_or_parameter(model, path: str):

@@ -522,3 +522,51 @@ def write_llava_onevision(out: str | Path, hidden_size: int = 64, num_layers: in
                         "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"}
     return _save_vlm(model, out, tok, LLAVA_ONEVISION_TEMPLATE, preprocessor, processor_config,
                      tokenizer_class="Qwen2Tokenizer")
+
+
+QWEN3_ADDED_TOKENS = QWEN25_ADDED_TOKENS + ["<tool_response>", "</tool_response>", "<think>", "</think>"]
+
+
+def write_qwen3_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                   min_pixels: int = 32 * 32 * 4, max_pixels: int = 32 * 32 * 16, seed: int = 0) -> Path:
+    """A Qwen/Qwen3-VL-*-Instruct folder (Qwen3VLForConditionalGeneration, Qwen3VLConfig) at toy size.
+
+    Qwen3's tokenizer (Qwen2.5's 22 added tokens, then <tool_response>, </tool_response>, <think>, </think>), the
+    released template (TRL's byte-identical copy trl/chat_templates/qwen3_vl.jinja), interleaved M-RoPE, a ViT
+    with learned position embeddings, patch 16 / merge 2 / temporal patch 2 and DeepStack mergers; the
+    preprocessor_config.json layout Qwen3VLProcessor checkpoints ship (size.shortest_edge / longest_edge =
+    min/max pixels, mean/std 0.5; released 65536 / 16777216, toy values here so an image is a few tokens; the
+    public copies read are of Qwen3.5 checkpoints, which share this processor, not of a Qwen3-VL one).
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _bpe_tokenizer(QWEN3_ADDED_TOKENS, 600)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    tok.model_max_length = 262144
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN3_ADDED_TOKENS}
+    text = dict(vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=4, num_key_value_heads=2, head_dim=16, intermediate_size=hidden_size * 2,
+                max_position_embeddings=262144, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_parameters={"rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
+                                 "mrope_section": [4, 2, 2]},  # released [24, 20, 20] of head dim 128
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+    vision = dict(depth=2, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_heads=2,
+                  out_hidden_size=hidden_size, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                  num_position_embeddings=256, deepstack_visual_indexes=[0], hidden_act="gelu_pytorch_tanh")
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+                                               do_sample=True, temperature=0.7, top_p=0.8, top_k=20)
+    preprocessor = {"size": {"longest_edge": max_pixels, "shortest_edge": min_pixels}, "patch_size": 16,
+                    "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+                    "image_std": [0.5, 0.5, 0.5], "processor_class": "Qwen3VLProcessor",
+                    "image_processor_type": "Qwen2VLImageProcessorFast"}
+    return _save_vlm(model, out, tok, released_template("qwen3_vl"), preprocessor, None,
+                     tokenizer_class="Qwen2Tokenizer")
