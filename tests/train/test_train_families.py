@@ -163,3 +163,31 @@ def test_training_batches_mark_image_tokens_as_the_processor_does(name, key, tmp
     enc = processor(text=[text], images=[Image.new("RGB", (90, 70))], return_tensors="pt", add_special_tokens=False)
     marks = image_token_types(model, enc["input_ids"])
     assert set(marks) == {key} and marks[key].sum() > 0 and marks[key].tolist() == enc[key].tolist()
+
+
+def test_remote_code_internvl_base_is_refused_in_one_line(tmp_path):
+    """OpenGVLab/InternVL3-* (not -hf) ships remote code (config.json model_type internvl_chat + auto_map):
+    without the flag one line asks for it; with it, one line says the family is unsupported and names the -hf one."""
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+
+    data = write_synthetic_corpus(tmp_path / "data", n_images=2, n_text=1, image_size=32)
+    base = tmp_path / "InternVL3-1B"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({
+        "model_type": "internvl_chat", "architectures": ["InternVLChatModel"],
+        "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+                     "AutoModel": "modeling_internvl_chat.InternVLChatModel"}}))
+    (base / "model.safetensors").write_bytes(b"")
+
+    def line(*extra):
+        result = CliRunner().invoke(app, ["train", "recipes/tiny.yaml", f"model.base={base}", *extra, "--data",
+                                          str(data), "--out", str(tmp_path / "out"), "--stages", "3"])
+        lines = [x for x in result.output.splitlines() if x.startswith("gmai train:")]
+        assert result.exit_code == 2 and len(lines) == 1 and "Traceback" not in result.output, result.output
+        return lines[0]
+
+    assert "model.trust_remote_code=true" in line() and str(base) in line()
+    refused = line("model.trust_remote_code=true")
+    assert "not supported" in refused and "InternVL3-1B-hf" in refused and str(base) in refused

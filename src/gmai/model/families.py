@@ -68,7 +68,8 @@ FAMILIES: tuple[Family, ...] = (
            image_only=("InternVLProcessor", "GotOcr2ImageProcessorPil")),
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
-NOT_SUPPORTED = {"internvl_chat": "InternVL (remote code)",
+NOT_SUPPORTED = {"internvl_chat": "InternVL (remote code; its transformers-native -hf checkpoints, e.g. "
+                                  "OpenGVLab/InternVL3-1B-hf, are supported)",
                  "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
 
 
