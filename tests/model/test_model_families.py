@@ -21,7 +21,8 @@ TURNS = [("What modality is this?", "CT."), ("Where is the lesion?", "In the lef
 # text is checked for it (each reply and its <|im_end|>, nothing else).
 MARKED = {"llava-1.5": (None, ""), "gemma3": (released_template("gemma3_training"), "<end_of_turn>"),
           "internvl": (False, "<|im_end|>"), "llava-next": (released_template("llava_next_training"), "</s>"),
-          "llava-onevision": (None, "<|im_end|>"), "qwen3-vl": (released_template("qwen3_vl_training"), "<|im_end|>")}
+          "llava-onevision": (None, "<|im_end|>"), "qwen3-vl": (released_template("qwen3_vl_training"), "<|im_end|>"),
+          "qwen2-vl": (released_template("qwen2_5_vl_training"), "<|im_end|>")}
 
 
 @pytest.fixture(scope="module", params=list(MARKED))

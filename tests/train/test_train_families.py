@@ -18,7 +18,7 @@ from gmai.train.fixtures import write_synthetic_corpus
 FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
                   "internvl": "InternVLForConditionalGeneration", "llava-next": "LlavaNextForConditionalGeneration",
                   "llava-onevision": "LlavaOnevisionForConditionalGeneration",
-                  "qwen3-vl": "Qwen3VLForConditionalGeneration"}
+                  "qwen3-vl": "Qwen3VLForConditionalGeneration", "qwen2-vl": "Qwen2VLForConditionalGeneration"}
 # InternVLProcessor also builds a video processor (torchvision, absent here): the user's route without it is the
 # tokenizer + GotOcr2 image processor, expanding <IMG_CONTEXT> as InternVLProcessor does (tiles x image_seq_length)
 INTERNVL_RELOAD = """
@@ -65,7 +65,7 @@ for path in PATHS:
     assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
     print("OK", type(model).__name__)
 """
-# Qwen3VLProcessor also builds a video processor: tokenizer + PIL image processor, <|image_pad|> expanded to the
+# Qwen3VLProcessor / Qwen2VLProcessor also build a video processor: tokenizer + PIL image processor, <|image_pad|> expanded to the
 # merged grid, and the image-token marks M-RoPE needs (as the processor returns them)
 QWEN3_VL_RELOAD = """
 import sys
@@ -85,7 +85,8 @@ for path in PATHS:
     assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
     print("OK", type(model).__name__)
 """
-RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD, "qwen3-vl": QWEN3_VL_RELOAD}
+RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD, "qwen3-vl": QWEN3_VL_RELOAD,
+                  "qwen2-vl": QWEN3_VL_RELOAD}
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +152,8 @@ def test_anyres_images_with_different_tile_counts_share_a_batch(tmp_path):
     assert out.logits.shape[:2] == ids.shape
 
 
-@pytest.mark.parametrize("name,key", [("gemma3", "token_type_ids"), ("qwen3-vl", "mm_token_type_ids")])
+@pytest.mark.parametrize("name,key", [("gemma3", "token_type_ids"), ("qwen3-vl", "mm_token_type_ids"),
+                                      ("qwen2-vl", "mm_token_type_ids")])
 def test_training_batches_mark_image_tokens_as_the_processor_does(name, key, tmp_path):
     from PIL import Image
 

@@ -12,6 +12,7 @@ FIXTURES = {
     "clip-vision": "write_clip",  # a CLIPVisionModel
     "siglip": "write_siglip",
     "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
+    "qwen2-vl": "write_qwen2_vl",
     "qwen3-vl": "write_qwen3_vl",
     "llava-1.5": "write_llava15",
     "llava-next": "write_llava_next",

@@ -25,7 +25,7 @@ class Family:
     lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
     packing: bool = True  # False: M-RoPE positions come from the image grid, so one sample per row
     # the model input marking image tokens, which the processor returns and a training batch must rebuild
-    # (Gemma 3: bidirectional attention inside an image; Qwen3-VL: M-RoPE needs it)
+    # (Gemma 3: bidirectional attention inside an image; Qwen2-VL / Qwen3-VL: M-RoPE needs it)
     image_token_types: str | None = None
 
 
@@ -53,7 +53,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
                   "llm": ("model.language_model", "lm_head")},
-           image_only=("Qwen2VLProcessor", "Qwen2VLImageProcessorPil"), packing=False),
+           image_only=("Qwen2VLProcessor", "Qwen2VLImageProcessorPil"), packing=False,
+           image_token_types="mm_token_type_ids"),
     # Qwen3-VL: learned ViT position embeddings; the merger and the DeepStack mergers feed the LM (projector)
     Family("qwen3_vl", ("qwen3_vl",), "Qwen3VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger", "model.visual.deepstack_merger_list"),

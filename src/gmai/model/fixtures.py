@@ -164,13 +164,13 @@ def write_siglip(out: str | Path, image_size: int = 64, patch_size: int = 16, hi
     return out
 
 
-def qwen25_vl_preprocessor(min_pixels: int, max_pixels: int) -> dict:
-    """Qwen2.5-VL-*-Instruct's preprocessor_config.json layout (released: min_pixels 3136, max_pixels 12845056)."""
+def qwen25_vl_preprocessor(min_pixels: int, max_pixels: int, processor_class: str = "Qwen2_5_VLProcessor") -> dict:
+    """Qwen2/2.5-VL-*-Instruct's preprocessor_config.json layout (released: min_pixels 3136, max_pixels 12845056)."""
     return {"do_convert_rgb": True, "do_normalize": True, "do_rescale": True, "do_resize": True,
             "image_mean": OPENAI_CLIP_MEAN, "image_std": OPENAI_CLIP_STD,
             "image_processor_type": "Qwen2VLImageProcessor",
             "max_pixels": max_pixels, "merge_size": 2, "min_pixels": min_pixels, "patch_size": 14,
-            "processor_class": "Qwen2_5_VLProcessor", "resample": 3, "rescale_factor": 0.00392156862745098,
+            "processor_class": processor_class, "resample": 3, "rescale_factor": 0.00392156862745098,
             "temporal_patch_size": 2}
 
 
@@ -181,7 +181,7 @@ def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2,
     the released tokens and template (trl/chat_templates/qwen2_5_vl.jinja), M-RoPE sections, window attention
     with full-attention blocks, patch 14 / merge 2 / temporal patch 2, min/max pixels (toy max: few tokens)."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,14 +201,54 @@ def write_qwen25_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2,
                               video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
                               vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    return _save_qwen_vl(Qwen2_5_VLForConditionalGeneration(config), out, ids,
+                         qwen25_vl_preprocessor(min_pixels, max_pixels))
+
+
+def _save_qwen_vl(model, out: Path, ids: dict, preprocessor: dict) -> Path:
+    """Weights, the release's generation_config.json (greedy-like sampling, stop on <|im_end|> / <|endoftext|>),
+    preprocessor_config.json and chat_template.json of a Qwen2/2.5-VL folder (the template is byte-identical)."""
+    from transformers import GenerationConfig
+
     model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
                                                eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], do_sample=True,
                                                temperature=1e-6, top_p=0.001, top_k=1, repetition_penalty=1.05)
     model.save_pretrained(out, safe_serialization=True)
-    (out / "preprocessor_config.json").write_text(json.dumps(qwen25_vl_preprocessor(min_pixels, max_pixels), indent=2))
-    (out / "chat_template.json").write_text(json.dumps({"chat_template": released_template("qwen2_5_vl")}, indent=2))
+    _write_json(out / "preprocessor_config.json", preprocessor)
+    _write_json(out / "chat_template.json", {"chat_template": released_template("qwen2_5_vl")})
     return out
+
+
+def write_qwen2_vl(out: str | Path, hidden_size: int = 64, num_layers: int = 2, vision_hidden: int = 32,
+                   min_pixels: int = 3136, max_pixels: int = 28 * 28 * 16, seed: int = 0) -> Path:
+    """A Qwen2-VL-*-Instruct folder (Qwen2VLForConditionalGeneration, Qwen2VLConfig) at toy size: the first 14 of
+    Qwen2.5's added tokens (through <|video_pad|>, ids 151643-151656; the tool/FIM tokens came with Qwen2.5), the
+    template Qwen2.5-VL also ships (TRL's README: "Qwen2-VL ... ships a byte-identical template"), M-RoPE, a ViT
+    with embed_dim / mlp_ratio and quick_gelu, patch 14 / merge 2, min/max pixels (toy max)."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    added = QWEN25_ADDED_TOKENS[:14]
+    tok = _bpe_tokenizer(added, 600)
+    tok.add_special_tokens({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"})
+    tok.model_max_length = 32768
+    _write_tokenizer(tok, out, released_template("qwen2_5_vl"), "Qwen2Tokenizer")
+    ids = {t: tok.convert_tokens_to_ids(t) for t in added}
+    text = dict(vocab_size=(len(tok) // 64 + 2) * 64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                num_attention_heads=4, num_key_value_heads=2, intermediate_size=hidden_size * 2,
+                max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=False,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},  # released 7B: [16, 24, 24]
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+    vision = dict(depth=2, embed_dim=vision_hidden, hidden_size=hidden_size, mlp_ratio=2, num_heads=2,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, hidden_act="quick_gelu")
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    return _save_qwen_vl(Qwen2VLForConditionalGeneration(config), out, ids,
+                         qwen25_vl_preprocessor(min_pixels, max_pixels, "Qwen2VLProcessor"))
 
 
 def _sentencepiece_bpe(specials: list[str], vocab_size: int, tokenizer_class: str, **kwargs):
