@@ -2,7 +2,7 @@
 and LoRA, reload with plain transformers in a subprocess without gmai, 4 real VQA-RAD items through the eval
 runner, one request through the server. Each base is a tiny random-weight folder in the family's released
 format (``gmai model fixture FAMILY OUT``; sources cited in gmai.model.fixtures). Random weights: plumbing only.
-Qwen2.5-VL has its own file (tests/train/test_train_qwen25_vl.py: its processor needs no torchvision path)."""
+Qwen2.5-VL's packing refusal and GRPO have their own files (test_train_qwen25_vl.py, tests/rl)."""
 
 import json
 
@@ -15,7 +15,7 @@ from gmai.model.families import family_for_type, load_base, part_modules
 from gmai.train.fixtures import write_synthetic_corpus
 
 # fixture name -> transformers class of the released checkpoints
-FAMILY_CLASSES = {"llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
+FAMILY_CLASSES = {"qwen2.5-vl": "Qwen2_5_VLForConditionalGeneration", "llava-1.5": "LlavaForConditionalGeneration", "gemma3": "Gemma3ForConditionalGeneration",
                   "internvl": "InternVLForConditionalGeneration", "llava-next": "LlavaNextForConditionalGeneration",
                   "llava-onevision": "LlavaOnevisionForConditionalGeneration",
                   "qwen3-vl": "Qwen3VLForConditionalGeneration", "qwen2-vl": "Qwen2VLForConditionalGeneration"}
@@ -42,32 +42,23 @@ for path in PATHS:
 # LlavaOnevisionProcessor also builds a video processor: a plain-transformers user without torchvision builds it
 # without one (the class check is the only obstacle)
 ONEVISION_RELOAD = """
-import sys
-from PIL import Image
-from transformers import (AutoModelForImageTextToText, AutoTokenizer, LlavaOnevisionImageProcessorPil,
-                          LlavaOnevisionProcessor)
+from transformers import AutoTokenizer, LlavaOnevisionImageProcessorPil, LlavaOnevisionProcessor
 
 class ImagesOnly(LlavaOnevisionProcessor):
     def check_argument_for_proper_class(self, name, arg):
         return None if name == "video_processor" and arg is None else super().check_argument_for_proper_class(name, arg)
 
-for path in PATHS:
-    model = AutoModelForImageTextToText.from_pretrained(path)
-    processor = ImagesOnly(image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(path),
-                           tokenizer=AutoTokenizer.from_pretrained(path), video_processor=None,
-                           chat_template=open(f"{path}/chat_template.jinja").read(),
-                           num_image_tokens=model.config.vision_config.image_size ** 2 // 14 ** 2,
-                           vision_feature_select_strategy="full")
-    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]}]
-    text = processor.apply_chat_template(msgs, add_generation_prompt=True)
-    enc = processor(text=[text], images=[Image.new("RGB", (90, 70))], return_tensors="pt")
-    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
-    assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
-    print("OK", type(model).__name__)
-"""
-# Qwen3VLProcessor / Qwen2VLProcessor also build a video processor: tokenizer + PIL image processor, <|image_pad|> expanded to the
+def images_only(path, model):
+    return ImagesOnly(image_processor=LlavaOnevisionImageProcessorPil.from_pretrained(path),
+                      tokenizer=AutoTokenizer.from_pretrained(path), video_processor=None,
+                      chat_template=open(f"{path}/chat_template.jinja").read(),
+                      num_image_tokens=model.config.vision_config.image_size ** 2 // 14 ** 2,
+                      vision_feature_select_strategy="full")
+""" + PLAIN_RELOAD.replace("AutoProcessor.from_pretrained(path)", "images_only(path, model)")
+
+# Qwen2/2.5/3-VL processors also build a video processor: tokenizer + PIL image processor, <|image_pad|> expanded to the
 # merged grid, and the image-token marks M-RoPE needs (as the processor returns them)
-QWEN3_VL_RELOAD = """
+QWEN_VL_RELOAD = """
 import sys
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
@@ -85,8 +76,8 @@ for path in PATHS:
     assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
     print("OK", type(model).__name__)
 """
-RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD, "qwen3-vl": QWEN3_VL_RELOAD,
-                  "qwen2-vl": QWEN3_VL_RELOAD}
+RELOAD_SCRIPTS = {"internvl": INTERNVL_RELOAD, "llava-onevision": ONEVISION_RELOAD, "qwen3-vl": QWEN_VL_RELOAD,
+                  "qwen2-vl": QWEN_VL_RELOAD, "qwen2.5-vl": QWEN_VL_RELOAD}
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +114,10 @@ def test_family_base_stage3_full_and_lora_then_plain_reload_eval_and_serve(name,
         assert summary[3]["steps"] == 2 and summary[3]["data"]["samples"] > 0
     assert lora[3]["params"]["trainable"]["total"] < full[3]["params"]["trainable"]["total"]
     paths = [tmp_path / run / "stage3" for run in ("full", "lora")]
-    for path in paths:  # the released template, byte for byte
+    _, processor = load_base(base)
+    for path in paths:  # the released template byte for byte, the image bounds (Qwen's min/max pixels, tiles) kept
         assert (path / "chat_template.jinja").read_text() == template
+        assert load_base(path)[1].image_processor.to_dict() == processor.image_processor.to_dict()
     assert_plain_reload(paths, FAMILY_CLASSES[name], RELOAD_SCRIPTS.get(name, PLAIN_RELOAD))
     assert_evaluates(paths[0], tmp_path / "eval")
     assert_serves(paths[1])
@@ -193,3 +186,18 @@ def test_remote_code_internvl_base_is_refused_in_one_line(tmp_path):
     assert "model.trust_remote_code=true" in line() and str(base) in line()
     refused = line("model.trust_remote_code=true")
     assert "not supported" in refused and "InternVL3-1B-hf" in refused and str(base) in refused
+
+
+GRPO_FAMILIES = ["llava-1.5", "gemma3"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", GRPO_FAMILIES)
+def test_family_base_grpo_two_steps(name, tmp_path):
+    """GMAI-VL-R1's GRPO (2 steps through `gmai rl train`) from the family's base, and the result reloads."""
+    from family_checks import assert_grpo_runs
+
+    base = write_fixture(name, tmp_path / "base")
+    corpus = write_synthetic_corpus(tmp_path / "corpus", n_images=8, seed=2, image_size=64)
+    final = assert_grpo_runs(base, corpus, tmp_path / "r1")
+    assert json.loads((final / "config.json").read_text())["architectures"] == [FAMILY_CLASSES[name]]
