@@ -188,7 +188,7 @@ def test_remote_code_internvl_base_is_refused_in_one_line(tmp_path):
     assert "not supported" in refused and "InternVL3-1B-hf" in refused and str(base) in refused
 
 
-GRPO_FAMILIES = ["llava-1.5", "gemma3"]
+GRPO_FAMILIES = ["llava-1.5", "gemma3", "internvl", "qwen2-vl", "qwen3-vl"]  # Qwen2.5-VL: tests/rl
 
 
 @pytest.mark.slow
@@ -201,3 +201,21 @@ def test_family_base_grpo_two_steps(name, tmp_path):
     corpus = write_synthetic_corpus(tmp_path / "corpus", n_images=8, seed=2, image_size=64)
     final = assert_grpo_runs(base, corpus, tmp_path / "r1")
     assert json.loads((final / "config.json").read_text())["architectures"] == [FAMILY_CLASSES[name]]
+
+
+@pytest.mark.parametrize("name", ["llava-next", "llava-onevision"])
+def test_grpo_refuses_anyres_families_in_one_line(name, tmp_path):
+    from typer.testing import CliRunner
+
+    from gmai.cli import app
+    from gmai.rl.questions import RL_FILE, build_questions
+
+    base = write_fixture(name, tmp_path / "base")
+    build_questions(write_synthetic_corpus(tmp_path / "c", n_images=4, seed=2, image_size=32), tmp_path / "q",
+                    kinds=("choice",), seed=0)
+    result = CliRunner().invoke(app, ["rl", "train", "recipes/r1-tiny.yaml", "grpo.max_steps=1", "--out",
+                                      str(tmp_path / "run"), "--model", str(base), "--questions",
+                                      str(tmp_path / "q" / RL_FILE)])
+    said = " ".join(result.output.split())  # the CLI's one error line, wrapped to the terminal's width
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{base}: GRPO does not support the {name.replace('-', '_')} family yet" in said

@@ -27,6 +27,8 @@ class Family:
     # the model input marking image tokens, which the processor returns and a training batch must rebuild
     # (Gemma 3: bidirectional attention inside an image; Qwen2-VL / Qwen3-VL: M-RoPE needs it)
     image_token_types: str | None = None
+    # GMAI-VL-R1's GRPO: False where its batches lack an input the model needs (anyres image_sizes)
+    grpo: bool = True
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -36,11 +38,11 @@ FAMILIES: tuple[Family, ...] = (
     # LLaVA-NeXT (1.6) and LLaVA-OneVision: anyres tiles; the learned image_newline belongs to the projector
     Family("llava_next", ("llava_next",), "LlavaNextForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
-                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")}),
+                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")}, grpo=False),
     Family("llava_onevision", ("llava_onevision",), "LlavaOnevisionForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
                   "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")},
-           image_only=("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorPil")),
+           image_only=("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorPil"), grpo=False),
     # Gemma 3 (MedGemma's architecture): SigLIP tower, pooled projector, Gemma 3 LM (head tied to the embeddings)
     Family("gemma3", ("gemma3",), "Gemma3ForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
