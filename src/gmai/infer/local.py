@@ -35,13 +35,17 @@ class LocalBackend:
         return cls(model.to(device), processor, name=Path(path).name)
 
     def _encode(self, requests: list[ChatRequest], to_device: bool = True):
-        from gmai.model.chat import render_prompt  # the model's own template, string-only ones included
+        from gmai.model.chat import adds_special_tokens, render_prompt  # the model's own template
 
         texts = [render_prompt(self.processor, r.to_messages()) for r in requests]
         images = presize_images(getattr(self.processor, "image_processor", None),
                                 [im.convert("RGB") for r in requests for im in r.images])
+        counts = [len(r.images) for r in requests]
+        if images and all(counts):  # one list per prompt (Gemma 3's processor counts images per prompt)
+            images = [images[sum(counts[:i]):sum(counts[:i + 1])] for i in range(len(counts))]
         kwargs = {"images": images} if images else {}
-        enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
+        enc = self.processor(text=texts, return_tensors="pt", padding=True,
+                             add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()} if to_device else dict(enc)
 
     def prepare(self, request: ChatRequest, config: GenerationConfig):

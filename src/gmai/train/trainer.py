@@ -500,6 +500,8 @@ def accumulate_gradients(run: StageRun, step_index: int, poison: bool = False):
     global batch, so k micro-batches give the same gradient as one batch k times larger."""
     import torch
 
+    from gmai.model.families import image_token_types
+
     accelerator, model, encoded = run.accelerator, run.model, run.encoded
     step_plan, device, world = run.plan[step_index], accelerator.device, accelerator.num_processes
     loss_sum = torch.zeros((), device=device)
@@ -509,6 +511,7 @@ def accumulate_gradients(run: StageRun, step_index: int, poison: bool = False):
         batch = collate(rows, encoded, run.encoder.pixels, run.processor.tokenizer.pad_token_id)
         if not run.stage.packing:
             batch = unpacked(batch, [sum(len(encoded[i]) for i in row) for row in rows])
+        batch.update(image_token_types(model, batch["input_ids"]))
         tokens += int(sum(len(encoded[i]) for row in rows for i in row))
         samples_n += sum(len(row) for row in rows)
         batch = {key: v.to(device) for key, v in batch.items()}
