@@ -38,11 +38,18 @@ class LocalBackend:
         from gmai.model.chat import render_prompt  # the model's own template, string-only ones included
 
         texts = [render_prompt(self.processor, r.to_messages()) for r in requests]
-        images = presize_images(getattr(self.processor, "image_processor", None),
-                                [im.convert("RGB") for r in requests for im in r.images])
+        images = self.prepare_images([im for r in requests for im in r.images])
         kwargs = {"images": images} if images else {}
         enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()} if to_device else dict(enc)
+
+    def prepare_images(self, images: list) -> list:
+        """The per-image work that does not need the model (RGB, pad to square, resize: :func:`presize_images`).
+        Idempotent, so a caller may run it ahead, off the model's thread (``gmai.eval.runner`` does it for the
+        next batch while this one generates): :meth:`_encode` then finds the images at size and has nothing
+        left to do but normalise them."""
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return presize_images(getattr(self.processor, "image_processor", None), rgb)
 
     def prepare(self, request: ChatRequest, config: GenerationConfig):
         """One request rendered, tokenized, image-processed and checked against the context window
