@@ -8,7 +8,8 @@ Each configuration is one :func:`gmai.rl.demo.run_r1_demo` (questions -> synthes
 ``r1-demo.json`` is summarised, not rerun. The table gives, per configuration, what GRPO added over its own SFT
 start (accuracy difference and exact McNemar p on the in-distribution and held-out splits), the R1 model's
 format-valid rate, and the per-step trends of the reward and of the zero-signal fraction (slope with a 95% CI).
-Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``).
+Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``); the JSON (``runs``, ``across_seeds``, and the
+Stage III weights' SHA-256) is what the demo's R1 notes read (:func:`gmai.rl.demo.cross_seed_notes`).
 
 Seeds (``--seeds 0,1,2``): each configuration runs once per seed (``seed`` of ``run_r1_demo``: questions, synthesis,
 SFT and GRPO sampling); seed 0 is the configuration's own folder, seed k its ``-seedk`` folder. Configurations
@@ -144,6 +145,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage3_digest(demo_out: Path) -> str | None:
+    """Which Stage III model the sweep started from (its weights' SHA-256): a sweep holds for that model."""
+    import hashlib
+
+    weights = demo_out / "train" / "stage3" / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-out", type=Path, default=ROOT / "demo-out", help="a finished `make demo` output")
@@ -169,7 +178,9 @@ def main() -> None:
     text = markdown(rows)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    summary = {"source": "benchmarks/results/r1_sweep.md", "demo_out": str(args.demo_out),
+               "stage3_sha256": stage3_digest(args.demo_out), "runs": rows, "across_seeds": across_seeds(rows)}
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     args.out.with_suffix(".md").write_text(text)
 
 
