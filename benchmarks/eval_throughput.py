@@ -75,6 +75,14 @@ class Decoded:
         return list(self._images)
 
 
+class WithoutImagePrefetch:
+    """The backend with ``generate`` only: ``generate_predictions`` then cannot pad and resize the next batch's
+    images ahead (``--no-image-prefetch``, the ablation: the backend does it inside each batch's encoding)."""
+
+    def __init__(self, backend):
+        self.name, self.generate = backend.name, backend.generate
+
+
 def build_backend(checkpoint: str | None, corpus_questions: list[str]):
     from gmai.infer.local import LocalBackend
 
@@ -166,6 +174,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vqa-rad", type=Path, default=DEFAULT_VQA_RAD)
     parser.add_argument("--max-side", type=int, default=0,
                         help="image downscale on load, both sides (gmai eval --max-side); 0 = full resolution")
+    parser.add_argument("--no-image-prefetch", action="store_true",
+                        help="ablation: the batched side pads/resizes images inside each batch, not ahead")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of the random tiny model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
     return parser.parse_args()
@@ -202,9 +212,12 @@ def main() -> None:
         items, source = load_questions(args.n, args.vqa_rad, tmp)
         items = [Decoded(it, args.max_side) for it in items]  # decoding is outside the timed window
         backend, model_desc = build_backend(args.checkpoint, [it.question for it in items])
+        if args.no_image_prefetch:
+            backend = WithoutImagePrefetch(backend)
         runs = [measure(backend, items, cap, args.batch_size, tmp, args.rounds) for cap in caps]
     result = {"questions": len(items), "source": source, "model": model_desc, "batch_size": args.batch_size,
-              "image_max_side": args.max_side, "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+              "image_max_side": args.max_side, "image_prefetch": not args.no_image_prefetch,
+              "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
               "order": "per round: interleaved chunks of 2 batches, alternating which mode runs first",
               "target_speedup": TARGET, "runs": runs, "machine": machine()}
     print_table(result)

@@ -81,3 +81,17 @@ def test_every_benchmark_reads_cpu_time_through_measure_only():
     assert offenders == []
     users = [p.name for p in BENCHMARKS.glob("*.py") if re.search(r"\bcpu_seconds\(", p.read_text())]
     assert {"data_engine.py", "grpo_step.py", "measure.py"} <= set(users)
+
+
+def test_data_engine_bare_loop_writes_the_slices_the_engine_kept(tmp_path):
+    """Record refs are keyed (no slice index leaves the engine): the bare loop finds the kept slices by pixels."""
+    pytest.importorskip("nibabel")
+    import data_engine
+
+    data_engine.make_volumes(tmp_path / "data", 2, 64, 8)
+    _, records, _ = data_engine.run_engine(tmp_path / "data", tmp_path / "out", 1, 1, False)
+    kept = data_engine.kept_slices(tmp_path / "out", tmp_path / "data")
+    images = {p.name for p in (tmp_path / "out" / "images").rglob("*.png")}
+    assert sum(map(len, kept.values())) == len(images) > 0
+    _, written, _ = data_engine.run_bare(kept, tmp_path / "bare", 1, 1)
+    assert written == len(images) == len(list((tmp_path / "bare").glob("*.png")))
