@@ -113,19 +113,18 @@ def _fmt(value: Any, column: str) -> str:
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """Counts over configurations: where GRPO beat / lost to its SFT start (p < 0.05), and where the per-step
+    """Counts over runs (configuration x seed): where GRPO beat / lost to its SFT start (p < 0.05), and where the per-step
     zero-signal fraction fell / rose (95% CI of the slope entirely below / above 0)."""
     n, out = len(rows), []
     for split in ("in-dist", "held-out"):
         better = sum(r[f"{split}: GRPO - SFT"] > 0 and r[f"{split}: p"] < 0.05 for r in rows)
         worse = sum(r[f"{split}: GRPO - SFT"] < 0 and r[f"{split}: p"] < 0.05 for r in rows)
-        out.append(f"- {split}: GRPO beats its SFT start (p < 0.05) in {better} of {n} configurations, "
-                   f"loses to it in {worse}")
+        out.append(f"- {split}: GRPO beats its SFT start (p < 0.05) in {better} of {n} runs, loses to it in {worse}")
     for key in ("reward", "zero_signal_fraction"):
         cis = [r[f"{key} 95% CI"] for r in rows if r.get(f"{key} 95% CI")]
         falls, rises = sum(ci[1] < 0 for ci in cis), sum(ci[0] > 0 for ci in cis)
         out.append(f"- {key} per step: falls in {falls}, rises in {rises}, no significant trend in "
-                   f"{len(cis) - falls - rises} of {len(cis)} configurations")
+                   f"{len(cis) - falls - rises} of {len(cis)} runs")
     return out
 
 
@@ -161,6 +160,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds per configuration (e.g. 0,1,2)")
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--note", default="", help="provenance line for the table (which demo, how it was run)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "r1_sweep")
     args = parser.parse_args()
     rows = []
@@ -175,11 +175,13 @@ def main() -> None:
                 rows.append(summarise(name, out, seed))
     if not rows:
         raise SystemExit(f"no finished runs under {args.work}")
-    text = markdown(rows)
+    digest = stage3_digest(args.demo_out)
+    text = (f"Stage III: `{args.demo_out}/train/stage3` (weights SHA-256 {str(digest)[:16]}...). {args.note}\n\n"
+            + markdown(rows))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"source": "benchmarks/results/r1_sweep.md", "demo_out": str(args.demo_out),
-               "stage3_sha256": stage3_digest(args.demo_out), "runs": rows, "across_seeds": across_seeds(rows)}
+               "stage3_sha256": digest, "note": args.note, "runs": rows, "across_seeds": across_seeds(rows)}
     args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     args.out.with_suffix(".md").write_text(text)
 

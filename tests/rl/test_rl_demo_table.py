@@ -73,3 +73,20 @@ def test_the_committed_sweep_has_three_seeds_of_the_demo_setting():
     runs = [r for r in json.loads(SWEEP_FILE.read_text())["runs"] if r["config"] == "default"]
     assert sorted(r["seed"] for r in runs) == [0, 1, 2]
     assert sum(note.startswith("across 3 seeds") for note in cross_seed_notes()) == 2
+
+
+def test_cross_seed_notes_say_whether_the_sweep_started_from_this_stage3(tmp_path):
+    import hashlib
+    import json
+
+    from gmai.rl.demo import cross_seed_notes
+
+    sweep = _sweep(tmp_path, [(0.1, 0.01)] * 3)
+    (tmp_path / "stage3").mkdir()
+    (tmp_path / "stage3" / "model.safetensors").write_bytes(b"weights")
+    summary = json.loads(sweep.read_text())
+    summary["stage3_sha256"] = hashlib.sha256(b"weights").hexdigest()
+    sweep.write_text(json.dumps(summary))
+    assert "started from this run's Stage III" in cross_seed_notes(sweep, stage3_ckpt=tmp_path / "stage3")[-1]
+    (tmp_path / "stage3" / "model.safetensors").write_bytes(b"retrained")
+    assert "another Stage III model" in cross_seed_notes(sweep, stage3_ckpt=tmp_path / "stage3")[-1]
