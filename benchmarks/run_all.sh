@@ -8,7 +8,7 @@
 #
 # Expected durations on a quiet 2-core machine, estimated from the CPU seconds of one busy run of each on
 # 2026-12-05 (the busy wall times, at load 9-18 on 2 CPUs, in brackets; see benchmarks/README.md):
-#   train_throughput   3 rounds x (gmai, TRL defaults, TRL best), 480 samples   ~5-6 min  (busy: TRAIN_BUSY)
+#   train_throughput   3 rounds x (gmai, TRL defaults, TRL best), 480 samples   ~5-6 min  (busy: ~37 min)
 #   eval_throughput    3 rounds x 64 VQA-RAD questions, 16 and 64 new tokens    ~2-3 min  (busy: 15.5 min)
 #   data_engine        3 rounds x (engine, bare) x (1, 2 workers), 8 CT volumes ~2-3 min  (busy: 18.3 min)
 #   grpo_step          3 rounds x (TRL stock, gmai) x 4 steps, + TRL defaults   ~2-3 min  (busy: 23.0 min)
