@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -97,17 +98,24 @@ def bare_loop(jobs: list[tuple[str, list[int], str, int]], workers: int) -> int:
         return sum(pool.map(_bare_volume, jobs))
 
 
-def kept_slices(out: Path) -> dict[str, list[int]]:
-    """Which slices of which volume the engine wrote (read back from its JSONL)."""
-    kept: dict[str, set[int]] = {}
-    for path in out.glob("*.jsonl"):
-        if path.name == "rejects.jsonl":
-            continue
-        for line in path.read_text().splitlines():
-            ref = json.loads(line)["ref"]
-            volume, _, index = ref.rpartition("#axis2=")
-            kept.setdefault(volume, set()).add(int(index))
-    return {k: sorted(v) for k, v in sorted(kept.items())}
+def kept_slices(out: Path, data: Path) -> dict[str, list[int]]:
+    """Which slices of which volume the engine wrote. Record refs are keyed (no file name or slice index leaves
+    the engine), so the slices are found by their pixels: an image is written under its pixel MD5, and every
+    slice of every volume, decoded as the bare loop decodes it, is matched against those names (untimed)."""
+    from gmai.data.imaging import load_nifti, volume_slice, volume_to_uint8
+    from gmai.data.quality import pixel_md5
+
+    written = {p.stem for p in (out / "images").rglob("*.png")}
+    kept: dict[str, list[int]] = {}
+    for volume in sorted((data / "imagesTr").glob("*.nii.gz")):
+        display, _ = volume_to_uint8(load_nifti(str(volume)), window=None, modality="CT")
+        hits = [i for i in range(display.shape[2]) if pixel_md5(volume_slice(display, 2, i)) in written]
+        if hits:
+            kept[str(volume)] = hits
+    found = sum(len(v) for v in kept.values())
+    if found != len(written):
+        raise SystemExit(f"the bare loop would write {found} slices, the engine wrote {len(written)} images")
+    return kept
 
 
 # ------------------------------------------------------------------------------------------------
@@ -173,11 +181,11 @@ def cpu_breakdown(data: Path, out: Path, level: int) -> dict[str, float]:
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
-            start = time.process_time()
+            start = cpu_seconds()
             try:
                 return original(*args, **kwargs)
             finally:
-                spent[label] = spent.get(label, 0.0) + time.process_time() - start
+                spent[label] = spent.get(label, 0.0) + cpu_seconds() - start
 
         originals.append((owner, name, original))
         setattr(owner, name, wrapper)
@@ -296,7 +304,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         make_volumes(tmp / "data", args.volumes, args.size, args.depth)
         run_engine(tmp / "data", tmp / "warm", 1, args.png_level, args.plots)  # warm caches and lazy imports
-        kept = kept_slices(tmp / "warm")
+        kept = kept_slices(tmp / "warm", tmp / "data")
         runs = measure_rounds(tmp / "data", tmp, kept, args)
         rows = [config_row(w, runs["engine", w], runs["bare", w]) for w in (1, 2)]
         adapter = fastest([run_adapter_only(tmp / "data") for _ in range(args.repeats)])
@@ -312,12 +320,7 @@ def main() -> None:
 # --engine ray: the Ray engine next to the local engine (kept apart from main: its own phases and JSON)
 
 
-def ray_main(argv: list[str]) -> None:
-    """``--engine ray``: Ray engine vs local engine on the same volumes, in interleaved rounds, in three phases:
-    a local Ray cluster of 2 CPUs vs the local engine at 2 workers; 1 CPU vs 1 worker; and a two-node cluster
-    on this machine (``ray start --head`` + ``ray start --address``, 1 CPU each) vs 2 workers. Ratios are taken
-    only within a phase. The cluster is started once per phase, outside the timings (a long-lived cluster),
-    and warmed with one untimed build; its start-up time is reported apart."""
+def ray_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="data_engine.py --engine ray")
     parser.add_argument("--engine", choices=["ray"])
     parser.add_argument("--volumes", type=int, default=8)
@@ -325,9 +328,58 @@ def ray_main(argv: list[str]) -> None:
     parser.add_argument("--depth", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data_engine_ray_512.json")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+RAY_PHASES = (("local cluster, 2 CPUs", 2), ("local cluster, 1 CPU", 1), ("two nodes, 1 CPU each", 2))
+
+
+def ray_phase(tmp: Path, name: str, cpus: int, repeats: int) -> dict:
+    """One phase: its cluster started (outside the timings) and warmed, then local and Ray builds interleaved."""
+    import ray
+
+    start = time.perf_counter()
+    try:
+        nodes = _two_nodes(tmp / "nodes") if name.startswith("two") else None
+        ray.init(address=nodes, num_cpus=None if nodes else cpus, include_dashboard=False,
+                 object_store_memory=None if nodes else 256 << 20, logging_level="ERROR", log_to_driver=False)
+        startup = time.perf_counter() - start
+        _run_ray_engine(tmp, cpus)  # warm: worker processes started, imports done
+        local, on_ray = [], []
+        for _ in range(repeats):
+            local.append(run_engine(tmp / "data", tmp / "local", cpus, 1, False))
+            on_ray.append(_run_ray_engine(tmp, cpus))
+    finally:
+        ray.shutdown()
+        _stop_nodes(tmp / "nodes")
+    (l_s, records, _), (r_s, r_records, _) = fastest(local), fastest(on_ray)
+    assert records == r_records
+    return {"phase": name, "cpus": cpus, "records": records, "cluster_start_s": round(startup, 2),
+            "local_workers": cpus, "local_s": round(l_s, 3), "local_rps": round(records / l_s, 1),
+            "ray_s": round(r_s, 3), "ray_rps": round(records / r_s, 1), "ray_vs_local": round(l_s / r_s, 3),
+            "local_runs_s": [round(r[0], 3) for r in local], "ray_runs_s": [round(r[0], 3) for r in on_ray]}
+
+
+def print_ray_table(result: dict) -> None:
+    print(f"{'phase':<24} {'records':>7} {'local s':>8} {'ray s':>7} {'ray/local':>9} {'cluster start s':>15}")
+    for row in result["phases"]:
+        print(f"{row['phase']:<24} {row['records']:>7} {row['local_s']:>8.2f} {row['ray_s']:>7.2f} "
+              f"{row['ray_vs_local']:>9.2f} {row['cluster_start_s']:>15.1f}")
+    m = result["machine"]
+    print(f"ray 2 CPUs / local 2 workers: {result['ray_2cpu_vs_local_2w']:.2f} (target >= 0.8); ray 2 CPUs / 1 CPU: "
+          f"{result['ray_2cpu_vs_1cpu']:.2f}; load average {m['load_avg_at_start']} -> {m['load_avg']}")
+
+
+def ray_main(argv: list[str]) -> None:
+    """``--engine ray``: Ray engine vs local engine on the same volumes, in interleaved rounds, in three phases:
+    a local Ray cluster of 2 CPUs vs the local engine at 2 workers; 1 CPU vs 1 worker; and a two-node cluster
+    on this machine (``ray start --head`` + ``ray start --address``, 1 CPU each) vs 2 workers. Ratios are taken
+    only within a phase. The cluster is started once per phase, outside the timings (a long-lived cluster),
+    and warmed with one untimed build; its start-up time is reported apart. Wall time only: Ray's workers are
+    not this process's children, so ``measure.cpu_seconds`` cannot see them."""
     import secrets
 
+    args = ray_args(argv)
     # One token for every cluster of this run (Ray reads it once per process): the nodes and this driver share it.
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
@@ -336,34 +388,13 @@ def ray_main(argv: list[str]) -> None:
     import gmai.data.build  # noqa: F401
     import gmai.data.sources.nifti  # noqa: F401
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    phases = []
+    load_at_start = machine()["load_avg"]
     with tempfile.TemporaryDirectory(prefix="gmai-bench-ray-") as tmp_name:
         tmp = Path(tmp_name)
         make_volumes(tmp / "data", args.volumes, args.size, args.depth)
-        for name, cpus in (("local cluster, 2 CPUs", 2), ("local cluster, 1 CPU", 1), ("two nodes, 1 CPU each", 2)):
-            start = time.perf_counter()
-            try:
-                nodes = _two_nodes(tmp / "nodes") if name.startswith("two") else None
-                ray.init(address=nodes, num_cpus=None if nodes else cpus, include_dashboard=False,
-                         object_store_memory=None if nodes else 256 << 20, logging_level="ERROR",
-                         log_to_driver=False)
-                startup = time.perf_counter() - start
-                _run_ray_engine(tmp, cpus)  # warm: worker processes started, imports done
-                local, on_ray = [], []
-                for _ in range(args.repeats):
-                    local.append(run_engine(tmp / "data", tmp / "local", cpus, 1, False))
-                    on_ray.append(_run_ray_engine(tmp, cpus))
-            finally:
-                ray.shutdown()
-                _stop_nodes(tmp / "nodes")
-            (l_s, records, l_cpu), (r_s, r_records, _) = best(local), best(on_ray)
-            assert records == r_records
-            phases.append({"phase": name, "cpus": cpus, "records": records, "cluster_start_s": round(startup, 2),
-                           "local_workers": cpus, "local_s": round(l_s, 3), "local_rps": round(records / l_s, 1),
-                           "ray_s": round(r_s, 3), "ray_rps": round(records / r_s, 1),
-                           "ray_vs_local": round(l_s / r_s, 3), "local_runs_s": [round(r[0], 3) for r in local],
-                           "ray_runs_s": [round(r[0], 3) for r in on_ray]})
+        phases = []
+        for name, cpus in RAY_PHASES:
+            phases.append(ray_phase(tmp, name, cpus, args.repeats))
             print(json.dumps(phases[-1]), flush=True)
     two, one = phases[0], phases[1]
     result = {
@@ -372,16 +403,9 @@ def ray_main(argv: list[str]) -> None:
         "rounds": args.repeats, "phases": phases,
         "ray_2cpu_vs_local_2w": two["ray_vs_local"], "target_ray_2cpu_vs_local_2w": 0.8,
         "ray_2cpu_vs_1cpu": round(two["ray_rps"] / one["ray_rps"], 3),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "ray": ray.__version__,
-                    "load_avg_at_start": load_at_start, "load_avg_at_end": [round(x, 2) for x in os.getloadavg()],
-                    "note": "a shared machine with other jobs running: not a quiet-machine number"},
+        "machine": machine() | {"ray": ray.__version__, "load_avg_at_start": load_at_start},
     }
-    print(f"{'phase':<24} {'records':>7} {'local s':>8} {'ray s':>7} {'ray/local':>9} {'cluster start s':>15}")
-    for row in phases:
-        print(f"{row['phase']:<24} {row['records']:>7} {row['local_s']:>8.2f} {row['ray_s']:>7.2f} "
-              f"{row['ray_vs_local']:>9.2f} {row['cluster_start_s']:>15.1f}")
-    print(f"ray 2 CPUs / local 2 workers: {result['ray_2cpu_vs_local_2w']:.2f} (target >= 0.8); ray 2 CPUs / 1 CPU: "
-          f"{result['ray_2cpu_vs_1cpu']:.2f}; load average {load_at_start} -> {result['machine']['load_avg_at_end']}")
+    print_ray_table(result)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -1,7 +1,7 @@
 """gmai's de-identification (gmai.data.deid) against three PyPI de-identifiers, on the same inputs.
 
 Measured per candidate, on the adversarial shelf of tests/data/adversarial_dicom.py (synthetic, 9 readable files)
-and on Table E.1-1 (2026c, 655 entries) planted one attribute at a time:
+and on every row of Table E.1-1 (the edition in src/gmai/data/ps3.15-table-e1-1.csv) planted one at a time:
 
 - planted header markers left in the de-identified dataset (saved with its file meta and preamble);
 - Table E.1-1 entries whose planted value is gone (or remapped), at the top level and two sequences deep;
@@ -169,8 +169,8 @@ def main() -> None:
             print(f"{name:32} {r['error']}")
             continue
         cov = r.get("table_coverage")
-        top = f"{cov['top-level']['handled']:>6}/655" if cov else f"{'crash':>10}"
-        nested = f"{cov['nested (depth 2)']['handled']:>8}/655" if cov else f"{'crash':>13}"
+        top = f"{cov['top-level']['handled']:>6}/{cov['top-level']['total']}" if cov else f"{'crash':>10}"
+        nested = f"{cov['nested (depth 2)']['handled']:>8}/{cov['nested (depth 2)']['total']}" if cov else f"{'crash':>13}"
         ms = f"{r['ms_per_file_median']:>8.2f}" if "ms_per_file_median" in r else f"{'-':>8}"
         print(f"{name:32} {cell(r, 'adversarial', 18)} {cell(r, 'valid values only', 17)} {top} {nested} {ms}")
     out = ROOT / "benchmarks" / "results" / "deid_libraries.json"

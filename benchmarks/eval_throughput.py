@@ -1,9 +1,10 @@
 """Evaluation throughput: batched evaluation (the `gmai eval` path) vs a one-question-at-a-time loop.
 
-Same model, same questions, same greedy decoding settings, measured in one run. The batched side is
-``gmai.eval.runner.generate_predictions`` (image loading, prompt building, batched ``gmai.infer``
-generation, cache writes); the baseline loads each question's image and calls ``generate`` on that one
-question. Target: >= 3x questions/s at batch 16 on CPU, at 16 new tokens (a VQA answer's usual length) as well
+Same model, same questions, same greedy decoding settings, measured in one run. Images are decoded once,
+before any timing (``Decoded``), so both sides time the same work from decoded images to replies. The batched
+side is ``gmai.eval.runner.generate_predictions`` (prompt building, the backend's image preprocessing for the
+next batch in a background thread, batched ``gmai.infer`` generation, cache writes); the baseline calls
+``generate`` on one question at a time (its image preprocessing included). Target: >= 3x questions/s at batch 16 on CPU, at 16 new tokens (a VQA answer's usual length) as well
 as at 64, with full-size VQA-RAD images (``--max-side 0``).
 
     python benchmarks/eval_throughput.py [--n 64] [--batch-size 16] [--max-new-tokens 16,64] [--rounds 3]
@@ -60,6 +61,28 @@ def load_questions(n: int, vqa_rad: Path, tmp: Path):
     return synthetic_items(n, tmp), f"synthetic ({n} noise images; VQA-RAD not found at {vqa_rad})"
 
 
+class Decoded:
+    """A question whose images were decoded once, before any timing (``load_images`` hands the same decoded
+    images back): both modes then time the same work, from decoded images to replies."""
+
+    def __init__(self, item, max_side: int):
+        self._item, self._images = item, item.load_images(max_side)
+
+    def __getattr__(self, name: str):
+        return getattr(self._item, name)
+
+    def load_images(self, max_side: int = 0) -> list:
+        return list(self._images)
+
+
+class WithoutImagePrefetch:
+    """The backend with ``generate`` only: ``generate_predictions`` then cannot pad and resize the next batch's
+    images ahead (``--no-image-prefetch``, the ablation: the backend does it inside each batch's encoding)."""
+
+    def __init__(self, backend):
+        self.name, self.generate = backend.name, backend.generate
+
+
 def build_backend(checkpoint: str | None, corpus_questions: list[str]):
     from gmai.infer.local import LocalBackend
 
@@ -72,9 +95,6 @@ def build_backend(checkpoint: str | None, corpus_questions: list[str]):
     return LocalBackend(model, processor, name="tiny-random"), "tiny preset, random weights"
 
 
-MAX_SIDE = 0  # set from --max-side
-
-
 def one_at_a_time(backend, items, config) -> tuple[float, list[str]]:
     from gmai.eval.runner import build_prompt
     from gmai.infer import ChatRequest
@@ -82,7 +102,7 @@ def one_at_a_time(backend, items, config) -> tuple[float, list[str]]:
     replies = []
     with Window() as window:
         for item in items:
-            request = ChatRequest(prompt=build_prompt(item), images=item.load_images(MAX_SIDE))
+            request = ChatRequest(prompt=build_prompt(item), images=item.load_images())
             replies.extend(backend.generate([request], config, batch_size=1))
     return (window.wall_s, window.cpu_s), replies
 
@@ -92,7 +112,7 @@ def batched(backend, items, config, batch_size: int, tmp: Path, tag: str) -> tup
 
     cache = PredictionCache(tmp / f"cache_{tag}.jsonl", "throughput")
     with Window() as window:
-        preds = generate_predictions(backend, items, config, cache, batch_size=batch_size, max_side=MAX_SIDE)
+        preds = generate_predictions(backend, items, config, cache, batch_size=batch_size)
     return (window.wall_s, window.cpu_s), [preds[it.qid]["prediction"] for it in items]
 
 
@@ -154,6 +174,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--vqa-rad", type=Path, default=DEFAULT_VQA_RAD)
     parser.add_argument("--max-side", type=int, default=0,
                         help="image downscale on load, both sides (gmai eval --max-side); 0 = full resolution")
+    parser.add_argument("--no-image-prefetch", action="store_true",
+                        help="ablation: the batched side pads/resizes images inside each batch, not ahead")
     parser.add_argument("--checkpoint", default=None, help="a trained checkpoint instead of the random tiny model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "eval_throughput.json")
     return parser.parse_args()
@@ -182,18 +204,20 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    global MAX_SIDE
-    MAX_SIDE = args.max_side
     if args.threads:
         torch.set_num_threads(args.threads)
     caps = [int(v) for v in str(args.max_new_tokens).split(",") if v.strip()]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         items, source = load_questions(args.n, args.vqa_rad, tmp)
+        items = [Decoded(it, args.max_side) for it in items]  # decoding is outside the timed window
         backend, model_desc = build_backend(args.checkpoint, [it.question for it in items])
+        if args.no_image_prefetch:
+            backend = WithoutImagePrefetch(backend)
         runs = [measure(backend, items, cap, args.batch_size, tmp, args.rounds) for cap in caps]
     result = {"questions": len(items), "source": source, "model": model_desc, "batch_size": args.batch_size,
-              "image_max_side": args.max_side, "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+              "image_max_side": args.max_side, "image_prefetch": not args.no_image_prefetch,
+              "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
               "order": "per round: interleaved chunks of 2 batches, alternating which mode runs first",
               "target_speedup": TARGET, "runs": runs, "machine": machine()}
     print_table(result)

@@ -1,7 +1,7 @@
 """The prepared GPU check (run by benchmarks/gpu_check.sh): Stage III of the gmai-vl-7b recipe on
 real-format part folders scaled to ~1B parameters (random weights: a speed/memory check, never quality),
-bf16, SDPA (or flash attention), under accelerate (FSDP on one GPU). Prints tokens/s, peak memory and MFU
-and writes benchmarks/results/gpu_check.json.
+bf16, SDPA (or flash attention), FSDP2 on one GPU (the trainer's own, gmai.train.sharding, as on CPU).
+Prints tokens/s, peak memory and MFU and writes benchmarks/results/gpu_check.json.
 
     python benchmarks/gpu_check.py prepare WORK [--tiny]      # fixtures + synthetic corpus
     accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 1 \
@@ -68,8 +68,14 @@ def run(work: Path, steps: int, attn: str, out: Path) -> dict:
               "steps": summary[3]["steps"], "tokens_per_s": round(tok_s, 1),
               "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
               "mfu": round(6 * params * tok_s / peak_flops, 4) if cuda else None, "wall_s": round(wall, 1),
-              "distributed": next(m for m in lines if m["event"] == "run_start").get("distributed")}
+              "distributed": distributed(lines)}
     return result
+
+
+def distributed(lines: list[dict]) -> str:
+    """How the run was parallelised, from its log: e.g. MULTI_GPU+fsdp2 (the trainer's FSDP2, gmai.train.sharding)."""
+    start = next(m for m in lines if m["event"] == "run_start")
+    return "+".join(str(x) for x in (start.get("distributed"), start.get("sharding")) if x)
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 # One-command GPU check (needs one CUDA GPU; NOT run in this repository's CPU sessions):
 #   bash benchmarks/gpu_check.sh [WORK_DIR]
 # Stage III of gmai-vl-7b on ~1B-parameter random-weight folders in the released formats (Qwen2.5-Instruct LM,
-# CLIP ViT-L/14-336), bf16 + SDPA (then flash attention 2 if installed), FSDP on one GPU via accelerate.
+# CLIP ViT-L/14-336), bf16 + SDPA (then flash attention 2 if installed), FSDP2 on one GPU: the trainer's own
+# (gmai.train.sharding), the mechanism tests/train/test_train_fsdp.py runs with 2 CPU processes.
 # Prints tokens/s, peak memory and MFU; writes benchmarks/results/gpu_check.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import peak_rss_mb  # noqa: E402
 DISTANCE = 4
 
 
@@ -84,7 +85,7 @@ def one(method: str, n: int) -> dict:
         seconds, answers = run_index(values, parts=DISTANCE + 1 if method == "bands" else None)
     row = {"method": method, "hashes": n, "seconds": round(seconds, 3), "us_per_hash": round(1e6 * seconds / n, 2),
            "near_found": sum(a is not None for a in answers),
-           "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+           "peak_rss_mib": round(peak_rss_mb(), 1)}
     if method != "pairs" and n <= 10_000:  # exactness: the same answers as comparing every pair
         row["same_as_all_pairs"] = answers == run_pairs(values)[1]
     return row

@@ -8,7 +8,8 @@ Each configuration is one :func:`gmai.rl.demo.run_r1_demo` (questions -> synthes
 ``r1-demo.json`` is summarised, not rerun. The table gives, per configuration, what GRPO added over its own SFT
 start (accuracy difference and exact McNemar p on the in-distribution and held-out splits), the R1 model's
 format-valid rate, and the per-step trends of the reward and of the zero-signal fraction (slope with a 95% CI).
-Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``).
+Writes ``benchmarks/results/r1_sweep.{json,md}`` (``--out``); the JSON (``runs``, ``across_seeds``, and the
+Stage III weights' SHA-256) is what the demo's R1 notes read (:func:`gmai.rl.demo.cross_seed_notes`).
 
 Seeds (``--seeds 0,1,2``): each configuration runs once per seed (``seed`` of ``run_r1_demo``: questions, synthesis,
 SFT and GRPO sampling); seed 0 is the configuration's own folder, seed k its ``-seedk`` folder. Configurations
@@ -112,19 +113,18 @@ def _fmt(value: Any, column: str) -> str:
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """Counts over configurations: where GRPO beat / lost to its SFT start (p < 0.05), and where the per-step
+    """Counts over runs (configuration x seed): where GRPO beat / lost to its SFT start (p < 0.05), and where the per-step
     zero-signal fraction fell / rose (95% CI of the slope entirely below / above 0)."""
     n, out = len(rows), []
     for split in ("in-dist", "held-out"):
         better = sum(r[f"{split}: GRPO - SFT"] > 0 and r[f"{split}: p"] < 0.05 for r in rows)
         worse = sum(r[f"{split}: GRPO - SFT"] < 0 and r[f"{split}: p"] < 0.05 for r in rows)
-        out.append(f"- {split}: GRPO beats its SFT start (p < 0.05) in {better} of {n} configurations, "
-                   f"loses to it in {worse}")
+        out.append(f"- {split}: GRPO beats its SFT start (p < 0.05) in {better} of {n} runs, loses to it in {worse}")
     for key in ("reward", "zero_signal_fraction"):
         cis = [r[f"{key} 95% CI"] for r in rows if r.get(f"{key} 95% CI")]
         falls, rises = sum(ci[1] < 0 for ci in cis), sum(ci[0] > 0 for ci in cis)
         out.append(f"- {key} per step: falls in {falls}, rises in {rises}, no significant trend in "
-                   f"{len(cis) - falls - rises} of {len(cis)} configurations")
+                   f"{len(cis) - falls - rises} of {len(cis)} runs")
     return out
 
 
@@ -144,6 +144,14 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stage3_digest(demo_out: Path) -> str | None:
+    """Which Stage III model the sweep started from (its weights' SHA-256): a sweep holds for that model."""
+    import hashlib
+
+    weights = demo_out / "train" / "stage3" / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo-out", type=Path, default=ROOT / "demo-out", help="a finished `make demo` output")
@@ -152,6 +160,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds per configuration (e.g. 0,1,2)")
     parser.add_argument("--summarise-only", action="store_true")
+    parser.add_argument("--note", default="", help="provenance line for the table (which demo, how it was run)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "r1_sweep")
     args = parser.parse_args()
     rows = []
@@ -166,10 +175,14 @@ def main() -> None:
                 rows.append(summarise(name, out, seed))
     if not rows:
         raise SystemExit(f"no finished runs under {args.work}")
-    text = markdown(rows)
+    digest = stage3_digest(args.demo_out)
+    text = (f"Stage III: `{args.demo_out}/train/stage3` (weights SHA-256 {str(digest)[:16]}...). {args.note}\n\n"
+            + markdown(rows))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    summary = {"source": "benchmarks/results/r1_sweep.md", "demo_out": str(args.demo_out),
+               "stage3_sha256": digest, "note": args.note, "runs": rows, "across_seeds": across_seeds(rows)}
+    args.out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     args.out.with_suffix(".md").write_text(text)
 
 

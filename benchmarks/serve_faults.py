@@ -10,11 +10,13 @@ replies are gibberish, ``max_tokens`` bounds the work):
 - ``abandoned``: 20 non-streaming requests for 900 tokens whose clients disconnect at 0.5 s, while
   8 clients run; the server's CPU seconds over the phase say whether the generations stopped;
 - ``abusive body``: one 17 MB body of 580,000 empty messages and one of 60,000, while 8 clients run;
-- ``image burst``: 8 clients sending 16 requests of 4 large (3000x3000) PNGs, then 10 s idle.
+- ``image burst 1..3``: 8 clients sending requests of 4 large (3000x3000) PNGs for 30 s, then 10 s
+  idle; three times, so that memory kept after a burst (or growing burst after burst) shows.
 
 Each reports the status counts of the valid requests and of the fault traffic, p50/p99 latency of
 the valid requests, and the RSS of the server (its worker processes included) before, at peak
-and after. Every loop is bounded by time or count and stops by itself; traffic goes to 127.0.0.1.
+and after, split into the main process and its workers. Every loop is bounded by time or count and
+stops by itself; traffic goes to 127.0.0.1.
 
     python benchmarks/serve_faults.py [--load-s 60] [--phase-s 20] [--checkpoint DIR]
 """
@@ -46,32 +48,42 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 class RSSSampler:
-    """RSS of a process and its children, sampled every 0.2 s in a thread."""
+    """RSS of a process (``main``) and of its children (``workers``), sampled every 0.2 s in a thread."""
 
     def __init__(self, pid: int):
         import psutil
 
-        self.process, self.peak, self._stop = psutil.Process(pid), 0.0, threading.Event()
+        self.process, self._stop = psutil.Process(pid), threading.Event()
+        self.peak = {"total": 0.0, "main": 0.0, "workers": 0.0}
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def now_mb(self) -> float:
+    def sample(self) -> dict[str, float]:
         import psutil
 
-        total = 0
-        for proc in [self.process, *self.process.children(recursive=True)]:
+        def rss(proc) -> int:
             try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
+                return proc.memory_info().rss
+            except psutil.Error:  # a worker that ended between listing and reading
+                return 0
+
+        main = rss(self.process) / 2**20
+        workers = sum(rss(child) for child in self.process.children(recursive=True)) / 2**20
+        return {"total": main + workers, "main": main, "workers": workers}
+
+    def now_mb(self) -> float:
+        return self.sample()["total"]
+
+    def _track(self, sample: dict[str, float]) -> None:
+        self.peak = {k: max(self.peak[k], v) for k, v in sample.items()}
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, self.now_mb())
+            self._track(self.sample())
 
     def __enter__(self):
-        self.before = self.now_mb()
-        self.peak = self.before
+        self.before_parts = self.sample()
+        self.before = self.before_parts["total"]
+        self._track(self.before_parts)
         self._thread.start()
         return self
 
@@ -221,9 +233,12 @@ def phase(server, name: str, background, fault=None, settle_s: float = 3.0) -> d
         results = asyncio.run(both())
         wall = time.monotonic() - start
         time.sleep(settle_s)
-        after = rss.now_mb()
+        after = rss.sample()
+        rss._track(after)
     row = {"valid": results[0], "wall_s": round(wall, 1), "server_cpu_s": round(server_cpu_seconds(server.pid) - cpu, 2),
-           "rss_mb": {"before": round(rss.before), "peak": round(max(rss.peak, after)), "after": round(after)}}
+           "rss_mb": {"before": round(rss.before), "peak": round(rss.peak["total"]), "after": round(after["total"]),
+                      **{f"{part}_{when}": round(value[part]) for part in ("main", "workers")
+                         for when, value in (("before", rss.before_parts), ("peak", rss.peak), ("after", after))}}}
     if fault:
         row["fault"] = results[1]
     print(f"{name}: {json.dumps(row)}", flush=True)
@@ -235,6 +250,8 @@ def main() -> None:
     parser.add_argument("--load-s", type=float, default=60.0)
     parser.add_argument("--phase-s", type=float, default=20.0)
     parser.add_argument("--checkpoint", default="")
+    parser.add_argument("--image-bursts", type=int, default=3)
+    parser.add_argument("--phases", nargs="*", default=[], help="run only these phases (e.g. 'image burst')")
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_faults.json")
     args = parser.parse_args()
@@ -255,20 +272,24 @@ def main() -> None:
             url, port = server.url, server.port
             clients8 = lambda s=args.phase_s: valid_clients(url, bodies, 8, s)  # noqa: E731
             asyncio.run(valid_clients(url, bodies, 4, 5))  # warm-up, not reported
-            results = {"baseline": phase(server, "baseline", clients8)}
-            results["load"] = phase(server, "load", lambda: valid_clients(url, bodies, 64, args.load_s))
-            results["idle sockets"] = phase(server, "idle sockets", clients8,
-                                            lambda: idle_sockets(port, 300, args.phase_s - 2))
-            results["slow headers"] = phase(server, "slow headers", clients8,
-                                            lambda: slow_header_clients(port, 50, args.phase_s))
             long_body = {"model": model, "max_tokens": 900, "temperature": 0,
                          "messages": [{"role": "user", "content": "describe the scan in detail"}]}
-            results["abandoned"] = phase(server, "abandoned", clients8,
-                                         lambda: abandoned_requests(url, long_body, 20))
-            results["abusive body"] = phase(server, "abusive body", clients8, lambda: abusive_bodies(url, model))
             images = large_image_bodies(model, 16)
-            results["image burst"] = phase(server, "image burst", lambda: valid_clients(url, images, 8, 30),
-                                           settle_s=10.0)
+            phases = {
+                "baseline": lambda: phase(server, "baseline", clients8),
+                "load": lambda: phase(server, "load", lambda: valid_clients(url, bodies, 64, args.load_s)),
+                "idle sockets": lambda: phase(server, "idle sockets", clients8,
+                                              lambda: idle_sockets(port, 300, args.phase_s - 2)),
+                "slow headers": lambda: phase(server, "slow headers", clients8,
+                                              lambda: slow_header_clients(port, 50, args.phase_s)),
+                "abandoned": lambda: phase(server, "abandoned", clients8, lambda: abandoned_requests(url, long_body, 20)),
+                "abusive body": lambda: phase(server, "abusive body", clients8, lambda: abusive_bodies(url, model)),
+            }
+            for k in range(args.image_bursts):  # repeated: does memory come back, or climb burst after burst?
+                phases[f"image burst {k + 1}"] = lambda k=k: phase(
+                    server, f"image burst {k + 1}", lambda: valid_clients(url, images, 8, 30), settle_s=10.0)
+            results = {name: run() for name, run in phases.items()
+                       if not args.phases or name.rstrip(" 0123456789") in args.phases or name in args.phases}
             health = __import__("httpx").get(url + "/health", timeout=10).json()
     print_table(results)
     fives = sum(int(k) >= 500 for r in results.values() for k, v in r["valid"]["statuses"].items() if k.isdigit()
@@ -290,12 +311,14 @@ def print_table(results: dict) -> None:
     from rich.table import Table
 
     table = Table(title="gmai serve: load and faults (loopback)")
-    for col in ("phase", "valid statuses", "p50 ms", "p99 ms", "RSS MB before / peak / after", "fault traffic"):
+    for col in ("phase", "valid statuses", "p50 ms", "p99 ms", "RSS MB before / peak / after",
+                "main / workers after", "fault traffic"):
         table.add_column(col)
     for name, r in results.items():
         v, m = r["valid"], r["rss_mb"]
         table.add_row(name, json.dumps(v["statuses"]), str(v["p50_ms"]), str(v["p99_ms"]),
-                      f"{m['before']} / {m['peak']} / {m['after']}", json.dumps(r.get("fault", ""))[:70])
+                      f"{m['before']} / {m['peak']} / {m['after']}", f"{m['main_after']} / {m['workers_after']}",
+                      json.dumps(r.get("fault", ""))[:60])
     Console(width=160).print(table)
 
 

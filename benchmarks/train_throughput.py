@@ -63,6 +63,28 @@ def stage3_samples(data_dirs: list[str], max_samples: int, seed: int = 0):
 
 # ------------------------------------------------------------------ the sides (each in its own subprocess)
 
+def preload_libraries(side: str) -> None:
+    """Library imports, before either side's window: TRL's side imports its classes at the top of ``run_trl``,
+    while gmai's trainer imports torch, accelerate and the model classes lazily, inside ``train()`` (~5 s of its
+    window in the first profile). Both sides get the model, processor and accelerate modules warm, and each its
+    own trainer package."""
+    import accelerate  # noqa: F401
+    import transformers.models.clip.modeling_clip  # noqa: F401
+    import transformers.models.llava.modeling_llava  # noqa: F401
+    import transformers.models.llava.processing_llava  # noqa: F401
+    import transformers.models.qwen2.modeling_qwen2  # noqa: F401
+    from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaImageProcessorPil  # noqa: F401
+
+    if side == "ours":
+        import gmai.model.factory  # noqa: F401
+        import gmai.model.families  # noqa: F401
+        import gmai.model.freeze  # noqa: F401
+        import gmai.train.trainer  # noqa: F401
+    else:
+        import trl  # noqa: F401
+        from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+
 def run_ours(args) -> dict:
     from gmai.train.config import config_from_dict
     from gmai.train.trainer import train
@@ -180,8 +202,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-samples", type=int, default=480)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--our-max-length", type=int, default=512, help="packed row length (ours)")
-    p.add_argument("--our-batch-rows", type=int, default=2, help="packed rows per micro-batch (ours)")
+    # 256-token rows, as the tiny recipe packs (recipes/tiny.yaml); 512-token rows cost more attention per token
+    # (results/train_throughput.json before this default: 0.95x TRL best per CPU-second, vs 1.04x at 256)
+    p.add_argument("--our-max-length", type=int, default=256, help="packed row length (ours)")
+    p.add_argument("--our-batch-rows", type=int, default=4, help="packed rows per micro-batch (ours)")
     p.add_argument("--our-grad-accum", type=int, default=2, help="micro-batches per optimizer step (ours)")
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "train_throughput.json"))
     # child-process arguments
@@ -192,6 +216,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--trl-batch", type=int, default=8)
     p.add_argument("--profile", action="store_true",
                    help="after the rounds, one more (untimed) gmai run under cProfile: where its time goes")
+    p.add_argument("--op-profile", action="store_true",
+                   help="after the rounds, one more (untimed) run of gmai and of trl-best under torch.profiler: "
+                        "CPU time per operator (results/train_throughput_ops_{side}.txt)")
     p.add_argument("--profile-to", default="")
     return p.parse_args()
 
@@ -200,8 +227,11 @@ def run_child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    preload_libraries(args.child)
     side = run_ours if args.child == "ours" else run_trl
-    if args.profile_to:
+    if args.profile_to.endswith(".ops.txt"):
+        result = op_profile(side, args)
+    elif args.profile_to:
         import cProfile
         import io
         import pstats
@@ -215,6 +245,19 @@ def run_child(args) -> None:
         result = side(args)
     result["peak_rss_mb"] = peak_rss_mb()
     print("RESULT " + json.dumps(result))
+
+
+def op_profile(side, args) -> dict:
+    """One run under ``torch.profiler``: CPU time per operator (self time; forward and backward ops apart),
+    written to ``--profile-to``: where a side's training time goes, op by op."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = side(args)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30, max_name_column_width=48)
+    Path(args.profile_to).write_text(f"{args.child}: one untimed run under torch.profiler (wall {result['wall_s']:.1f} s "
+                                     f"with the profiler's overhead)\n{table}")
+    return result
 
 
 def write_bench_data(samples, bench: Path) -> None:
@@ -249,6 +292,13 @@ def run_rounds(args, samples: int, tokens: int) -> dict[str, list[dict]]:
 
     steps_of_ours: list[int] = []
     return interleaved_rounds(SIDES, args.rounds, run)
+
+
+def write_op_profiles(args, samples: int, rounds: dict[str, list[dict]]) -> None:
+    steps = [r["steps"] for r in rounds["ours"] if not r.get("failed")]
+    args.trl_batch = batch_for_steps(samples, steps[0]) if steps else 8
+    for side in ("ours", "trl-best"):
+        child(side, args, 0, str(Path(args.json).with_name(f"train_throughput_ops_{side}.ops.txt")))
 
 
 def summarise(rounds: dict[str, list[dict]]) -> dict[str, dict]:
@@ -316,6 +366,8 @@ def main() -> None:
         if args.profile:
             profile = Path(args.json).with_name("train_throughput_profile_gmai.txt")
             child("ours", args, 0, str(profile))
+        if args.op_profile:
+            write_op_profiles(args, len(samples), rounds)
     report = {"benchmark": "train_throughput", "synthetic_data": synthetic, "data": data_dirs,
               "source": "SYNTHETIC corpus" if synthetic else ", ".join(data_dirs), "samples": len(samples),
               "tokens": tokens, "threads": args.threads, "rounds_count": args.rounds, "rounds": rounds,

@@ -67,3 +67,31 @@ def test_trl_best_batch_gives_the_step_count_closest_to_gmais():
         batch = train_throughput.batch_for_steps(samples, steps)
         best = min(abs(math.ceil(samples / b) - steps) for b in range(1, samples + 1))
         assert abs(math.ceil(samples / batch) - steps) == best
+
+
+def test_every_benchmark_reads_cpu_time_through_measure_only():
+    """One definition of CPU seconds: no benchmark script reads the clock of its own process or of its children
+    except through benchmarks/measure.py (a second definition once counted finished children and another did
+    not)."""
+    import re
+
+    own_clocks = re.compile(r"process_time|thread_time|ru_utime|ru_stime|RUSAGE_CHILDREN|os\.times\(|\.cpu_times\(")
+    offenders = [f"{path.name}:{n}" for path in sorted(BENCHMARKS.glob("*.py")) if path.name != "measure.py"
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if own_clocks.search(line)]
+    assert offenders == []
+    users = [p.name for p in BENCHMARKS.glob("*.py") if re.search(r"\bcpu_seconds\(", p.read_text())]
+    assert {"data_engine.py", "grpo_step.py", "measure.py"} <= set(users)
+
+
+def test_data_engine_bare_loop_writes_the_slices_the_engine_kept(tmp_path):
+    """Record refs are keyed (no slice index leaves the engine): the bare loop finds the kept slices by pixels."""
+    pytest.importorskip("nibabel")
+    import data_engine
+
+    data_engine.make_volumes(tmp_path / "data", 2, 64, 8)
+    _, records, _ = data_engine.run_engine(tmp_path / "data", tmp_path / "out", 1, 1, False)
+    kept = data_engine.kept_slices(tmp_path / "out", tmp_path / "data")
+    images = {p.name for p in (tmp_path / "out" / "images").rglob("*.png")}
+    assert sum(map(len, kept.values())) == len(images) > 0
+    _, written, _ = data_engine.run_bare(kept, tmp_path / "bare", 1, 1)
+    assert written == len(images) == len(list((tmp_path / "bare").glob("*.png")))

@@ -14,18 +14,54 @@ README = (ROOT / "README.md").read_text()
 GROUPS = {"data", "eval", "rl"}
 
 
-def _command_paths() -> list[list[str]]:
-    paths = []
+_ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
+
+
+def _readme_commands() -> list[tuple[list[str], list[str]]]:
+    """(command path, the --options the line uses) for every `gmai ...` line of a bash block; a line may
+    start with environment assignments (`GMAI_API_KEY=KEY gmai serve ...`)."""
+    commands = []
     for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
         for line in block.replace("\\\n", " ").splitlines():
             for part in line.split(";"):
                 words = part.split("#")[0].split()
+                while words and _ENV_ASSIGNMENT.fullmatch(words[0]):
+                    words = words[1:]
                 if len(words) >= 2 and words[0] == "gmai":
                     path = words[1:3] if words[1] in GROUPS and len(words) > 2 and not words[2].startswith("-") \
                         and words[2] in {"synth", "build", "score", "compare", "questions", "synth", "train",
                                          "iterate", "export", "rules", "benchmarks"} else words[1:2]
-                    paths.append(path)
-    return paths
+                    options = [w.split("=")[0] for w in words if w.startswith("--") and w != "--help"]
+                    commands.append((path, options))
+    return commands
+
+
+def _command_paths() -> list[list[str]]:
+    return [path for path, _ in _readme_commands()]
+
+
+def test_readme_commands_after_environment_assignments_are_checked():
+    assert ["serve"] in _command_paths()  # GMAI_API_KEY=KEY gmai serve ...
+    assert (["serve"], ["--host", "--port"]) in _readme_commands()
+
+
+def _option_names(command) -> set[str]:
+    """Every --option of a click command; of a group, those of it and of its subcommands (a README line
+    like `gmai eval MODEL --bench ...` reaches a subcommand through the group)."""
+    names = {name for param in command.params for name in getattr(param, "opts", []) + getattr(param, "secondary_opts", [])}
+    for sub in getattr(command, "commands", {}).values():
+        names |= _option_names(sub)
+    return names
+
+
+@pytest.mark.parametrize("path,options", _readme_commands(), ids=lambda v: " ".join(v) if v else "-")
+def test_readme_command_options_exist(path, options):
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]
+    assert [o for o in options if o not in _option_names(command)] == []
 
 
 def test_readme_opens_with_the_two_make_commands():
@@ -58,6 +94,7 @@ SLOW_TIER = {  # README's Tests section: what `-m "not slow"` skips
     "2-process training": ["tests/train/test_train_distributed.py"],
     "the real server driven by the openai client": ["tests/serve/test_serve_openai_client.py"],
     "the browser test": ["tests/serve/test_serve_ui_browser.py"],
+    "the real demo-ui process": ["tests/serve/test_serve_ui.py"],
 }
 
 

@@ -53,3 +53,45 @@ def test_batched_replies_are_the_same_with_and_without_presizing(monkeypatch):
     encoded = backend._encode(requests[:3])["pixel_values"]
     monkeypatch.undo()
     assert np.array_equal(backend._encode(requests[:3])["pixel_values"].numpy(), encoded.numpy())
+
+
+def test_evaluation_replies_are_the_same_when_images_are_prepared_ahead(tmp_path, monkeypatch):
+    """``gmai.eval.runner.generate_predictions`` pads and resizes the next batch's images in its background
+    thread (``LocalBackend.prepare_images``). Greedy replies equal those of the path before that change (the
+    backend presizing inside its own batch encoding), of the stock processor (no presizing at all) and of one
+    question at a time. Full-size images: the real VQA-RAD radiographs when present, else synthetic ones of
+    VQA-RAD's sizes (2321 x 1384 and others)."""
+    import threading
+
+    from gmai.eval.benchmarks import BenchItem, ImageRef
+    from gmai.eval.runner import build_prompt, generate_predictions
+
+    paths = []
+    for i, image in enumerate(_images()):
+        paths.append(tmp_path / f"image_{i}.png")
+        image.save(paths[-1])
+    items = [BenchItem(f"q{i}", f"Is there a lesion number {i}?", "yes", "closed",
+                       images=[ImageRef(path=str(p), name=p.name)]) for i, p in enumerate(paths)]
+    corpus = ["Is there a lesion? Yes.", "What modality is this? CT, MR, X-ray."] * 30
+    model, processor = create_model("tiny", corpus=corpus, seed=3)
+    backend = LocalBackend(model, processor)
+    config = GenerationConfig(max_new_tokens=16, temperature=0.0)
+
+    threads = []
+    prepare = backend.prepare_images
+    monkeypatch.setattr(backend, "prepare_images",
+                        lambda images: threads.append(threading.current_thread()) or prepare(images))
+    ahead = [e["prediction"] for e in generate_predictions(backend, items, config, batch_size=4).values()]
+    # every item's images were prepared off the model's thread (the batch encoding then finds them at size)
+    assert sum(t is not threading.main_thread() for t in threads) == len(items)
+
+    class InsideTheBatch:  # the backend as it was: images padded and resized inside its batch encoding
+        generate = staticmethod(backend.generate)
+
+    before = [e["prediction"] for e in generate_predictions(InsideTheBatch(), items, config, batch_size=4).values()]
+    one_by_one = [backend.generate([ChatRequest(build_prompt(it), it.load_images())], config, batch_size=1)[0]
+                  for it in items]
+    monkeypatch.setattr("gmai.infer.local.presize_images", lambda ip, images: images)
+    stock = [e["prediction"] for e in generate_predictions(InsideTheBatch(), items, config, batch_size=4).values()]
+    assert ahead == before == stock == one_by_one
+    assert len(set(ahead)) > 1  # the replies depend on the image, so a changed pixel could show

@@ -27,3 +27,66 @@ def test_r1_is_compared_with_the_stronger_stage3_row_on_each_split():
     assert "p=" in rows[3]["held vs Stage III"]
     assert any(v.startswith("held: GRPO vs its SFT start +0.300") for v in verdicts)
     assert "| GRPO (R1) |" in _markdown(rows, ["a note"])
+
+
+def _sweep(tmp_path, diffs_and_ps, config="default"):
+    import json
+
+    runs = [{"config": config, "seed": k, "held-out: GRPO - SFT": d, "held-out: p": p,
+             "in-dist: GRPO - SFT": 0.0, "in-dist: p": 1.0} for k, (d, p) in enumerate(diffs_and_ps)]
+    path = tmp_path / "r1_sweep.json"
+    path.write_text(json.dumps({"source": "benchmarks/results/r1_sweep.md", "runs": runs}))
+    return path
+
+
+def test_cross_seed_notes_state_only_a_verdict_every_seed_shares(tmp_path):
+    from gmai.rl.demo import cross_seed_notes
+
+    # the two committed runs of the previous sessions: +0.109 (p=1e-4) on one machine, -0.094 (p=5e-4) on another
+    mixed = " ".join(cross_seed_notes(_sweep(tmp_path, [(0.109, 1e-4), (-0.094, 5e-4), (0.01, 0.9)])))
+    assert "held-out GRPO - SFT +0.008 +- 0.102 (sd), significantly better in 1 / worse in 1 of 3 seeds" in mixed
+    assert "no consistent effect" in mixed and "beats its SFT start in every seed" not in mixed
+    better = " ".join(cross_seed_notes(_sweep(tmp_path, [(0.1, 0.01), (0.2, 0.001), (0.15, 0.02)])))
+    assert "held-out GRPO - SFT +0.150 +- 0.050 (sd)" in better and "GRPO beats its SFT start in every seed" in better
+    assert "in-dist GRPO - SFT +0.000 +- 0.000 (sd), significantly better in 0 / worse in 0 of 3 seeds: no " \
+           "consistent effect" in better
+    assert "one seed's numbers" in better
+
+
+def test_cross_seed_notes_without_a_sweep_say_the_lines_are_one_run(tmp_path):
+    from gmai.rl.demo import cross_seed_notes
+
+    assert "one run's numbers" in cross_seed_notes(tmp_path / "missing.json")[0]
+    assert "one run's numbers" in cross_seed_notes(_sweep(tmp_path, [(0.1, 0.01)]))[0]  # a single seed is not a sweep
+    assert "one run's numbers" in cross_seed_notes(_sweep(tmp_path, [(0.1, 0.01)] * 3, config="choice"))[0]
+
+
+def test_the_committed_sweep_has_three_seeds_of_the_demo_setting():
+    import json
+
+    import pytest
+
+    from gmai.rl.demo import SWEEP_FILE, cross_seed_notes
+
+    if not SWEEP_FILE.is_file():
+        pytest.skip("no benchmarks/ folder (installed package)")
+    runs = [r for r in json.loads(SWEEP_FILE.read_text())["runs"] if r["config"] == "default"]
+    assert sorted(r["seed"] for r in runs) == [0, 1, 2]
+    assert sum(note.startswith("across 3 seeds") for note in cross_seed_notes()) == 2
+
+
+def test_cross_seed_notes_say_whether_the_sweep_started_from_this_stage3(tmp_path):
+    import hashlib
+    import json
+
+    from gmai.rl.demo import cross_seed_notes
+
+    sweep = _sweep(tmp_path, [(0.1, 0.01)] * 3)
+    (tmp_path / "stage3").mkdir()
+    (tmp_path / "stage3" / "model.safetensors").write_bytes(b"weights")
+    summary = json.loads(sweep.read_text())
+    summary["stage3_sha256"] = hashlib.sha256(b"weights").hexdigest()
+    sweep.write_text(json.dumps(summary))
+    assert "started from this run's Stage III" in cross_seed_notes(sweep, stage3_ckpt=tmp_path / "stage3")[-1]
+    (tmp_path / "stage3" / "model.safetensors").write_bytes(b"retrained")
+    assert "another Stage III model" in cross_seed_notes(sweep, stage3_ckpt=tmp_path / "stage3")[-1]

@@ -92,3 +92,61 @@ def huge_png(width: int, height: int) -> bytes:
     parts.append(packer.flush())
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+def dicom_bytes(rows: int, cols: int, frames: list[bytes], syntax: str, bits: int = 8) -> bytes:
+    """A CT DICOM file whose pixel data is ``frames`` (encapsulated for a compressed ``syntax``),
+    written by pydicom as a real Part 10 file (preamble, file meta, then the dataset)."""
+    import io
+
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "CT", rows, cols, 1
+    ds.PhotometricInterpretation, ds.PixelRepresentation = "MONOCHROME2", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = (16, 12, 11) if bits == 16 else (8, 8, 7)
+    if len(frames) > 1:
+        ds.NumberOfFrames = len(frames)
+    if syntax == ExplicitVRLittleEndian:
+        ds.PixelData = b"".join(frames)
+    else:
+        ds.PixelData = encapsulate(frames)
+        ds["PixelData"].VR = "OB"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def j2k_frame(rows: int, cols: int) -> bytes:
+    """One lossless JPEG 2000 codestream of a 12-bit gradient (Pillow's OpenJPEG encoder)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    buf = io.BytesIO()
+    Image.fromarray(((xx * 7 + yy * 3) % 4096).astype(np.uint16)).save(buf, format="JPEG2000", no_jp2=True,
+                                                                        irreversible=False)
+    return buf.getvalue()
+
+
+def rle_slowest_frame(rows: int, cols: int) -> bytes:
+    """One 8-bit RLE Lossless frame (DICOM PS3.5 Annex G: a 64-byte header, then one segment) made
+    of 1-byte literal runs: the longest stream, and the most runs to decode, for its pixels."""
+    header = struct.pack("<16L", 1, 64, *([0] * 14))
+    return header + b"\x00\x07" * (rows * cols)
+
+
+def spin_cpu(seconds: float) -> float:
+    """Burn ``seconds`` of CPU time (a decoding worker's stand-in for a costly input)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+    return seconds

@@ -143,6 +143,80 @@ def test_a_text_request_is_not_delayed_10x_by_image_requests():
         assert max(during) < 10 * normal, (during, normal)
 
 
+def _hostile_image_bodies() -> dict[str, bytes]:
+    """The costliest image inputs this suite can build, as raw request bodies."""
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+    from serve_fakes import dicom_bytes, huge_png, j2k_frame, rle_slowest_frame
+
+    def dicom_url(data: bytes) -> str:
+        return "data:application/dicom;base64," + base64.b64encode(data).decode()
+
+    j2k = j2k_frame(512, 512)
+    bodies = {
+        # decoded in the costly lane: ~5 s of JPEG 2000, ~2 s of pure-Python RLE, ~3 s of PNG inflate + resize
+        "jpeg2000 512x512x50": _image_body(dicom_url(dicom_bytes(512, 512, [j2k] * 50, JPEG2000Lossless, 16)), 1),
+        "rle 512x512x20": _image_body(dicom_url(dicom_bytes(512, 512, [rle_slowest_frame(512, 512)] * 20,
+                                                            RLELossless)), 1),
+        "6 x png 5000x5000": _image_body(_png_url(5000, 5000), 6),
+        # refused from their headers
+        "png bomb 20000x20000": _image_body("data:image/png;base64," + base64.b64encode(huge_png(20_000, 20_000)).decode(), 1),
+        "png bomb 5000x5000": _image_body("data:image/png;base64," + base64.b64encode(huge_png(5000, 5000)).decode(), 1),
+        "jpeg2000 512x512x95": _image_body(dicom_url(dicom_bytes(512, 512, [j2k] * 95, JPEG2000Lossless, 16)), 1),
+        # refused after parsing: 16,384 image parts; JSON nested 100,000 deep
+        "16384 image parts": {**_body(), "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}] * 64}] * 256},
+    }
+    raw = {name: json.dumps(body).encode() for name, body in bodies.items()}
+    raw["nested 100000 deep"] = b'{"model": "fake", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    return raw
+
+
+@pytest.mark.slow  # ~30 s on 2 busy cores
+def test_a_valid_image_request_is_not_stalled_by_hostile_images():
+    """Every hostile input above is sent over and over, concurrently, while a valid one-image request
+    (512 x 512 PNG) is timed: it must finish within 2 s each time (the audit's bound)."""
+    hostile = _hostile_image_bodies()
+    valid = _image_body(_png_url(512, 512), 1)
+    config = _config(request_timeout_s=60)
+    with live_server(FakeBackend(), config) as (url, port, app), httpx.Client(timeout=60) as client:
+        normal = statistics.median(_latency(client, url, valid) for _ in range(5))
+        stop, statuses, lock = threading.Event(), {}, threading.Lock()
+
+        def attack(name: str, raw: bytes):
+            with httpx.Client(timeout=60) as attacker:
+                while not stop.is_set():
+                    try:
+                        r = attacker.post(url + URL, headers={**AUTH, "content-type": "application/json"},
+                                          content=raw)
+                        outcome = (r.status_code, r.json()["error"]["code"] if r.status_code >= 400 else "")
+                    except Exception as err:  # noqa: BLE001 - reported in the assertion below
+                        outcome = (0, type(err).__name__)
+                    with lock:
+                        statuses.setdefault(name, []).append(outcome)
+
+        attackers = [threading.Thread(target=attack, args=item) for item in hostile.items()]
+        for thread in attackers:
+            thread.start()
+        try:
+            deadline = time.monotonic() + 20
+            while app.service.decoders.waiting < 2 and time.monotonic() < deadline:  # the costly lane is full
+                time.sleep(0.05)
+            busy = app.service.decoders.waiting
+            during = [_latency(client, url, valid) for _ in range(10)]
+        finally:
+            stop.set()
+            for thread in attackers:
+                thread.join(timeout=90)
+        assert max(during) < 2.0, (during, normal)  # the audit's bound
+        assert statistics.median(during) < max(2 * normal, normal + 0.25), (during, normal)  # busy-machine slack
+        assert busy >= 2, busy  # measured while the costly lane was full
+        assert all(500 > s >= 400 or s == 200 for codes in statuses.values() for s, _ in codes), statuses
+        assert all({s for s, _ in statuses[name]} == {400} for name in hostile if "bomb" in name or "95" in name or
+                   "parts" in name or "nested" in name), statuses
+        print(f"valid 512x512 PNG: normal {normal:.3f} s, during attack median {statistics.median(during):.3f} "
+              f"max {max(during):.3f} s; hostile outcomes {({k: (len(v), sorted(set(v))) for k, v in statuses.items()})}")
+
+
 def test_decoding_over_its_memory_budget_is_400_and_the_server_carries_on():
     with TestClient(create_app(FakeBackend(), _config(decode_workers=1, decode_memory_mb=40))) as c:
         r = c.post(URL, headers=AUTH, json=_image_body(_png_url(4000, 4000, "flat"), 1))  # 48 MB of pixels
@@ -255,3 +329,42 @@ def test_abandoned_requests_stop_generating_on_the_tiny_model(tiny_checkpoint):
         abandoned_cpu = time.process_time() - start
     print(f"one full 900-token request: {full_cpu:.2f} CPU-s; 4 abandoned at 0.5 s: {abandoned_cpu:.2f} CPU-s")
     assert abandoned_cpu < 0.5 * full_cpu
+
+
+# ---------------------------------------------------------------------------------- memory after a burst
+class _ImageWatchingBackend(FakeBackend):
+    """Keeps a weak reference to every image the server hands it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def prepare(self, request, config):
+        import weakref
+
+        self.seen += [weakref.ref(image) for image in request.images]
+        return super().prepare(request, config)
+
+
+def test_decoded_images_are_freed_when_the_last_image_request_ends():
+    """Requests leave reference cycles behind (futures, frames); with the collector's automatic runs
+    off, only the server's own collection after the last image request frees their images."""
+    import gc
+
+    backend = _ImageWatchingBackend()
+    body = _image_body(_png_url(256, 256), 2)
+    gc.collect()
+    gc.disable()
+    try:
+        with live_server(backend, _config()) as (url, port, app):
+            threads = [_in_thread(lambda: httpx.post(url + URL, headers=AUTH, json=body, timeout=60)) for _ in range(4)]
+            for thread, _ in threads:
+                thread.join()
+            assert [out["result"].status_code for _, out in threads] == [200] * 4
+            deadline = time.monotonic() + 5
+            while any(ref() is not None for ref in backend.seen) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(backend.seen) == 8
+            assert all(ref() is None for ref in backend.seen), sum(ref() is not None for ref in backend.seen)
+    finally:
+        gc.enable()

@@ -59,7 +59,7 @@ def test_a_new_connection_over_the_per_address_bound_closes_the_oldest_idle_one(
 
 def test_when_every_connection_of_an_address_is_busy_a_new_one_gets_503():
     config = _config(max_connections_per_address=3, head_timeout_s=30)
-    with live_server(FakeBackend(delay=2.0), config) as (url, port, _):
+    with live_server(FakeBackend(delay=2.0), config) as (url, port, app):
         def slow_request():
             with httpx.Client(timeout=20) as client:
                 client.post(url + "/v1/chat/completions", headers=AUTH, json=BODY)
@@ -67,7 +67,10 @@ def test_when_every_connection_of_an_address_is_busy_a_new_one_gets_503():
         busy = [threading.Thread(target=slow_request) for _ in range(3)]
         for t in busy:
             t.start()
-        time.sleep(0.8)
+        deadline = time.monotonic() + 10  # until all 3 are being served (worker start-up can slow them)
+        while app.service.in_flight < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.service.in_flight == 3
         reply = raw_request(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
         assert reply.startswith(b"HTTP/1.1 503") and b"too_many_connections" in reply
         for t in busy:

@@ -126,3 +126,89 @@ def test_garbage_dicom_is_a_400():
     fake = b"\x00" * 128 + b"DICM" + b"\x01\x02" * 50
     err = _refusal(data_url(fake, "application/dicom"))
     assert err.code == "invalid_dicom" and "no pixel data" in err.message
+
+
+# ---------------------------------------------------------------------------------- pricing from headers
+def test_a_png_bomb_under_the_pixel_limit_is_refused_by_its_compression_ratio():
+    from gmai.serve.images import decode_cost
+
+    bomb = huge_png(5000, 5000)  # 25 M pixels: at the pixel limit, ~25 KB on the wire
+    refs = [(data_url(bomb), "messages[0].content[0].image_url")]
+    with pytest.raises(APIError) as info:
+        decode_cost(refs, ImageLimits())
+    assert info.value.code == "image_too_large" and "decompression bomb" in info.value.message
+    err = _refusal(data_url(bomb))  # the decoder refuses it the same way when called directly
+    assert "decompression bomb" in err.message
+
+
+def test_costly_transfer_syntaxes_are_priced_per_frame_from_the_header():
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+    from serve_fakes import dicom_bytes, j2k_frame, rle_slowest_frame
+
+    from gmai.serve.images import COSTLY_CODEC_FACTOR, RLE_FACTOR, decode_cost
+
+    def price(data):
+        return decode_cost([(data_url(data, "application/dicom"), "p")], ImageLimits())
+
+    frame = j2k_frame(64, 64)
+    assert price(dicom_bytes(64, 64, [frame] * 3, JPEG2000Lossless, 16)) == 64 * 64 * 3 * COSTLY_CODEC_FACTOR
+    rle = dicom_bytes(64, 64, [rle_slowest_frame(64, 64)], RLELossless)  # priced by its stream's length
+    assert len(rle) * RLE_FACTOR <= price(rle) <= (len(rle) + 2) * RLE_FACTOR and len(rle) > 64 * 64
+    assert price(dicom_bytes(64, 64, [bytes(64 * 64)], ExplicitVRLittleEndian)) == 64 * 64
+    assert price(_ct_small()) == 128 * 128  # pydicom's CT_small.dcm: header parsed from its first bytes
+
+
+def test_a_many_frame_jpeg2000_dicom_over_the_request_budget_is_refused_before_decoding(monkeypatch):
+    from pydicom.uid import JPEG2000Lossless
+    from serve_fakes import dicom_bytes, j2k_frame
+
+    import gmai.serve.images as images
+
+    data = dicom_bytes(512, 512, [j2k_frame(512, 512)] * 95, JPEG2000Lossless, 16)  # 25 M pixels of JPEG 2000
+    monkeypatch.setattr(images, "decode_images", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(APIError) as info:
+        images.decode_cost([(data_url(data, "application/dicom"), "p")], ImageLimits())
+    assert info.value.code == "image_too_costly" and "JPEG 2000" in info.value.message
+
+
+def test_an_image_whose_header_is_past_the_first_bytes_is_priced_as_the_worst_case():
+    from gmai.serve.images import COSTLY_CODEC_FACTOR, HEADER_BYTES, image_price
+
+    # A JPEG whose size marker comes after a large comment segment run: PIL cannot read it from the head.
+    image = Image.fromarray(np.zeros((8, 8), np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG")
+    jpeg = buf.getvalue()
+    comment = b"\xff\xfe" + (65535).to_bytes(2, "big") + b"x" * 65533
+    padded = jpeg[:2] + comment * (HEADER_BYTES // 65537 + 1) + jpeg[2:]
+    price = image_price(data_url(padded, "image/jpeg"), ImageLimits(), "p")
+    assert not price.known and price.units == ImageLimits().max_image_pixels * COSTLY_CODEC_FACTOR
+    assert load_image_url(data_url(padded, "image/jpeg"), ImageLimits(), "p").size == (8, 8)  # still decodable
+
+
+def test_a_dicom_whose_codestream_is_larger_than_its_header_says_is_refused_from_the_first_bytes():
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
+    from serve_fakes import dicom_bytes, j2k_frame, rle_slowest_frame
+
+    from gmai.serve.images import RLE_FACTOR, decode_cost
+
+    def price(data):
+        return decode_cost([(data_url(data, "application/dicom"), "p")], ImageLimits())
+
+    # Headers that say 8x8; the pixel data codes 2048x2048 (JPEG 2000) and 1024x1024 (JPEG): a decoder
+    # would decode the codestream in full before noticing.
+    for frame, syntax, bits, size in ((j2k_frame(2048, 2048), JPEG2000Lossless, 16, "2048x2048"),
+                                      (_jpeg(1024, 1024), JPEGBaseline8Bit, 8, "1024x1024")):
+        with pytest.raises(APIError) as info:
+            price(dicom_bytes(8, 8, [frame], syntax, bits))
+        assert info.value.code == "invalid_dicom" and size in info.value.message
+    assert price(dicom_bytes(1024, 1024, [_jpeg(1024, 1024)], JPEGBaseline8Bit)) == 1024 * 1024  # honest: priced
+    # RLE: the work follows the stream's length, not the header's 8x8
+    liar = dicom_bytes(8, 8, [rle_slowest_frame(1024, 1024)], RLELossless)
+    assert price(liar) >= 2 * 1024 * 1024 * RLE_FACTOR
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((height, width), np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()

@@ -97,6 +97,91 @@ def test_demo_ui_refuses_a_public_host_without_a_password(monkeypatch):
     assert CliRunner().invoke(app, ["demo-ui", "ckpt"]).exit_code == 0  # loopback: no password needed
 
 
+def test_demo_ui_takes_secrets_from_files_or_the_environment_never_from_argv(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import gmai.serve.ui as ui
+    from gmai.cli import app
+
+    launched = []
+    monkeypatch.setattr(ui, "launch_demo", lambda *a, **kw: launched.append(kw))
+    monkeypatch.delenv("GMAI_DEMO_PASSWORD", raising=False)
+    monkeypatch.delenv("GMAI_API_KEY", raising=False)
+    for option, env in (("--password", "GMAI_DEMO_PASSWORD"), ("--api-key", "GMAI_API_KEY")):
+        refused = CliRunner().invoke(app, ["demo-ui", "ckpt", option, "s3cret"])
+        assert refused.exit_code == 2 and not launched
+        assert refused.output == (f"error: {option} would put the secret in the process list, where any local user "
+                                  f"can read it: set {env} or give {option}-file FILE\n")
+    (tmp_path / "pw").write_text("file-pass\n")
+    (tmp_path / "key").write_text(" sk-file \n")
+    ok = CliRunner().invoke(app, ["demo-ui", "http://127.0.0.1:9/v1", "--host", "0.0.0.0", "--password-file",
+                                  str(tmp_path / "pw"), "--api-key-file", str(tmp_path / "key")])
+    assert ok.exit_code == 0 and launched[-1]["password"] == "file-pass" and launched[-1]["api_key"] == "sk-file"
+    env = CliRunner().invoke(app, ["demo-ui", "ckpt"], env={"GMAI_API_KEY": "sk-env"})
+    assert env.exit_code == 0 and launched[-1]["api_key"] == "sk-env"
+    (tmp_path / "empty").write_text("\n")
+    empty = CliRunner().invoke(app, ["demo-ui", "ckpt", "--password-file", str(tmp_path / "empty")])
+    assert empty.exit_code == 2 and empty.output == f"error: --password-file {tmp_path / 'empty'} is empty\n"
+
+
+@pytest.mark.slow
+def test_no_secret_on_the_demo_processes_command_lines(tmp_path):
+    """The real `gmai demo-ui` process (against an OpenAI-compatible URL, so no model loads), as
+    test_no_process_of_the_server_has_the_key_on_its_command_line does for `gmai serve`."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import psutil
+
+    password, key = "pw-cmdline-7f3a", "sk-cmdline-91c2"
+    (tmp_path / "pw").write_text(password)
+    (tmp_path / "key").write_text(key)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(Path(ui_module_file()).parents[2]), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("GMAI_API_KEY", None)
+    env.pop("GMAI_DEMO_PASSWORD", None)
+    proc = subprocess.Popen([sys.executable, "-m", "gmai.cli", "demo-ui", "http://127.0.0.1:9/v1", "--port", str(port),
+                             "--password-file", str(tmp_path / "pw"), "--api-key-file", str(tmp_path / "key")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.HTTPError:
+                assert proc.poll() is None, "gmai demo-ui exited"
+                time.sleep(0.5)
+        else:
+            pytest.fail("gmai demo-ui did not answer in 120 s")
+        assert page.status_code == 200
+        root = psutil.Process(proc.pid)
+        lines = [" ".join(p.cmdline()) for p in (root, *root.children(recursive=True))]
+        assert str(tmp_path / "pw") in lines[0]  # the check reads the right command line
+        assert not any(password in line or key in line for line in lines)
+        raw = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert password.encode() not in raw and key.encode() not in raw
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def ui_module_file() -> str:
+    import gmai.serve.ui as ui
+
+    return ui.__file__
+
+
 def test_launch_hands_gradio_a_password_check(monkeypatch):
     import gradio as gr
 

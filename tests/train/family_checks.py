@@ -3,6 +3,9 @@ request through the OpenAI-compatible server (in process), both with the checkpo
 
 import base64
 import io
+import subprocess
+import sys
+import textwrap
 
 VQA_RAD = "/work/shared/data/vqa-rad"  # the real benchmark (read in place, never copied)
 
@@ -56,3 +59,39 @@ def assert_grpo_runs(checkpoint, corpus, out):
     assert [r["step"] for r in rows] == [1, 2]
     AutoModelForImageTextToText.from_pretrained(out / "run" / "final")
     return out / "run" / "final"
+
+
+def stage3_on_base(base, data, out, *extra):
+    """Stage III only, 2 steps, starting from a whole-VLM folder (``model.base``)."""
+    from gmai.train.config import load_recipe
+    from gmai.train.trainer import train
+
+    overrides = [f"model.base={base}", "stages.0.enabled=false", "stages.1.enabled=false", "stages.2.enabled=false",
+                 "stages.3.max_steps=2", "stages.3.per_device_batch_size=2", "stages.3.packing=false",
+                 "stages.3.save_every=0", "run.tensorboard=false", "run.plot=false", *extra]
+    return train(load_recipe("recipes/tiny.yaml", overrides), data, out)
+
+
+# Plain transformers, as a user would after training: AutoProcessor + AutoModelForImageTextToText, the
+# checkpoint's own chat template, one image; run in a subprocess that never imports gmai.
+PLAIN_RELOAD = """
+import sys
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+for path in PATHS:
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Modality?"}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True)
+    enc = processor(text=[text], images=[Image.new("RGB", (90, 70))], return_tensors="pt")
+    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > enc["input_ids"].shape[1] and "gmai" not in sys.modules
+    print("OK", type(model).__name__)
+"""
+
+
+def assert_plain_reload(paths, class_name, script=PLAIN_RELOAD):
+    code = f"PATHS = {[str(p) for p in paths]!r}\n" + textwrap.dedent(script)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"OK {class_name}") == len(paths), result.stdout

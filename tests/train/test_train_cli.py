@@ -44,10 +44,10 @@ def test_train_cli_model_folder_errors_are_one_line(tmp_path):
 
     assert "local paths only" in run("model.llm_path=Qwen/Qwen2.5-7B-Instruct", f"model.vision_path={data}")
     assert "model.llm_path=DIR and model.vision_path=DIR" in run()
-    base = tmp_path / "gemma"
+    base = tmp_path / "mllama"
     base.mkdir()
-    (base / "config.json").write_text(json.dumps({"model_type": "gemma3", "architectures":
-                                                  ["Gemma3ForConditionalGeneration"]}))
+    (base / "config.json").write_text(json.dumps({"model_type": "mllama", "architectures":
+                                                  ["MllamaForConditionalGeneration"]}))
     (base / "model.safetensors").write_bytes(b"")
     line = run(f"model.base={base}", stage="3")
-    assert "'Gemma 3'" in line and "not supported" in line and str(base) in line
+    assert "'Llama 3.2 Vision'" in line and "not supported" in line and str(base) in line

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,8 +42,11 @@ def test_two_process_gloo_matches_one_process_with_the_same_global_batch(tmp_pat
     corpus = write_synthetic_corpus(tmp_path / "corpus", n_images=12, image_size=64, n_text=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     (tmp_path / "run.py").write_text(SCRIPT)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29517", str(tmp_path / "run.py"), json.dumps(tree(1)), str(corpus), str(tmp_path / "two")],
+    # launched as the README says: accelerate with recipes/accelerate/ddp_cpu.yaml (2 processes, asserted below)
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    config = Path(__file__).resolve().parents[2] / "recipes" / "accelerate" / "ddp_cpu.yaml"
+    two = subprocess.run([accelerate, "launch", "--config_file", str(config), "--main_process_port", "29517",
+                          str(tmp_path / "run.py"), json.dumps(tree(1)), str(corpus), str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=400)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run([sys.executable, str(tmp_path / "run.py"), json.dumps(tree(2)), str(corpus),

@@ -89,9 +89,13 @@ class BuildConfig:
     # keys the DICOM UID remap and the hashed refs; random per build unless the user keeps one
     # (--deid-secret-file). Never written out: the fingerprint holds only an HMAC check of it.
     deid_secret: bytes = field(default_factory=new_secret, repr=False)
-    deid_retain_patient_characteristics: bool = False
+    # PS3.15 Options on (gmai.data.deid.OPTIONS names, e.g. "retain_uids"); none by default
+    deid_options: tuple[str, ...] = ()
     engine: str = "local"  # "local" (process pool) or "ray" (Ray Data, gmai.data.engine_ray): same output
     ray_address: str | None = None  # --engine ray: a running cluster ("auto", "HOST:PORT"); None starts one
+
+    def __post_init__(self) -> None:  # checked (unknown names, full with modified dates) and in one order
+        self.deid_options = DeidOptions.with_options(self.deid_secret, self.deid_options).enabled()
 
     def fingerprint(self) -> str:
         """Everything that changes the output (not the workers or engine running it, not the output folder)."""
@@ -131,7 +135,7 @@ def _init_worker(config: BuildConfig, leakage: LeakageIndex | None) -> None:
     _STATE["out"] = str(config.out)
     _STATE["leakage"] = leakage
     _STATE["generator"] = None
-    use_options(DeidOptions(config.deid_secret, config.deid_retain_patient_characteristics))
+    use_options(DeidOptions.with_options(config.deid_secret, config.deid_options))
 
 
 def _generator() -> Generator:
@@ -765,6 +769,7 @@ def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | 
     return {
         "generator": config.generator, "seed": config.seed,
         "sources": [s.label() for s in config.sources],
+        "deid_options": list(DeidOptions.with_options(config.deid_secret, config.deid_options).enabled()),
         "inputs": inputs, "records_loaded": state.records_loaded, "records_kept": len(kept),
         "rejects": len(state.rejects), "accounting_ok": inputs == len(kept) + len(state.rejects),
         "samples": sum(state.samples.values()),
@@ -798,7 +803,7 @@ def _statistics(config: BuildConfig, state: _Assembler, leakage: LeakageIndex | 
 
 
 CONFIG_KEYS = {"sources", "generator", "generator_options", "exclude_benchmarks", "seed", "max_side", "engine",
-               "ray_address"}
+               "ray_address", "deid_options"}
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -59,7 +59,14 @@ def build_command(
              "in later builds; by default a random secret is used once and kept nowhere."),
     retain_patient_characteristics: bool = typer.Option(
         False, "--deid-retain-patient-characteristics",
-        help="PS3.15 Retain Patient Characteristics Option: keep DICOM age, sex, size, weight (off by default)."),
+        help="PS3.15 Retain Patient Characteristics Option (same as --deid-option retain-patient-characteristics)."),
+    deid_option: list[str] = typer.Option(
+        [], "--deid-option",
+        help="A PS3.15 Option, from its Table E.1-1 column (repeatable; every one off by default): "
+             "retain-safe-private, retain-uids, "
+             "retain-device-identity, retain-institution-identity, retain-patient-characteristics, "
+             "retain-full-dates, retain-modified-dates, clean-descriptors, clean-structured-content, "
+             "clean-graphics."),
     engine: str = typer.Option("local", "--engine", help="local (process pool) or ray (Ray Data); same output."),
     ray_address: str | None = typer.Option(None, "--ray-address",
                                            help="--engine ray: HOST:PORT or 'auto' of a running cluster "
@@ -79,19 +86,25 @@ def build_command(
     if not specs:
         raise typer.BadParameter("give at least one --source KIND:PATH (or a --config listing sources)")
     options = {**(settings.get("generator_options") or {}), **_generator_options(gen_option)}
+    deid_options = [*(settings.get("deid_options") or []), *deid_option] + (
+        ["retain_patient_characteristics"] if retain_patient_characteristics else [])
     # a flag given on the command line wins over the YAML file; the YAML wins over the flag's default
-    build_config = BuildConfig(
-        sources=specs, out=out, workers=workers,
-        generator=generator if generator != "template" else settings.get("generator", generator),
-        generator_options=options,
-        exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
-        seed=seed if seed != 0 else int(settings.get("seed", seed)),
-        max_side=max_side if max_side != 512 else int(settings.get("max_side", max_side)),
-        keep_journal=keep_journal, plots=plots,
-        deid_secret=_secret(deid_secret_file, load_or_create_secret, new_secret),
-        deid_retain_patient_characteristics=retain_patient_characteristics,
-        **_engine_settings(engine, ray_address, settings),
-    )
+    try:
+        build_config = BuildConfig(
+            sources=specs, out=out, workers=workers,
+            generator=generator if generator != "template" else settings.get("generator", generator),
+            generator_options=options,
+            exclude_benchmarks=[str(x) for x in settings.get("exclude_benchmarks", [])] + exclude_benchmark,
+            seed=seed if seed != 0 else int(settings.get("seed", seed)),
+            max_side=max_side if max_side != 512 else int(settings.get("max_side", max_side)),
+            keep_journal=keep_journal, plots=plots,
+            deid_secret=_secret(deid_secret_file, load_or_create_secret, new_secret),
+            deid_options=tuple(deid_options),
+            **_engine_settings(engine, ray_address, settings),
+        )
+    except ValueError as error:  # an unknown or contradictory --deid-option
+        typer.echo(f"error: --deid-option: {error}", err=True)
+        raise typer.Exit(2) from None
     try:
         result = run_build(build_config, progress=not quiet, log=typer.echo)
     except (OptionError, FileNotFoundError, RayEngineError) as error:

@@ -1,14 +1,25 @@
 """DICOM de-identification: PS3.15 Annex E, with Table E.1-1 kept as data.
 
-The table (``ps3.15-table-e1-1.csv`` beside this module, edition 2026c, source in its header) gives
-each attribute's Basic Profile action. :func:`deidentify` applies it to the top level and to every
-item of every sequence, at any depth:
+The table (``ps3.15-table-e1-1.csv`` beside this module, edition 2026d, source in its header) gives
+each attribute's Basic Profile action and its action under each Option. :func:`deidentify` applies it
+to the top level and to every item of every sequence, at any depth:
 
 - ``X`` and the combinations ``X/Z``, ``X/D``, ``X/Z/D``, ``X/Z/U*``: removed (the strictest form);
 - ``Z``, ``Z/D``: emptied; ``D``: a dummy value of the same VR (sequences: emptied);
 - ``U``: UIDs remapped with an HMAC-SHA256 keyed by a secret (one per build or server process,
   never written out), so a series stays one series inside a build and cannot be recomputed outside it;
-- ``K``: kept, only under a Retain option the caller turns on (off by default).
+- ``K`` / ``C``: only under an Option the caller turns on (:data:`OPTIONS`, every one off by default),
+  from that Option's column of the table: ``K`` keeps the value (a sequence kept has its items scrubbed
+  like any item; a "UID" that is not a valid UID is still remapped); ``C`` cleans it: a sequence is kept
+  with its items scrubbed, a date (DA, DT) is shifted by a whole number of days keyed by the secret (one
+  shift per build: intervals survive, dates do not; times of day are kept), a text value is kept only when
+  every word of it is in :data:`DESCRIPTOR_WORDS` (anything else gets the Basic Profile action). When two
+  Options on list one attribute, ``K`` wins over ``C``. Under Clean Graphics, overlay (60xx) and curve (50xx)
+  groups stay removed: their bitmaps cannot be checked for text here. Under Retain Safe Private, a private
+  attribute is kept only when Table E.3.10-1 (``ps3.15-table-e3-10-1.csv``) lists its group, private creator
+  and element, and only in a checked form: numbers as they are, a code string of code characters, text
+  through :data:`DESCRIPTOR_WORDS`, UIDs remapped, sequences with their items scrubbed; binary values and
+  anything else are removed, as is every private attribute the table does not list.
 
 Beyond the table: private, unknown-to-the-dictionary and UN elements, every repeating overlay (60xx)
 and curve (50xx) group, every person name, date, time and free-text element (SH, LO, ST, LT, UT, UC,
@@ -50,23 +61,33 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 TABLE_FILE = Path(__file__).with_name("ps3.15-table-e1-1.csv")
-EDITION = "2026c"
+SAFE_PRIVATE_FILE = Path(__file__).with_name("ps3.15-table-e3-10-1.csv")
+EDITION = "2026d"
 _STANDARD_UID_ROOT = "1.2.840.10008."
 
-# Retain Patient Characteristics Option (PS3.15 E.3.6): the K entries applied here when the option is
-# on: age, sex, size, weight (Table E.1-1's "Rtn. Pat. Chars. Opt." column lists these and more; the
-# others stay removed).
-RETAIN_PATIENT_CHARACTERISTICS = {0x00101010, 0x00100040, 0x00101020, 0x00101030}
-# PS3.16 CID 7050 "De-identification Method" codes
-_CODES = {
-    "basic": ("113100", "Basic Application Confidentiality Profile"),
-    "patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+# PS3.16 CID 7050 "De-identification Method" code of the Basic Profile
+_BASIC_CODE = ("113100", "Basic Application Confidentiality Profile")
+# The PS3.15 Annex E Options offered: DeidOptions field -> (Table E.1-1 column, CID 7050 code, meaning)
+OPTIONS: dict[str, tuple[str, str, str]] = {
+    "retain_safe_private": ("rtn_safe_priv", "113111", "Retain Safe Private Option"),
+    "retain_uids": ("rtn_uids", "113110", "Retain UIDs Option"),
+    "retain_device_identity": ("rtn_dev_id", "113109", "Retain Device Identity Option"),
+    "retain_institution_identity": ("rtn_inst_id", "113112", "Retain Institution Identity Option"),
+    "retain_patient_characteristics": ("rtn_pat_chars", "113108", "Retain Patient Characteristics Option"),
+    "retain_full_dates": ("rtn_long_full_dates", "113106",
+                          "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retain_modified_dates": ("rtn_long_modif_dates", "113107",
+                              "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "clean_descriptors": ("clean_desc", "113105", "Clean Descriptors Option"),
+    "clean_structured_content": ("clean_struct_cont", "113104", "Clean Structured Content Option"),
+    "clean_graphics": ("clean_graph", "113103", "Clean Graphics Option"),
 }
+_VALID_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 _DUMMY_TEXT = "REMOVED"
 # Structure-name attributes -> the attribute that numbers the structure (for the generic name)
 _STRUCTURE_NAME_TAGS = {0x00620005: 0x00620004, 0x30060026: 0x30060022}  # SegmentLabel, ROIName
@@ -90,13 +111,48 @@ _META_KEEP = {"FileMetaInformationVersion", "MediaStorageSOPClassUID", "MediaSto
 
 @dataclass(frozen=True)
 class DeidOptions:
-    """What one build (or server process) de-identifies with. ``secret`` keys the UID remap."""
+    """What one build (or server process) de-identifies with. ``secret`` keys the UID remap and the date
+    shift; every Option (:data:`OPTIONS`) is off unless turned on here."""
 
     secret: bytes
     retain_patient_characteristics: bool = False
+    retain_safe_private: bool = False
+    retain_uids: bool = False
+    retain_device_identity: bool = False
+    retain_institution_identity: bool = False
+    retain_full_dates: bool = False
+    retain_modified_dates: bool = False
+    clean_descriptors: bool = False
+    clean_structured_content: bool = False
+    clean_graphics: bool = False
+
+    def __post_init__(self) -> None:
+        if self.retain_full_dates and self.retain_modified_dates:
+            raise ValueError("retain_full_dates and retain_modified_dates exclude each other (PS3.15 E.3.6)")
+
+    @classmethod
+    def with_options(cls, secret: bytes, names: Any = ()) -> DeidOptions:
+        """From Option names (``retain_uids`` or ``retain-uids``); an unknown name is an error listing the known."""
+        fields = {}
+        for name in names:
+            key = str(name).strip().replace("-", "_")
+            if key not in OPTIONS:
+                raise ValueError(f"unknown de-identification option {name!r}; known: "
+                                 f"{', '.join(n.replace('_', '-') for n in OPTIONS)}")
+            fields[key] = True
+        return cls(secret, **fields)
+
+    def enabled(self) -> tuple[str, ...]:
+        """The Options turned on, in :data:`OPTIONS` order."""
+        return tuple(name for name in OPTIONS if getattr(self, name))
+
+    @cached_property
+    def columns(self) -> tuple[str, ...]:
+        """The Table E.1-1 columns of the Options turned on (looked up once: every element asks)."""
+        return tuple(OPTIONS[name][0] for name in self.enabled())
 
     def __repr__(self) -> str:  # the secret never reaches a log or a traceback
-        return f"DeidOptions(secret=<hidden>, retain_patient_characteristics={self.retain_patient_characteristics})"
+        return f"DeidOptions(secret=<hidden>, options={list(self.enabled())})"
 
 
 _CURRENT: list[DeidOptions] = [DeidOptions(secrets.token_bytes(32))]  # a fresh secret per process
@@ -146,45 +202,72 @@ def keyed_hash(secret: bytes, text: str, length: int = 16) -> str:
 
 @dataclass(frozen=True)
 class TableEntry:
-    group: str  # 4 hex digits, 'XX' for a repeating group's free byte
+    group: str  # 4 hex digits, 'XX' for a repeating group's free byte; 'gggg' for the private row
     element: str
     name: str
-    action: str
+    action: str  # the Basic Profile's
+    options: tuple[tuple[str, str], ...] = ()  # (Option column, K or C), only the columns that list it
+
+    @property
+    def is_private_row(self) -> bool:
+        """The row "(gggg,eeee) where gggg is odd": every private attribute (removed by :func:`_always_removed`)."""
+        return self.group.lower() == "gggg"
+
+    def option(self, column: str) -> str:
+        return dict(self.options).get(column, "")
 
 
 @lru_cache(maxsize=1)
 def table() -> tuple[TableEntry, ...]:
+    columns = [column for column, _, _ in OPTIONS.values()]  # every Option column
     with open(TABLE_FILE, encoding="utf-8") as fh:
         rows = csv.DictReader(line for line in fh if not line.startswith("#"))
-        return tuple(TableEntry(r["group"], r["element"], r["name"], r["action"]) for r in rows)
+        return tuple(TableEntry(r["group"], r["element"], r["name"], r["action"],
+                                tuple((c, r[c]) for c in columns if r[c])) for r in rows)
 
 
 @lru_cache(maxsize=1)
-def _exact_actions() -> dict[int, str]:
-    return {int(e.group + e.element, 16): e.action for e in table() if "X" not in e.group + e.element}
+def _exact_entries() -> dict[int, TableEntry]:
+    return {int(e.group + e.element, 16): e for e in table()
+            if "X" not in e.group + e.element and not e.is_private_row}
 
 
 @lru_cache(maxsize=1)
-def _masked_actions() -> tuple[tuple[int, int, str], ...]:
-    """(mask, value, action) for the repeating-group entries (50xx,xxxx), (60xx,3000), (60xx,4000)."""
+def _masked_entries() -> tuple[tuple[int, int, TableEntry], ...]:
+    """(mask, value, entry) for the repeating-group entries (50xx,xxxx), (60xx,3000), (60xx,4000)."""
     out = []
     for e in table():
         key = e.group + e.element
         if "X" in key:
             mask = int("".join("0" if c == "X" else "F" for c in key), 16)
-            out.append((mask, int(key.replace("X", "0"), 16), e.action))
+            out.append((mask, int(key.replace("X", "0"), 16), e))
     return tuple(out)
+
+
+def entry_for(tag: int) -> TableEntry | None:
+    """Table E.1-1's row for a tag, or None when the table does not list it."""
+    entry = _exact_entries().get(int(tag))
+    if entry is not None:
+        return entry
+    for mask, value, masked in _masked_entries():
+        if int(tag) & mask == value:
+            return masked
+    return None
 
 
 def action_for(tag: int) -> str | None:
     """Table E.1-1's Basic Profile action for a tag, or None when the table does not list it."""
-    action = _exact_actions().get(int(tag))
-    if action is not None:
-        return action
-    for mask, value, masked_action in _masked_actions():
-        if int(tag) & mask == value:
-            return masked_action
-    return None
+    entry = entry_for(tag)
+    return entry.action if entry else None
+
+
+def action_under(entry: TableEntry, options: DeidOptions) -> str:
+    """The action for ``entry`` with ``options``: an Option's K wins over an Option's C, and either over the
+    Basic Profile; an Option whose column leaves the row empty changes nothing."""
+    if not options.columns or not entry.options:
+        return entry.action
+    found = {entry.option(column) for column in options.columns}
+    return "K" if "K" in found else "C" if "C" in found else entry.action
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +323,12 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
         except Exception:  # an element that cannot even be parsed cannot be checked: it goes  # noqa: BLE001
             del dataset[tag]
             continue
-        known = dictionary_has_tag(tag) or repeater_has_tag(tag)
+        if elem.tag.is_private and options.retain_safe_private:
+            if not _keep_safe_private(dataset, elem, options):
+                del dataset[tag]
+            continue
+        # known: pydicom can name it, or Table E.1-1 lists it (the table is newer than pydicom's dictionary)
+        known = dictionary_has_tag(tag) or repeater_has_tag(tag) or entry_for(tag) is not None
         if _always_removed(elem.tag, elem.VR) or not (known or elem.tag.element == 0):
             del dataset[tag]
             continue
@@ -253,8 +341,13 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
             continue
         if int(tag) in _CODE_TAGS and "CodeValue" in dataset:  # already checked by _check_code
             continue
-        action = action_for(tag)
-        if action == "X/Z/U*" and elem.VR == "SQ":  # U*: kept, UIDs inside remapped (see the module docstring)
+        entry = entry_for(tag)
+        action = action_under(entry, options) if entry is not None else None
+        if action == "K":
+            _keep(elem, options)
+        elif action == "C":
+            _clean(dataset, elem, entry, options)
+        elif action == "X/Z/U*" and elem.VR == "SQ":  # U*: kept, UIDs inside remapped (see the module docstring)
             for item in elem.value:
                 _scrub(item, options)
         elif action is not None:
@@ -303,9 +396,108 @@ def _known_codes() -> dict[tuple[str, str], str]:
     return known
 
 
+def _keep(elem: Any, options: DeidOptions) -> None:
+    """K: the value stays; a sequence's items are still scrubbed, and a value in a UID field that is not a
+    valid UID (anyone can type a name there) is remapped all the same."""
+    if elem.VR == "SQ":
+        for item in elem.value:
+            _scrub(item, options)
+    elif elem.VR == "UI" and elem.value:
+        values = list(elem.value) if elem.VM > 1 else [elem.value]
+        kept = [v if _is_valid_uid(str(v)) else remap_uid(str(v), options) for v in values]
+        elem.value = kept if elem.VM > 1 else kept[0]
+
+
+@lru_cache(maxsize=1)
+def safe_private() -> dict[tuple[int, str, int], str]:
+    """Table E.3.10-1: (group, private creator, element's low byte) -> VR."""
+    with open(SAFE_PRIVATE_FILE, encoding="utf-8") as fh:
+        rows = csv.DictReader(line for line in fh if not line.startswith("#"))
+        return {(int(r["group"], 16), r["private_creator"], int(r["element"][2:], 16)): r["vr"] for r in rows}
+
+
+_NUMBER_VRS = _NUMERIC_VRS | {"FD", "FL", "AT"}
+_CODE_STRING = re.compile(r"[A-Z0-9_ ]{0,16}")
+
+
+def _keep_safe_private(dataset: Any, elem: Any, options: DeidOptions) -> bool:
+    """Retain Safe Private (see the module docstring): whether ``elem`` stays, cleaned in place."""
+    group, element = elem.tag.group, elem.tag.element
+    if 0x0010 <= element <= 0x00FF:  # a private creator: kept when the table lists it for this group
+        return any(g == group and c == str(elem.value).strip() for g, c, _ in safe_private())
+    creator = dataset.get((group << 16) | (element >> 8))
+    vr = safe_private().get((group, str(getattr(creator, "value", "")).strip(), element & 0xFF))
+    if vr is None or elem.VR not in vr.split("/"):
+        return False  # not listed, or not the VR the table gives (an implicit-VR file reads it as UN)
+    if elem.VR in _NUMBER_VRS:
+        return True
+    if elem.VR == "CS":
+        values = list(elem.value) if elem.VM > 1 else [elem.value]
+        return all(_CODE_STRING.fullmatch(str(v)) for v in values)
+    if elem.VR in _FREE_TEXT_VRS:
+        words = descriptor(elem.value)
+        if words is not None:
+            elem.value = words
+        return words is not None
+    if elem.VR == "UI":
+        _remap_uids(elem, options, only_instances=True)
+        return True
+    if elem.VR == "SQ":
+        for item in elem.value:
+            _scrub(item, options)
+        return True
+    return False
+
+
+def _is_valid_uid(uid: str) -> bool:
+    return len(uid) <= 64 and _VALID_UID.fullmatch(uid) is not None
+
+
+def _clean(dataset: Any, elem: Any, entry: TableEntry, options: DeidOptions) -> None:
+    """C (see the module docstring): what cannot be cleaned here gets the Basic Profile action."""
+    vr = elem.VR
+    if vr == "SQ":
+        for item in elem.value:
+            _scrub(item, options)
+        return
+    if vr == "TM":
+        return  # dates move by whole days, so the time of day keeps its meaning
+    elif vr in ("DA", "DT") and _shift_dates(elem, options):
+        return
+    elif vr in _FREE_TEXT_VRS or vr == "CS":
+        words = descriptor(elem.value)
+        if words is not None:
+            elem.value = words
+            return
+    _apply(dataset, elem, entry.action, options)
+
+
+def date_shift_days(options: DeidOptions) -> int:
+    """The build's date shift for Retain Modified Dates: 365 to 3,650 days back, keyed by the secret."""
+    digest = hmac.new(options.secret, b"date shift", hashlib.sha256).digest()
+    return 365 + int.from_bytes(digest[:4], "big") % 3286
+
+
+def _shift_dates(elem: Any, options: DeidOptions) -> bool:
+    """Shift every DA / DT value back by :func:`date_shift_days`; False when a value is not a date."""
+    import datetime as dt
+
+    values = list(elem.value) if elem.VM > 1 else [elem.value]
+    shifted = []
+    for value in values:
+        text = str(value).strip()
+        try:
+            day = dt.date(int(text[0:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            return False
+        if not text[:8].isdigit():
+            return False
+        shifted.append((day - dt.timedelta(days=date_shift_days(options))).strftime("%Y%m%d") + text[8:])
+    elem.value = shifted if elem.VM > 1 else shifted[0]
+    return True
+
+
 def _apply(dataset: Any, elem: Any, action: str, options: DeidOptions) -> None:
-    if options.retain_patient_characteristics and int(elem.tag) in RETAIN_PATIENT_CHARACTERISTICS:
-        return  # K
     if action == "U":
         _remap_uids(elem, options, only_instances=False)
     elif action.startswith("X"):
@@ -382,17 +574,19 @@ def _clean_file_meta(ds: Any, options: DeidOptions) -> None:
 def _record_method(ds: Any, options: DeidOptions) -> None:
     from pydicom.dataset import Dataset
 
-    used = ["basic"] + (["patient_characteristics"] if options.retain_patient_characteristics else [])
+    codes = [_BASIC_CODE] + [OPTIONS[name][1:] for name in options.enabled()]
     items = []
-    for key in used:
-        code, meaning = _CODES[key]
+    for code, meaning in codes:
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code, "DCM", meaning
         items.append(item)
+    # LO, one value per profile/option (each <= 64 characters)
+    method = [f"gmai: PS3.15 {EDITION} Table E.1-1 basic profile"] + [OPTIONS[n][2] for n in options.enabled()]
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = f"gmai: PS3.15 {EDITION} Table E.1-1 basic profile"  # LO: <= 64 characters
+    ds.DeidentificationMethod = method if len(method) > 1 else method[0]
     ds.DeidentificationMethodCodeSequence = items
-    ds.LongitudinalTemporalInformationModified = "REMOVED"
+    ds.LongitudinalTemporalInformationModified = (
+        "UNMODIFIED" if options.retain_full_dates else "MODIFIED" if options.retain_modified_dates else "REMOVED")
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,11 +657,36 @@ gtv ctv ptv itv oar target boost external body couch
 _NUMBERED_WORD = re.compile(r"(?:c[1-7]|t(?:[1-9]|1[0-2])|l[1-5]|s[1-5]|[1-9]|1[0-9]|2[0-4])")
 
 
+# Words a cleaned descriptor (Clean Descriptors and the other Options' C on text) may be made of: the
+# structure words and common acquisition words. No longer number than 24 passes, so no MRN or date.
+DESCRIPTOR_WORDS = STRUCTURE_WORDS | frozenset("""
+ct mr mri pet spect cr dx mg nm xa rf us pt axial ax sagittal sag coronal cor oblique t1 t2 pd flair dwi
+adc swi stir gre tse fse bold dti mip mpr 3d 2d scout localizer topogram survey routine standard protocol
+series study scan exam imaging image images view contrast with without w wo pre post iv arterial venous
+delayed phase thin thick slice soft tissue window high resolution low dose angio angiography perfusion
+diffusion weighted fat sat suppression bolus tracking screening follow up baseline ap pa lat frontal
+""".split())
+
+
+def descriptor(value: Any) -> str | list[str] | None:
+    """A descriptor in :data:`DESCRIPTOR_WORDS` (normalised, each value of a multi-valued one), or None when
+    any word of it is outside the vocabulary."""
+    values = list(value) if _is_multi(value) else [value]
+    cleaned = [_vocabulary_words(v, DESCRIPTOR_WORDS, 8) for v in values]
+    if not values or any(c is None for c in cleaned):
+        return None
+    return cleaned if _is_multi(value) else cleaned[0]
+
+
+def _vocabulary_words(value: Any, vocabulary: frozenset[str], most: int) -> str | None:
+    text = str(value or "").strip().lower()
+    words = [w for w in re.split(r"[\s_\-]+", text) if w]
+    if not words or len(words) > most or not all(w in vocabulary or _NUMBERED_WORD.fullmatch(w) for w in words):
+        return None
+    return " ".join(words)
+
+
 def structure_name(value: Any) -> str | None:
     """A SEG segment label or RTSTRUCT ROI name in the controlled vocabulary (normalised), or None when any
     word of it is outside the vocabulary: the caller then names the structure generically."""
-    text = str(value or "").strip().lower()
-    words = [w for w in re.split(r"[\s_\-]+", text) if w]
-    if not words or len(words) > 6 or not all(w in STRUCTURE_WORDS or _NUMBERED_WORD.fullmatch(w) for w in words):
-        return None
-    return " ".join(words)
+    return _vocabulary_words(value, STRUCTURE_WORDS, 6)

@@ -327,6 +327,14 @@ def _table(title: str, counts: dict[str, int], header: str = "value") -> list[st
     return lines + [""]
 
 
+def _deid_line(options: list[str]) -> str:
+    """Which PS3.15 Options the DICOM de-identification ran with (each one lets more of the header through)."""
+    from gmai.data.deid import EDITION, OPTIONS
+
+    on = ", ".join(f"{OPTIONS[name][2]} (`{name}`)" for name in options) or "none"
+    return f"- DICOM de-identification: PS3.15 {EDITION} Table E.1-1 Basic Profile; Options on: **{on}**"
+
+
 def write_card(out: Path, stats: dict[str, Any], plots: list[str]) -> None:
     configs = ["---", "configs:"]
     for subset, splits in sorted(stats["samples_by_subset_split"].items()):
@@ -345,7 +353,8 @@ def write_card(out: Path, stats: dict[str, Any], plots: list[str]) -> None:
         f"- samples: **{stats['samples']}** in {len(stats['samples_by_subset'])} subsets",
         f"- synthetic sources: {', '.join(synthetic) if synthetic else 'none'}"
         + (" - **these images are computer-generated phantoms, not patient data**" if synthetic else ""),
-        f"- real (non-synthetic) sources: {', '.join(stats['real_sources']) or 'none'}", "",
+        f"- real (non-synthetic) sources: {', '.join(stats['real_sources']) or 'none'}",
+        _deid_line(stats.get("deid_options", [])), "",
         "## Layout", "",
         "- `<subset>.jsonl`: training split, LLaVA/XTuner JSONL (`id`, `image` relative to this folder, `conversations`,"
         " metadata). Ids: `<2d|3d>#<task>#<modality>#<source>#<n>`.",

@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -128,14 +129,18 @@ def fingerprint(model: str, config: Any, prompt_style: str, max_side: int = 0) -
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _prepare_batch(chunk: Sequence[BenchItem], prompt_style: str, max_side: int):
-    """(items with their requests, failure entries) for one batch: images loaded, prompts built."""
+def _prepare_batch(chunk: Sequence[BenchItem], prompt_style: str, max_side: int,
+                   prepare_images: Callable[[list], list] | None = None):
+    """(items with their requests, failure entries) for one batch: images loaded (and, with ``prepare_images``,
+    the backend's own per-image preprocessing done), prompts built."""
     from gmai.infer import ChatRequest
 
     ready, failed = [], []
     for item in chunk:
         try:
             images = item.load_images(max_side)
+            if prepare_images is not None:
+                images = prepare_images(images)
             ready.append((item, ChatRequest(prompt=build_prompt(item, prompt_style), images=images)))
         except ImageLoadError as err:
             failed.append({"qid": item.qid, "prediction": None, "error": str(err)})
@@ -150,8 +155,10 @@ def generate_predictions(backend, items: Sequence[BenchItem], config, cache: Pre
     (``{"qid", "prediction", "error"}``; an item whose image fails has prediction None and the error).
     The one evaluation loop of the project: ``gmai eval`` and the R1 evaluation (``gmai.rl.evaluate``).
 
-    The next batch's images are decoded in a background thread while the current batch generates
-    (PIL releases the GIL while decoding and resizing), so image I/O overlaps model time."""
+    The next batch's images are decoded, and preprocessed when the backend offers ``prepare_images``
+    (:meth:`gmai.infer.local.LocalBackend.prepare_images`: pad and resize a full-size image to the model's
+    side), in a background thread while the current batch generates (PIL releases the GIL while decoding
+    and resizing), so image work overlaps model time."""
     from concurrent.futures import ThreadPoolExecutor
 
     cache = MemoryCache() if cache is None else cache
@@ -159,12 +166,14 @@ def generate_predictions(backend, items: Sequence[BenchItem], config, cache: Pre
     if progress:
         progress(len(items) - len(todo))
     chunks = [todo[i:i + max(1, batch_size)] for i in range(0, len(todo), max(1, batch_size))]
+    prepare = partial(_prepare_batch, prompt_style=prompt_style, max_side=max_side,
+                      prepare_images=getattr(backend, "prepare_images", None))
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_prepare_batch, chunks[0], prompt_style, max_side) if chunks else None
+        pending = pool.submit(prepare, chunks[0]) if chunks else None
         for k, chunk in enumerate(chunks):
             ready, failed = pending.result()
             if k + 1 < len(chunks):
-                pending = pool.submit(_prepare_batch, chunks[k + 1], prompt_style, max_side)
+                pending = pool.submit(prepare, chunks[k + 1])
             replies = backend.generate([req for _, req in ready], config, batch_size=batch_size) if ready else []
             if len(replies) != len(ready):
                 raise RuntimeError(f"backend {getattr(backend, 'name', backend)!r} returned {len(replies)} replies "

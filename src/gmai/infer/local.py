@@ -35,14 +35,25 @@ class LocalBackend:
         return cls(model.to(device), processor, name=Path(path).name)
 
     def _encode(self, requests: list[ChatRequest], to_device: bool = True):
-        from gmai.model.chat import render_prompt  # the model's own template, string-only ones included
+        from gmai.model.chat import adds_special_tokens, render_prompt  # the model's own template
 
         texts = [render_prompt(self.processor, r.to_messages()) for r in requests]
-        images = presize_images(getattr(self.processor, "image_processor", None),
-                                [im.convert("RGB") for r in requests for im in r.images])
+        images = self.prepare_images([im for r in requests for im in r.images])
+        counts = [len(r.images) for r in requests]
+        if images and all(counts):  # one list per prompt (Gemma 3's processor counts images per prompt)
+            images = [images[sum(counts[:i]):sum(counts[:i + 1])] for i in range(len(counts))]
         kwargs = {"images": images} if images else {}
-        enc = self.processor(text=texts, return_tensors="pt", padding=True, **kwargs)
+        enc = self.processor(text=texts, return_tensors="pt", padding=True,
+                             add_special_tokens=adds_special_tokens(self.tokenizer, texts[0]), **kwargs)
         return {k: v.to(self.device) for k, v in enc.items()} if to_device else dict(enc)
+
+    def prepare_images(self, images: list) -> list:
+        """The per-image work that does not need the model (RGB, pad to square, resize: :func:`presize_images`).
+        Idempotent, so a caller may run it ahead, off the model's thread (``gmai.eval.runner`` does it for the
+        next batch while this one generates): :meth:`_encode` then finds the images at size and has nothing
+        left to do but normalise them."""
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        return presize_images(getattr(self.processor, "image_processor", None), rgb)
 
     def prepare(self, request: ChatRequest, config: GenerationConfig):
         """One request rendered, tokenized, image-processed and checked against the context window

@@ -107,6 +107,17 @@ def _render(processor, messages: list[dict], add_generation_prompt: bool) -> str
     return rendered[0]
 
 
+def adds_special_tokens(tokenizer, text: str) -> bool:
+    """Tokenize ``text`` with the tokenizer's special tokens? Yes when the tokenizer adds a BOS and the template
+    did not render it (LLaVA-1.5's template leaves ``<s>`` to the Llama tokenizer, as ``processor(text=prompt)``
+    does in its model card; Gemma 3's renders ``<bos>`` itself). Training and generation both ask this."""
+    bos = tokenizer.bos_token
+    if not bos or text.startswith(bos):
+        return False
+    ids = tokenizer("x")["input_ids"]
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
+
+
 def render_prompt(processor, messages: list[dict]) -> str:
     """The generation prompt for ``messages`` (any content shape) with the model's own template."""
     return _render(processor, as_template_messages(messages, processor), add_generation_prompt=True)
@@ -134,29 +145,28 @@ def assistant_spans(processor, messages: list[dict]) -> tuple[str, list[tuple[in
 
 
 def supervised_mask(tokenizer, text: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[bool]]:
-    """Token ids of ``text`` (no extra special tokens) and, per token, whether it lies in an assistant span."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    """Token ids of ``text`` (a BOS only where the template leaves it to the tokenizer) and, per token, whether
+    it lies in an assistant span."""
+    enc = tokenizer(text, add_special_tokens=adds_special_tokens(tokenizer, text), return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), enc["offset_mapping"]
     mask = [any(s <= a and b <= e and b > a for s, e in spans) for a, b in offsets]
     return ids, mask
 
 
-def expand_mask(short_ids: list[int], short_mask: list[bool], full_ids: list[int], image_token_id: int
-                ) -> list[bool]:
-    """Carry a mask over the processor's image-token expansion (one placeholder -> N image tokens)."""
-    mask, j = [], 0
-    for tid, m in zip(short_ids, short_mask):
-        if tid == image_token_id:
-            while j < len(full_ids) and full_ids[j] == image_token_id:
-                mask.append(False)
-                j += 1
-            continue
-        if j >= len(full_ids) or full_ids[j] != tid:
-            raise TemplateError("processor output and tokenizer output differ outside the image tokens")
-        mask.append(m)
-        j += 1
-    if j != len(full_ids):
-        raise TemplateError("processor output has tokens the tokenizer did not produce")
+def expand_mask(short_ids: list[int], short_mask: list[bool], full_ids: list[int]) -> list[bool]:
+    """Carry a mask over the processor's image expansion: one placeholder becomes N image tokens (LLaVA, Qwen-VL),
+    or a longer run with its own wrapper tokens (Gemma 3's ``\n\n<start_of_image>...<end_of_image>\n\n``,
+    InternVL's ``<img>...</img>``). Tokens the two sequences share keep their mask; inserted ones are never
+    labels. A supervised token the processor changed is an error, not a silent loss."""
+    from difflib import SequenceMatcher
+
+    mask = [False] * len(full_ids)
+    kept = 0
+    for a, b, n in SequenceMatcher(None, short_ids, full_ids, autojunk=False).get_matching_blocks():
+        mask[b:b + n] = short_mask[a:a + n]
+        kept += sum(short_mask[a:a + n])
+    if kept != sum(short_mask):
+        raise TemplateError("the processor changed tokens of an assistant reply while expanding images")
     return mask
 
 
@@ -168,9 +178,8 @@ def encode_conversation(processor, messages: list[dict], images: list | None = N
     ids, mask = supervised_mask(tok, text, spans)
     if not images:
         return {"input_ids": ids, "assistant_mask": mask}
-    enc = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=False)
+    enc = processor(text=[text], images=images, return_tensors="pt", add_special_tokens=adds_special_tokens(tok, text))
     full = enc["input_ids"][0].tolist()
-    image_id = tok.convert_tokens_to_ids(image_token_of(processor))
     text_keys = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
     out = {k: v for k, v in enc.items() if k not in text_keys}
-    return {"input_ids": full, "assistant_mask": expand_mask(ids, mask, full, image_id), **out}
+    return {"input_ids": full, "assistant_mask": expand_mask(ids, mask, full), **out}

@@ -11,7 +11,14 @@ FIXTURES = {
     "clip": "write_clip",  # a full CLIP model (model.vision_path)
     "clip-vision": "write_clip",  # a CLIPVisionModel
     "siglip": "write_siglip",
-    "qwen2.5-vl": "write_qwen25_vl",  # a whole VLM (model.base)
+    "qwen2.5-vl": "write_qwen25_vl",  # whole VLMs (model.base) from here on
+    "qwen2-vl": "write_qwen2_vl",
+    "qwen3-vl": "write_qwen3_vl",
+    "llava-1.5": "write_llava15",
+    "llava-next": "write_llava_next",
+    "llava-onevision": "write_llava_onevision",
+    "gemma3": "write_gemma3",  # MedGemma's architecture
+    "internvl": "write_internvl",  # transformers-native InternVL (OpenGVLab/InternVL3-*-hf)
 }
 
 

@@ -19,26 +19,60 @@ class Family:
     model_class: str  # transformers class name
     # freeze-plan part -> dotted module paths inside the model (first attribute of a peft wrapper skipped)
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    processor: str = "auto"  # "auto" (AutoProcessor) | "qwen_vl" (built from its parts: no torchvision here)
+    # AutoProcessor, unless the family's processor also builds a video processor, which needs torchvision (absent
+    # here): then (processor class, PIL image processor class) and the processor is built for images only
+    image_only: tuple[str, str] | None = None
     lora_target_scope: str = "language_model"  # LoRA adapts linear layers under this module name
     packing: bool = True  # False: M-RoPE positions come from the image grid, so one sample per row
+    # the model input marking image tokens, which the processor returns and a training batch must rebuild
+    # (Gemma 3: bidirectional attention inside an image; Qwen2-VL / Qwen3-VL: M-RoPE needs it)
+    image_token_types: str | None = None
+    # GMAI-VL-R1's GRPO: False where its batches lack an input the model needs (anyres image_sizes)
+    grpo: bool = True
 
 
 FAMILIES: tuple[Family, ...] = (
     Family("llava", ("llava",), "LlavaForConditionalGeneration",
            parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
                   "llm": ("model.language_model", "lm_head")}),
+    # LLaVA-NeXT (1.6) and LLaVA-OneVision: anyres tiles; the learned image_newline belongs to the projector
+    Family("llava_next", ("llava_next",), "LlavaNextForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
+                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")}, grpo=False),
+    Family("llava_onevision", ("llava_onevision",), "LlavaOnevisionForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector", "model.image_newline"),
+                  "vision": ("model.vision_tower",), "llm": ("model.language_model", "lm_head")},
+           image_only=("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorPil"), grpo=False),
+    # Gemma 3 (MedGemma's architecture): SigLIP tower, pooled projector, Gemma 3 LM (head tied to the embeddings)
+    Family("gemma3", ("gemma3",), "Gemma3ForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
+                  "llm": ("model.language_model", "lm_head")}, image_token_types="token_type_ids"),
     # Qwen2.5-VL (GMAI-VL-R1's base) and Qwen2-VL: the ViT's patch merger is the projector.
     Family("qwen2_5_vl", ("qwen2_5_vl",), "Qwen2_5_VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
-                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
+                  "llm": ("model.language_model", "lm_head")},
+           image_only=("Qwen2_5_VLProcessor", "Qwen2VLImageProcessorPil"), packing=False),
     Family("qwen2_vl", ("qwen2_vl",), "Qwen2VLForConditionalGeneration",
            parts={"projector": ("model.visual.merger",), "vision": ("model.visual.patch_embed", "model.visual.blocks"),
-                  "llm": ("model.language_model", "lm_head")}, processor="qwen_vl", packing=False),
+                  "llm": ("model.language_model", "lm_head")},
+           image_only=("Qwen2VLProcessor", "Qwen2VLImageProcessorPil"), packing=False,
+           image_token_types="mm_token_type_ids"),
+    # Qwen3-VL: learned ViT position embeddings; the merger and the DeepStack mergers feed the LM (projector)
+    Family("qwen3_vl", ("qwen3_vl",), "Qwen3VLForConditionalGeneration",
+           parts={"projector": ("model.visual.merger", "model.visual.deepstack_merger_list"),
+                  "vision": ("model.visual.patch_embed", "model.visual.pos_embed", "model.visual.blocks"),
+                  "llm": ("model.language_model", "lm_head")},
+           image_only=("Qwen3VLProcessor", "Qwen2VLImageProcessorPil"), packing=False,
+           image_token_types="mm_token_type_ids"),
+    # InternVL (transformers-native, OpenGVLab/InternVL*-hf): InternViT, pixel-shuffle MLP projector, Qwen2/Llama LM
+    Family("internvl", ("internvl",), "InternVLForConditionalGeneration",
+           parts={"projector": ("model.multi_modal_projector",), "vision": ("model.vision_tower",),
+                  "llm": ("model.language_model", "lm_head")},
+           image_only=("InternVLProcessor", "GotOcr2ImageProcessorPil")),
 )
 # Image-text-to-text families people fine-tune that this table does not cover yet (refused, named).
-NOT_SUPPORTED = {"llava_next": "LLaVA-NeXT", "llava_onevision": "LLaVA-OneVision", "internvl": "InternVL",
-                 "gemma3": "Gemma 3", "qwen3_vl": "Qwen3-VL", "internvl_chat": "InternVL (remote code)",
+NOT_SUPPORTED = {"internvl_chat": "InternVL (remote code; its transformers-native -hf checkpoints, e.g. "
+                                  "OpenGVLab/InternVL3-1B-hf, are supported)",
                  "mllama": "Llama 3.2 Vision", "idefics3": "Idefics3", "smolvlm": "SmolVLM"}
 
 
@@ -70,24 +104,47 @@ def part_modules(model) -> dict[str, list]:
     """Freeze-plan part name -> the model's modules, for any family in the table."""
     base = unwrap(model)
     fam = family_of(base)
-    out = {}
-    for part, paths in fam.parts.items():
-        out[part] = [base.get_submodule(p) for p in paths]
-    return out
+    return {part: [_module_or_parameter(base, p) for p in paths] for part, paths in fam.parts.items()}
 
 
-def _qwen_vl_processor(folder: Path):
-    """Qwen2/2.5-VL's processor from its parts: AutoProcessor also builds the video processor, which needs
-    torchvision (absent here); images need only the PIL image processor (min/max pixels from the folder)."""
+def image_token_types(model, input_ids) -> dict:
+    """``{name: 1 where input_ids is the image token, else 0}`` for a family that needs it, else ``{}``."""
+    family = family_of(model)
+    if not family.image_token_types:
+        return {}
+    return {family.image_token_types: (input_ids == unwrap(model).config.image_token_id).long()}
+
+
+def _module_or_parameter(model, path: str):
+    """The module at ``path``; a bare parameter there (LLaVA-NeXT's image_newline) comes in a holder module."""
+    import torch
+
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        holder = torch.nn.Module()
+        holder.register_parameter("weight", model.get_parameter(path))
+        return holder
+
+
+def _image_only_processor(folder: Path, family: Family):
+    """The family's processor from its tokenizer and PIL image processor (AutoProcessor would also build the
+    video processor, which needs torchvision); its settings (Qwen's min/max pixels, image_seq_length) come from
+    the folder's preprocessor_config.json / processor_config.json."""
+    import json
+
     import transformers
-    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+    from transformers import AutoTokenizer
 
-    raw = check_folder(folder, "checkpoint", False)
-    cls = getattr(transformers, "Qwen2_5_VLProcessor" if raw.get("model_type") == "qwen2_5_vl" else "Qwen2VLProcessor")
+    processor_class, image_processor_class = family.image_only
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    image_processor = Qwen2VLImageProcessorPil.from_pretrained(folder)
-    return _image_only(cls)(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                            chat_template=_template_file(folder) or tokenizer.chat_template)
+    image_processor = getattr(transformers, image_processor_class).from_pretrained(folder)
+    settings = folder / "processor_config.json"
+    extra = {k: v for k, v in json.loads(settings.read_text()).items() if k != "processor_class"} \
+        if settings.is_file() else {}
+    return _image_only(getattr(transformers, processor_class))(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+        chat_template=_template_file(folder) or tokenizer.chat_template, **extra)
 
 
 def _image_only(cls):
@@ -118,10 +175,15 @@ def save_processor(processor, out: Path) -> None:
 
 def _save_processor(processor, out: Path) -> None:
     if getattr(processor, "video_processor", "absent") is None:
+        import json
+
         processor.tokenizer.save_pretrained(out)
         processor.image_processor.save_pretrained(out)
         if processor.chat_template:
             (out / "chat_template.jinja").write_text(processor.chat_template)
+        settings = {k: v for k, v in processor.to_dict().items()  # e.g. InternVL's image_seq_length
+                    if k not in ("image_processor", "video_processor", "tokenizer", "chat_template")}
+        (out / "processor_config.json").write_text(json.dumps(settings, indent=2) + "\n")
         return
     processor.save_pretrained(out)
 
@@ -141,8 +203,8 @@ def _template_file(folder: Path) -> str | None:
 def load_processor(folder: Path, family: Family, trust_remote_code: bool = False):
     from gmai.model.chat import adapt_string_template
 
-    if family.processor == "qwen_vl":
-        return _qwen_vl_processor(folder)
+    if family.image_only:
+        return _image_only_processor(folder, family)
     from transformers import AutoProcessor
 
     return adapt_string_template(AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code))

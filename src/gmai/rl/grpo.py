@@ -528,6 +528,7 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
     import torch
 
     from gmai.model.factory import load_checkpoint
+    from gmai.model.families import family_of
     from gmai.rl.rewards import get_rewards
 
     out = Path(out)
@@ -540,6 +541,10 @@ def build_trainer(model_path: str | Path, questions_path: str | Path, out: str |
                          f"({config.per_device_train_batch_size} x {config.gradient_accumulation_steps}) must be a "
                          f"multiple of num_generations ({config.num_generations})")
     model, processor = load_checkpoint(model_path)  # from its folder: TRL rebuilds the reference model from it
+    family = family_of(model)
+    if not family.grpo:
+        raise ValueError(f"grpo: model folder {model_path}: GRPO does not support the {family.name} family yet "
+                         f"(its anyres images need image_sizes, which the GRPO batches do not carry)")
     funcs, weights, names = get_rewards(config.rewards, rule=config.scoring_rule)
     funcs = QuestionRewardLog(out, funcs, weights, names).wrapped()
     dataset = rl_dataset(questions_path, config.max_questions, config.answer_types)

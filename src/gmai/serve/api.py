@@ -22,6 +22,7 @@ path, status and timing, never message or image content.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hmac
 import json
 import logging
@@ -38,8 +39,9 @@ from starlette.requests import Request  # module level: FastAPI resolves route a
 from gmai.infer.types import ChatRequest, Completion, GenerationConfig, PromptTooLongError
 from gmai.serve.batching import DynamicBatcher, QueueFullError
 from gmai.serve.errors import APIError, bad_request, error_body, overloaded
-from gmai.serve.images import ImageLimits, decode_images
-from gmai.serve.workers import WorkerPool, map_large_allocations
+from gmai.serve.images import ImageLimits, decode_cost, decode_images
+from gmai.serve.tokens import bytes_per_token_bound, min_tokens
+from gmai.serve.workers import WorkerPool, map_large_allocations, release_free_memory
 
 log = logging.getLogger("gmai.serve")
 
@@ -72,8 +74,20 @@ class ServeConfig:
     max_image_pixels: int = 25_000_000
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_side: int = 1344  # decoded images are shrunk to this longest side (0: keep full size)
-    decode_workers: int = 2  # processes decoding images (and validating bodies over inline_parse_bytes)
-    decode_timeout_s: float = 20.0  # per request, all its images
+    # Image decoding runs in two lanes of worker processes, chosen by the price of a request's images
+    # read from their headers (gmai.serve.images.decode_cost): requests up to light_decode_units go
+    # to their own light lane, so a valid image never waits behind a costly (or hostile) one.
+    decode_workers: int = 2  # processes of the costly lane (niced: they yield the CPU)
+    light_decode_workers: int = 2  # processes of the light lane
+    light_decode_units: int = 8_000_000  # ~ two 2000 x 2000 PNGs
+    max_decode_units: int = 150_000_000  # per request (refused beyond, from the headers)
+    # Per-request CPU-time budget: decode_base_s + units / decode_units_per_s (a quarter of the
+    # measured rate, ~40 M PNG pixels per CPU-second), never over decode_timeout_s. CPU time, so a
+    # busy machine does not fail valid images; decode_wall_timeout_s bounds the wait (then 503).
+    decode_base_s: float = 2.0
+    decode_units_per_s: float = 10_000_000
+    decode_timeout_s: float = 20.0
+    decode_wall_timeout_s: float = 60.0
     decode_memory_mb: int = 1024  # per decoding worker, beyond its size after imports
     inline_parse_bytes: int = 256 * 1024  # bodies up to this are validated on the event loop (< ~5 ms)
     max_prompt_chars: int = 65_536
@@ -91,7 +105,10 @@ class ServeConfig:
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_image_pixels=self.max_image_pixels, max_images=self.max_images,
                            max_image_bytes=self.max_image_bytes, allowed_root=self.allowed_root,
-                           max_side=self.max_image_side)
+                           max_side=self.max_image_side, max_decode_units=self.max_decode_units)
+
+    def decode_budget_s(self, units: int) -> float:
+        return min(self.decode_timeout_s, self.decode_base_s + units / self.decode_units_per_s)
 
     def max_json_objects(self) -> int:
         """A bound on ``{`` bytes in a valid body: messages and parts, braces inside the prompt's
@@ -479,31 +496,47 @@ class ChatService:
         self.backend, self.config = backend, config
         self.batcher = DynamicBatcher(backend, max_batch=config.max_batch, wait_ms=config.batch_wait_ms,
                                       max_queue=config.max_queue)
+        preload = ("gmai.serve.images", "gmai.data.imaging")
         self.decoders = WorkerPool("image decoding", config.decode_workers, timeout_s=config.decode_timeout_s,
                                    memory_mb=config.decode_memory_mb, max_waiting=config.max_queue,
-                                   preload=("gmai.serve.images", "gmai.data.imaging"))
+                                   preload=preload, nice=5, wall_timeout_s=config.decode_wall_timeout_s)
+        self.light_decoders = WorkerPool("image decoding", config.light_decode_workers,
+                                         timeout_s=config.decode_timeout_s, memory_mb=config.decode_memory_mb,
+                                         max_waiting=config.max_queue, preload=preload,
+                                         wall_timeout_s=config.decode_wall_timeout_s)
         self.parsers = WorkerPool("request validation", 1, timeout_s=config.body_timeout_s, memory_mb=0,
-                                  max_waiting=8, preload=("gmai.serve.api",))
+                                  max_waiting=config.max_queue, preload=("gmai.serve.api",))
         # Rendering + tokenizing: text-only requests and image requests have their own threads.
         self.text_prep, self.image_prep = anyio.CapacityLimiter(2), anyio.CapacityLimiter(2)
         self.can_prepare = callable(getattr(backend, "prepare", None))
+        # A proven lower bound on prompt tokens from UTF-8 bytes (gmai.serve.tokens), checked before
+        # any image is decoded or the prompt rendered; None when the tokenizer's structure has none.
+        self.context_length = getattr(backend, "context_length", None)
+        self.bytes_per_token = bytes_per_token_bound(getattr(backend, "tokenizer", None))
         self.in_flight = 0
+        self.image_requests = 0  # in flight with images
+        self._trimming: asyncio.Future | None = None
 
     def start(self) -> None:
         map_large_allocations()
+        gc.freeze()  # the model and libraries, loaded by now, are never scanned by later collections
         self.batcher.start()
-        for pool in (self.decoders, self.parsers):
+        for pool in self.pools():
             pool.start()
 
     def stop(self) -> None:
+        gc.unfreeze()
         self.batcher.stop()
-        for pool in (self.decoders, self.parsers):
+        for pool in self.pools():
             pool.shutdown()
+
+    def pools(self) -> list[WorkerPool]:
+        return [self.light_decoders, self.decoders, self.parsers]
 
     def counters(self) -> dict:
         return {"queue_depth": self.batcher.queue_depth, "in_flight": self.in_flight,
                 "generating": self.batcher.generating, "generate_calls": self.batcher.batches_run,
-                "requests_generated": self.batcher.requests_run, "decoder_restarts": self.decoders.restarts}
+                "requests_generated": self.batcher.requests_run, "decoder_restarts": self.decoders.restarts + self.light_decoders.restarts}
 
     async def parse(self, raw: bytes) -> ChatCompletionBody:
         if len(raw) <= self.config.inline_parse_bytes:
@@ -515,9 +548,10 @@ class ChatService:
         import anyio
 
         plan = plan_chat(body.messages, self.config)
+        self.check_prompt_bound(plan, gen_config)
         images = []
         if plan.image_refs:
-            images = await self.decoders.run(decode_images, plan.image_refs, self.config.image_limits())
+            images = await self.decode(plan.image_refs)
         chat = ChatRequest(messages=plan.turns, images=images)
         if not self.can_prepare:
             return chat, None
@@ -531,6 +565,27 @@ class ChatService:
             raise bad_request(f"the model's processor could not encode this request ({type(err).__name__})",
                               "messages", "unprocessable_input") from None
 
+    def check_prompt_bound(self, plan: ChatPlan, gen_config: GenerationConfig) -> None:
+        """Refuse a prompt that cannot fit the context, from its bytes alone (before rendering).
+        Only user turns count: every chat template renders them whole (some drop parts of others)."""
+        if not (self.context_length and self.bytes_per_token):
+            return
+        text_bytes = sum(len(t["content"].encode("utf-8")) for t in plan.turns if t["role"] == "user")
+        fewest = min_tokens(text_bytes, self.bytes_per_token)
+        if fewest + gen_config.max_new_tokens > self.context_length:
+            raise bad_request(f"prompt of at least {fewest} tokens ({text_bytes} bytes of user text; a token of this "
+                              f"model covers at most {self.bytes_per_token} bytes) + max_tokens "
+                              f"{gen_config.max_new_tokens} exceeds the model's context of {self.context_length} "
+                              f"tokens", "messages", "context_length_exceeded")
+
+    async def decode(self, refs: list[tuple[str, str]]) -> list:
+        """Price the images from their headers (refusing bombs and over-budget requests at once),
+        then decode them in the lane their price picks, within a budget scaled to that price."""
+        limits = self.config.image_limits()
+        units = decode_cost(refs, limits)
+        pool = self.light_decoders if units <= self.config.light_decode_units else self.decoders
+        return await pool.run(decode_images, refs, limits, timeout_s=self.config.decode_budget_s(units))
+
     async def complete(self, raw: bytes, receive):
         """Non-streaming and streaming completions. Non-streaming work is abandoned (its batch slot
         freed, generation stopped at the next token) as soon as the client disconnects."""
@@ -542,6 +597,9 @@ class ChatService:
         if self.in_flight >= self.config.max_queue:
             raise overloaded()
         self.in_flight += 1  # from decoding to the end of generation (streams: until queued)
+        has_images = any(isinstance(m.content, list) and any(p.type == "image_url" for p in m.content)
+                         for m in body.messages)
+        self.image_requests += has_images
         try:
             if body.stream:
                 return await self._stream(body, gen_config)
@@ -557,6 +615,18 @@ class ChatService:
             return work.result()
         finally:
             self.in_flight -= 1
+            self.image_requests -= has_images
+            if has_images and not self.image_requests:
+                self._release_memory()
+
+    def _release_memory(self) -> None:
+        """After the last image request in flight: collect the requests' reference cycles, then hand
+        the heap their decoded images and encodings used back to the system (glibc keeps freed
+        memory in its per-thread arenas otherwise, and RSS stays at the burst's peak). The trim runs
+        in a thread (ctypes releases the GIL)."""
+        if self._trimming is None or self._trimming.done():
+            gc.collect()  # requests leave reference cycles (futures, frames) holding images; cheap after freeze()
+            self._trimming = asyncio.get_running_loop().run_in_executor(None, release_free_memory)
 
     async def _complete(self, body: ChatCompletionBody, gen_config: GenerationConfig):
         deadline = time.monotonic() + self.config.request_timeout_s

@@ -117,6 +117,8 @@ class DynamicBatcher:
             completions = await asyncio.wait_for(asyncio.shield(job.future), timeout)
         finally:
             job.cancelled.set()  # no effect once done; skips the work if still queued
+            if job.future.done():  # the model thread is done with it: drop its images and tensors now,
+                job.request = job.prepared = None  # even if a reference cycle keeps the job itself
         return [_apply_stop(c, job.stop) for c in completions]
 
     async def stream(self, request: ChatRequest, config: GenerationConfig,

@@ -18,17 +18,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def read_api_key(path: Path | None) -> str | None:
-    """The key from ``path`` (surrounding whitespace dropped), else env GMAI_API_KEY, else None."""
+def read_secret(path: Path | None, option: str, env: str) -> str | None:
+    """The secret in file ``path`` (surrounding whitespace dropped), else env ``env``, else None: never from
+    the command line, where any local user can read it (/proc/PID/cmdline, ps)."""
     if path is None:
-        return os.environ.get("GMAI_API_KEY") or None
+        return os.environ.get(env) or None
     try:
-        key = path.read_text().strip()
+        secret = path.read_text().strip()
     except (OSError, UnicodeDecodeError) as err:
-        raise typer.BadParameter(f"--api-key-file {path}: cannot read it ({type(err).__name__})") from None
-    if not key:
-        raise typer.BadParameter(f"--api-key-file {path} is empty")
-    return key
+        raise typer.BadParameter(f"{option} {path}: cannot read it ({type(err).__name__})") from None
+    if not secret:
+        raise typer.BadParameter(f"{option} {path} is empty")
+    return secret
+
+
+def read_api_key(path: Path | None) -> str | None:
+    """The key from ``path``, else env GMAI_API_KEY, else None."""
+    return read_secret(path, "--api-key-file", "GMAI_API_KEY")
+
+
+def refuse_on_argv(option: str, env: str, file_option: str) -> typer.BadParameter:
+    return typer.BadParameter(f"{option} would put the secret in the process list, where any local user can "
+                              f"read it: set {env} or give {file_option} FILE")
 
 
 def serve_command(
@@ -63,8 +74,9 @@ def serve_command(
                                                               "its oldest idle one is closed)."),
     head_timeout: float = typer.Option(10.0, help="Seconds a client may take to send a request's headers."),
     decode_workers: int = typer.Option(2, help="Processes decoding images (text-only requests never wait "
-                                               "on them)."),
-    decode_timeout: float = typer.Option(20.0, help="Seconds to decode one request's images."),
+                                               "on them; costly images: cheap ones have their own lane)."),
+    decode_timeout: float = typer.Option(20.0, help="Most CPU seconds to decode one request's images (each "
+                                         "request gets less, scaled to its images' size and codec)."),
     decode_memory_mb: int = typer.Option(1024, help="Memory budget of each decoding process, MiB."),
     log_level: str = typer.Option("info", help="Log level (logs never carry request content)."),
 ) -> None:
@@ -72,8 +84,7 @@ def serve_command(
     from gmai.serve.api import ServeConfig, run_server
 
     if api_key:
-        raise typer.BadParameter("--api-key would put the key in the process list, where any local user can "
-                                 "read it: set GMAI_API_KEY or give --api-key-file FILE")
+        raise refuse_on_argv("--api-key", "GMAI_API_KEY", "--api-key-file")
     key = read_api_key(api_key_file)
     if key is None and not _is_loopback(host) and not insecure_no_auth:
         raise typer.BadParameter(f"refusing to serve on {host} without an API key: set GMAI_API_KEY or give "
@@ -98,11 +109,16 @@ def demo_ui_command(
     checkpoint: str = typer.Argument(..., help="Local checkpoint folder, or an OpenAI-compatible base URL."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(7860, help="Port."),
-    api_key: str = typer.Option("", help="Key for an OpenAI-compatible URL (default: env GMAI_API_KEY)."),
+    api_key_file: Path = typer.Option(None, help="File holding the key for an OpenAI-compatible URL (default: "
+                                                 "env GMAI_API_KEY). Never give the key on the command line."),
+    api_key: str = typer.Option("", hidden=True, help="Refused: see --api-key-file."),
     max_new_tokens: int = typer.Option(256, help="Reply length limit."),
     device: str = typer.Option("", help="cpu or cuda (default: cuda when available)."),
     torch_threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
-    password: str = typer.Option("", help="Demo password, required off loopback (default: env GMAI_DEMO_PASSWORD)."),
+    password_file: Path = typer.Option(None, help="File holding the demo password, required off loopback "
+                                                  "(default: env GMAI_DEMO_PASSWORD). Never give it on the "
+                                                  "command line."),
+    password: str = typer.Option("", hidden=True, help="Refused: see --password-file."),
     insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                           help="Allow a non-loopback host without a password."),
 ) -> None:
@@ -110,11 +126,17 @@ def demo_ui_command(
     chat with the model, with <think> reasoning folded apart from the answer."""
     from gmai.serve.ui import demo_auth, launch_demo
 
-    password = password or os.environ.get("GMAI_DEMO_PASSWORD") or None
     try:
-        demo_auth(host, password, insecure_no_auth)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    launch_demo(checkpoint, host=host, port=port, api_key=api_key or os.environ.get("GMAI_API_KEY") or None,
-                max_new_tokens=max_new_tokens, device=device or None, torch_threads=torch_threads,
-                password=password, insecure_no_auth=insecure_no_auth)
+        if password:
+            raise refuse_on_argv("--password", "GMAI_DEMO_PASSWORD", "--password-file")
+        if api_key:
+            raise refuse_on_argv("--api-key", "GMAI_API_KEY", "--api-key-file")
+        secret = read_secret(password_file, "--password-file", "GMAI_DEMO_PASSWORD")
+        key = read_api_key(api_key_file)
+        demo_auth(host, secret, insecure_no_auth)
+    except (typer.BadParameter, ValueError) as error:  # one plain line, never a box that wraps it
+        typer.echo(f"error: {getattr(error, 'message', None) or error}", err=True)
+        raise typer.Exit(2) from None
+    launch_demo(checkpoint, host=host, port=port, api_key=key, max_new_tokens=max_new_tokens,
+                device=device or None, torch_threads=torch_threads, password=secret,
+                insecure_no_auth=insecure_no_auth)

@@ -8,7 +8,8 @@ is shown folded apart (an accordion) from its ``<answer>``.
 Research demo, not a medical device. Uploads are read only through gmai.data.imaging (DICOM
 headers de-identified on read, the same path as the data engine's; only numbers and coded words are
 shown), and the raw upload is deleted as soon as it has been read. Off loopback the demo needs a
-password (``--password`` or ``GMAI_DEMO_PASSWORD``), as ``gmai serve`` needs an API key.
+password (``--password-file`` or ``GMAI_DEMO_PASSWORD``; never on the command line), as ``gmai serve``
+needs an API key.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def demo_auth(host: str, password: str | None, insecure_no_auth: bool = False) -
     from gmai.serve.cli import _is_loopback  # the rule `gmai serve` applies to its API key
 
     if not _is_loopback(host) and not insecure_no_auth:
-        raise ValueError(f"refusing to serve the demo on {host} without a password: give --password or "
+        raise ValueError(f"refusing to serve the demo on {host} without a password: give --password-file or "
                          "GMAI_DEMO_PASSWORD (or --insecure-no-auth)")
     return None
 

@@ -247,5 +247,16 @@ def collate(rows: list[list[int]], encoded: list[Encoded], pixels: dict, pad_id:
         position_ids[r, at:] = torch.arange(last + 1, last + 1 + width - at)
     batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
     for key in images[0] if images else ():
-        batch[key] = torch.cat([image[key] for image in images])
+        batch[key] = torch.cat(pad_tiles([image[key] for image in images]))
     return batch
+
+
+def pad_tiles(tensors: list) -> list:
+    """Per-image tile stacks (LLaVA-NeXT / OneVision: (1, tiles, C, H, W)) padded with zeros to the most tiles,
+    as their processors pad a batch; the model keeps each image's own tiles (from image_sizes)."""
+    import torch
+
+    if len({t.shape[1:] for t in tensors}) <= 1 or any(t.dim() != 5 for t in tensors):
+        return tensors
+    most = max(t.shape[1] for t in tensors)
+    return [torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 0, 0, most - t.shape[1])) for t in tensors]

@@ -1,11 +1,11 @@
 """The three-stage trainer (plus the tiny preset's optional LM warm-up, "stage 0").
 
 A plain PyTorch loop on top of ``accelerate``: the same code runs as one process, under
-``accelerate launch`` / ``torchrun`` (DDP; gloo on CPU), FSDP or DeepSpeed (configs in
-``recipes/accelerate/``). The data order of a stage is a deterministic plan computed identically on
-every rank (``packing.plan_steps``); each rank computes its slice of every global batch, and the
-loss is normalised by the supervised-token count of the *global* batch, so N processes reach the
-same update as one process with the same global batch.
+``accelerate launch`` / ``torchrun`` (DDP; gloo on CPU), or sharded with FSDP2, which the trainer drives itself
+(``gmai.train.sharding``; launch config ``recipes/accelerate/fsdp.yaml``). The data order of a stage is a
+deterministic plan computed identically on every rank (``packing.plan_steps``); each rank computes its slice of
+every global batch, and the loss is normalised by the supervised-token count of the *global* batch, so N
+processes reach the same update as one process with the same global batch.
 
 Each stage writes ``OUT/stageK`` (a standard HF checkpoint + README), resumable step checkpoints
 under ``OUT/checkpoints/stageK/step-N`` (model, optimizer, scheduler, RNG, data position), and
@@ -28,6 +28,7 @@ from gmai.train.data import (Sample, corpus_texts, load_samples, quality_filter,
                              short_answer_form)
 from gmai.train.logs import MetricsLog, plot_curves
 from gmai.train.packing import IGNORE, Encoded, Encoder, collate, plan_steps, prepare
+from gmai.train.sharding import Fsdp, fsdp_from_launch
 
 DONE_FILE = "gmai_stage.json"  # written last into OUT/stageK: the stage is complete
 # Test/debug hooks (fault injection), read from the environment so a subprocess can be told:
@@ -255,8 +256,10 @@ def latest_checkpoint(out: Path, k: int) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
 
 
-def save_step_checkpoint(accelerator, out: Path, k: int, step: int, state: dict, keep: int) -> Path:
-    """model + optimizer + scheduler + RNG (accelerate) and our trainer state, written atomically."""
+def save_step_checkpoint(run: StageRun, step: int) -> Path:
+    """model + optimizer + scheduler + RNG (accelerate, or sharded under FSDP) and our trainer state, written
+    atomically."""
+    accelerator, out, k, state, keep = run.accelerator, run.out, run.k, run.state, run.stage.keep_checkpoints
     root = _ckpt_root(out, k)
     final = root / f"step-{step:06d}"
     tmp = root / f".tmp-step-{step:06d}"
@@ -264,7 +267,12 @@ def save_step_checkpoint(accelerator, out: Path, k: int, step: int, state: dict,
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    if run.fsdp:
+        from gmai.train.sharding import save_sharded_state
+
+        save_sharded_state(tmp, run.model, run.optimizer, run.scheduler, accelerator.process_index)
+    else:
+        accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1))
@@ -277,10 +285,12 @@ def save_step_checkpoint(accelerator, out: Path, k: int, step: int, state: dict,
     return final
 
 
-def save_stage_model(accelerator, model, processor, path: Path, lora: bool) -> None:
+def save_stage_model(accelerator, model, processor, path: Path, lora: bool, fsdp: Fsdp | None = None) -> None:
     """The stage's result as a standard HF checkpoint (LoRA adapters merged into the LM)."""
     from gmai.model import save_checkpoint
 
+    if fsdp:
+        return save_sharded_stage_model(accelerator, model, processor, path)
     unwrapped = accelerator.unwrap_model(model)
     state_dict = accelerator.get_state_dict(model)  # gathers FSDP/ZeRO-3 shards (all ranks must call)
     if accelerator.is_main_process:
@@ -295,6 +305,19 @@ def save_stage_model(accelerator, model, processor, path: Path, lora: bool) -> N
             save_processor(processor, path)
         else:
             save_checkpoint(unwrapped, processor, path)
+    accelerator.wait_for_everyone()
+
+
+def save_sharded_stage_model(accelerator, model, processor, path: Path) -> None:
+    """FSDP: the full state dict gathered on rank 0, saved as one safetensors HF checkpoint."""
+    from gmai.model.families import save_processor
+    from gmai.train.sharding import full_state_dict, save_pretrained_full
+
+    state_dict = full_state_dict(model)  # collective: every rank calls
+    if accelerator.is_main_process:
+        path.mkdir(parents=True, exist_ok=True)
+        save_pretrained_full(model, state_dict, path)
+        save_processor(processor, path)
     accelerator.wait_for_everyone()
 
 
@@ -364,6 +387,7 @@ class StageRun:
     optimizer: object
     scheduler: object
     warmup: int
+    fsdp: Fsdp | None = None
     state: dict = field(default_factory=dict)
 
     @property
@@ -372,16 +396,16 @@ class StageRun:
 
 
 def run_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
-              first_of_run: bool = False, encoders: dict | None = None) -> dict:
+              first_of_run: bool = False, encoders: dict | None = None, fsdp: Fsdp | None = None) -> dict:
     """One stage: build the model, data plan and optimizer; resume or start; train every step; save."""
-    run = prepare_stage(k, cfg, out, samples, accelerator, log, console, first_of_run, encoders)
+    run = prepare_stage(k, cfg, out, samples, accelerator, log, console, first_of_run, encoders, fsdp)
     restore_or_start(run)
     train_steps(run)
     return finish_stage(run)
 
 
 def prepare_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], accelerator, log: MetricsLog, console,
-                  first_of_run: bool, encoders: dict | None) -> StageRun:
+                  first_of_run: bool, encoders: dict | None, fsdp: Fsdp | None = None) -> StageRun:
     stage = cfg.stages[k]
     start = start_point(cfg, out, k, first_of_run)
     model, processor = load_start_model(cfg, start, samples)
@@ -398,13 +422,18 @@ def prepare_stage(k: int, cfg: TrainConfig, out: Path, samples: list[Sample], ac
     check_packing(model, stage, k)
     model, params = setup_trainable(model, stage)
     model.train()
+    if fsdp:  # sharded before the optimizer exists: it must hold the sharded parameters
+        from gmai.train.sharding import shard_model
+
+        shard_model(model, fsdp, accelerator.device)
     optimizer = make_optimizer(model, stage)
     warmup = stage.warmup_steps or int(round(stage.warmup_ratio * len(plan)))
     scheduler = cosine_with_warmup(optimizer, warmup, len(plan), stage.min_lr_ratio)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    if not fsdp:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        accelerator.register_for_checkpointing(scheduler)
     return StageRun(k, stage, cfg, out, accelerator, log, console, start, model, processor, encoder, encoded,
-                    data_report, plan, params, optimizer, scheduler, warmup)
+                    data_report, plan, params, optimizer, scheduler, warmup, fsdp)
 
 
 def restore_or_start(run: StageRun) -> None:
@@ -418,8 +447,13 @@ def restore_or_start(run: StageRun) -> None:
     run.state = {"stage": k, "step": 0, "tokens": 0, "samples": 0, "elapsed_s": 0.0, "first_loss": None,
                  "last_loss": None, "losses": []}
     resume = latest_checkpoint(run.out, k)
-    if resume is not None:
+    if resume is not None and run.fsdp:
+        from gmai.train.sharding import load_sharded_state
+
+        load_sharded_state(resume, run.model, run.optimizer, run.scheduler, run.accelerator.process_index)
+    elif resume is not None:
         run.accelerator.load_state(str(resume))
+    if resume is not None:
         run.state = json.loads((resume / "trainer_state.json").read_text())
         log.event(event="resume", stage=k, step=run.state["step"], checkpoint=str(resume))
         if console:
@@ -456,7 +490,7 @@ def train_steps(run: StageRun) -> None:
                                                f"{values['tokens_per_s']:.0f} tok/s")
             step = run.state["step"]
             if run.stage.save_every and step % run.stage.save_every == 0 and step < run.total:
-                save_step_checkpoint(run.accelerator, run.out, run.k, step, run.state, run.stage.keep_checkpoints)
+                save_step_checkpoint(run, step)
             if crash_after and step == crash_after:
                 os._exit(137)  # simulate a kill: no cleanup, no final checkpoint
     finally:
@@ -470,6 +504,8 @@ def accumulate_gradients(run: StageRun, step_index: int, poison: bool = False):
     global batch, so k micro-batches give the same gradient as one batch k times larger."""
     import torch
 
+    from gmai.model.families import image_token_types
+
     accelerator, model, encoded = run.accelerator, run.model, run.encoded
     step_plan, device, world = run.plan[step_index], accelerator.device, accelerator.num_processes
     loss_sum = torch.zeros((), device=device)
@@ -479,20 +515,33 @@ def accumulate_gradients(run: StageRun, step_index: int, poison: bool = False):
         batch = collate(rows, encoded, run.encoder.pixels, run.processor.tokenizer.pad_token_id)
         if not run.stage.packing:
             batch = unpacked(batch, [sum(len(encoded[i]) for i in row) for row in rows])
+        batch.update(image_token_types(model, batch["input_ids"]))
         tokens += int(sum(len(encoded[i]) for row in rows for i in row))
         samples_n += sum(len(row) for row in rows)
         batch = {key: v.to(device) for key, v in batch.items()}
         sync = m == len(micro) - 1
-        ctx = accelerator.no_sync(model) if not sync and world > 1 else _nullcontext()
+        ctx = _gradient_sync(run, sync)
         with ctx, accelerator.autocast():
             loss = token_loss_sum(model, batch)
             if poison:
                 loss = loss * float("nan")
-            # global-batch normalisation; DDP averages gradients over ranks, hence * world
+            # global-batch normalisation; DDP and FSDP average gradients over ranks, hence * world
             accelerator.backward(loss * world / step_plan.n_label_tokens)
         loss_sum += loss.detach()
     return accelerator.reduce(torch.stack([loss_sum, torch.tensor(float(tokens), device=device),
                                            torch.tensor(float(samples_n), device=device)]), "sum")
+
+
+def _gradient_sync(run: StageRun, sync: bool):
+    """Reduce gradients over ranks only on a step's last micro-batch."""
+    if run.fsdp:
+        from gmai.train.sharding import set_gradient_sync
+
+        set_gradient_sync(run.model, sync)
+        return _nullcontext()
+    if sync or run.accelerator.num_processes == 1:
+        return _nullcontext()
+    return run.accelerator.no_sync(run.model)
 
 
 def apply_update(run: StageRun, totals, step_index: int) -> tuple[float, float, float]:
@@ -505,8 +554,14 @@ def apply_update(run: StageRun, totals, step_index: int) -> tuple[float, float, 
             f"stopped before this update. Last good checkpoint: "
             f"{last or (run.start if run.start else 'none (no step checkpoint yet)')}. Lower the learning rate "
             f"(stages.{run.k}.lr) and rerun the same command to resume from it.")
-    grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), run.stage.max_grad_norm)
-    grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+    if run.fsdp:
+        from gmai.train.sharding import clip_grad_norm, drop_unused_grads
+
+        drop_unused_grads(run.model)
+        grad_norm = clip_grad_norm(run.model, run.stage.max_grad_norm)
+    else:
+        grad_norm = run.accelerator.clip_grad_norm_(run.model.parameters(), run.stage.max_grad_norm)
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
     lr = run.scheduler.get_last_lr()[0]
     run.optimizer.step()
     run.scheduler.step()
@@ -539,13 +594,10 @@ def record_step(run: StageRun, step_index: int, totals, step_loss: float, grad_n
 def finish_stage(run: StageRun) -> dict:
     """Replica check (data parallel), the stage's HF checkpoint + README + done marker, step checkpoints cleared."""
     accelerator, k, out, state = run.accelerator, run.k, run.out, run.state
-    replicas = replica_checksums(accelerator, run.model)
-    if replicas is not None:
-        run.log.event(event="replica_check", stage=k, checksums=replicas,
-                      in_sync=all(r == replicas[0] for r in replicas))
+    log_parallel_check(run)
     final = _stage_dir(out, k)
     t_save = time.perf_counter()
-    save_stage_model(accelerator, run.model, run.processor, final, run.stage.lora.enabled)
+    save_stage_model(accelerator, run.model, run.processor, final, run.stage.lora.enabled, run.fsdp)
     info = {"save_s": round(time.perf_counter() - t_save, 3), "steps": run.total, "first_loss": state["first_loss"],
             "last_loss": state["last_loss"], "params": run.params,
             "data": run.data_report, "tokens": state["tokens"], "samples": state["samples"],
@@ -570,6 +622,25 @@ def loss_trend(losses: list[float]) -> dict:
     n = max(1, len(losses) // 10)
     first, last = sum(losses[:n]) / n, sum(losses[-n:]) / n
     return {"loss_first_avg": first, "loss_last_avg": last, "loss_fell": last < first}
+
+
+def log_parallel_check(run: StageRun) -> None:
+    """Evidence of what the processes held: identical replicas (data parallel) or each rank's shard (FSDP)."""
+    accelerator, k = run.accelerator, run.k
+    if run.fsdp:
+        import torch
+
+        from gmai.train.sharding import shard_report
+
+        mine = shard_report(run.model)
+        keys = sorted(mine)
+        rows = accelerator.gather(torch.tensor([[float(mine[key]) for key in keys]], device=accelerator.device))
+        run.log.event(event="shard_check", stage=k, ranks=[dict(zip(keys, map(int, row))) for row in rows.tolist()])
+        return
+    replicas = replica_checksums(accelerator, run.model)
+    if replicas is not None:
+        run.log.event(event="replica_check", stage=k, checksums=replicas,
+                      in_sync=all(r == replicas[0] for r in replicas))
 
 
 def replica_checksums(accelerator, model) -> list[list[float]] | None:
@@ -624,12 +695,13 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
     unknown = [k for k in wanted if k not in cfg.stages]
     if unknown:
         raise ValueError(f"stage(s) {unknown} are not in the recipe (it has {sorted(cfg.stages)})")
+    fsdp = fsdp_from_launch()  # before accelerate reads the launch settings
     accelerator = make_accelerator(cfg.run.mixed_precision)
     log = MetricsLog(out, accelerator.is_main_process, cfg.run.tensorboard)
     samples, counts = load_samples(data_dirs, cfg.data)
     groups = Counter(s.group for s in samples)
     log.event(event="run_start", data=[str(d) for d in data_dirs], stages=wanted, world_size=accelerator.num_processes,
-              distributed=accelerator.distributed_type.name,
+              distributed=accelerator.distributed_type.name, sharding="fsdp2" if fsdp else None,
               torch_threads=threads, records=dict(counts), groups=dict(groups), config=cfg.to_dict())
     if console and accelerator.is_main_process:
         console.print(f"data: {len(samples)} training samples from {', '.join(map(str, data_dirs))} "
@@ -649,7 +721,7 @@ def train(cfg: TrainConfig, data_dir, out: str | Path, stages: list[int] | None 
             accelerator.free_memory()
             accelerator = make_accelerator(cfg.run.mixed_precision)  # fresh per stage: new model/optimizer/state
             summary[k] = run_stage(k, cfg, out, samples, accelerator, log, shown, first_of_run=first,
-                                   encoders=encoders)
+                                   encoders=encoders, fsdp=fsdp)
             first = False
             if cfg.run.plot and accelerator.is_main_process:
                 plot_curves(out)
