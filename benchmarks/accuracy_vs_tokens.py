@@ -60,12 +60,12 @@ def backend_for(checkpoint: Path, final: Path):
 
 
 def evaluate(checkpoint: Path, final: Path, benches, out: Path, limit: int) -> list[list]:
-    from gmai.eval.runner import EvalOptions, run_eval
-    from gmai.infer import GenerationConfig
+    from gmai.demo import demo_eval_settings
+    from gmai.eval.runner import run_eval
     from gmai.report import majority_paired_tests
 
-    run_eval(str(checkpoint), benches, out, EvalOptions(batch_size=32, max_side=512, limit=limit or None),
-             config=GenerationConfig(max_new_tokens=24), backend=backend_for(checkpoint, final))
+    options, config = demo_eval_settings(limit or None)
+    run_eval(str(checkpoint), benches, out, options, config=config, backend=backend_for(checkpoint, final))
     return majority_paired_tests(out)
 
 

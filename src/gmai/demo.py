@@ -89,22 +89,30 @@ def train_stages(data_dirs: list[Path], out: Path, console: Console, overrides: 
 
 def evaluate_ablation(out: Path, data_dir: Path, vqa_rad: Path | None, console: Console,
                       limit: int | None = None) -> dict[str, Any]:
-    from gmai.eval.runner import BenchSpec, EvalOptions, run_eval
-    from gmai.infer import GenerationConfig
+    from gmai.eval.runner import BenchSpec, run_eval
 
     benches = [BenchSpec("gmai", str(data_dir))]
     if vqa_rad is not None:
         benches.append(BenchSpec("vqa-rad", str(vqa_rad)))
+    options, config = demo_eval_settings(limit)
     reports = {}
     for name, run, stage in ABLATION:
         checkpoint = out / run / f"stage{stage}"
-        # Images at the size the data build wrote for training; short answers need few tokens. The short-answer
-        # instruction (LLaVA-1.5's, as lmms-eval sends it for VQA-RAD) is the one Stage III learns with
-        # bare answers (recipes/tiny.yaml: short_answer_share), so exact-match rules can score the replies.
-        reports[name] = run_eval(str(checkpoint), benches, out / "eval" / name,
-                                 EvalOptions(batch_size=32, max_side=512, limit=limit, prompt_style="short"),
-                                 config=GenerationConfig(max_new_tokens=24), console=console)
+        reports[name] = run_eval(str(checkpoint), benches, out / "eval" / name, options, config=config,
+                                 console=console)
     return reports
+
+
+def demo_eval_settings(limit: int | None = None):
+    """How the demo evaluates (also ``benchmarks/accuracy_vs_tokens.py``): images at the size the data build
+    wrote for training; 24 new tokens, enough for short answers; the short-answer instruction (LLaVA-1.5's, as
+    lmms-eval sends it for VQA-RAD), which Stage III learns with bare answers (recipes/tiny.yaml:
+    short_answer_share), so exact-match rules can score the replies."""
+    from gmai.eval.runner import EvalOptions
+    from gmai.infer import GenerationConfig
+
+    return (EvalOptions(batch_size=32, max_side=512, limit=limit, prompt_style="short"),
+            GenerationConfig(max_new_tokens=24))
 
 
 def run_demo(out: str = "demo-out", vqa_rad: str | None = None, *, recipe_overrides: Sequence[str] = (),
