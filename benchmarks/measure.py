@@ -8,8 +8,10 @@
   process and its live children (decoding and validation workers), ``server_cpu_seconds``.
 - Peak memory: max RSS of this process (``ru_maxrss``); a side that must be measured alone runs in its own
   subprocess and reports its own.
-- Load: the 1/5/15-minute load averages (as ``uptime`` prints them), recorded with every result: on a shared
-  machine the wall times mostly measure the neighbours.
+- Load: the 1/5/15-minute load averages (as ``uptime`` prints them), recorded with every result; they count
+  the benchmark's own threads too (a 2-thread benchmark alone makes a load of ~2). Whether the machine was
+  quiet is judged on the neighbours alone: the CPU seconds the whole machine spent busy since the benchmark
+  started, minus the benchmark's own (``neighbour_cpu``); above 10% of the machine's CPU it is flagged BUSY.
 - Rounds: every setting runs once per round, the settings interleaved within a round, and the result keeps
   every round plus the median (a burst of load hits one round of every setting alike).
 """
@@ -43,6 +45,38 @@ def server_cpu_seconds(pid: int) -> float:
         except psutil.Error:  # a child that ended between listing and reading
             pass
     return total
+
+
+def own_cpu_seconds() -> float:
+    """``cpu_seconds`` plus the live children's (worker pools and subprocesses not yet waited for)."""
+    import psutil
+
+    me = psutil.Process()
+    return cpu_seconds() + server_cpu_seconds(me.pid) - sum(me.cpu_times()[:2])
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine (every process, every CPU) has spent busy since boot (/proc/stat)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
+
+
+def _snapshot() -> tuple[float, float, float]:
+    return time.monotonic(), machine_busy_seconds(), own_cpu_seconds()
+
+
+_START = _snapshot()  # taken when a benchmark script imports this module, i.e. at its start
+
+
+def neighbour_cpu(start: tuple[float, float, float] = _START) -> dict[str, float]:
+    """CPU the rest of the machine used since ``start``: the machine's busy seconds minus this process
+    tree's. ``share`` is that over the machine's CPU seconds in the window (wall x CPUs)."""
+    wall, busy, own = (now - then for now, then in zip(_snapshot(), start))
+    others = max(0.0, busy - own)
+    return {"wall_s": round(wall, 1), "others_cpu_s": round(others, 1),
+            "share": round(others / (wall * (os.cpu_count() or 1)), 3) if wall > 0 else 0.0}
 
 
 def peak_rss_mb() -> float:
@@ -86,11 +120,17 @@ def median_of(runs: Sequence[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def machine() -> dict[str, Any]:
+BUSY_SHARE = 0.10  # of the machine's CPU, used by other processes while the benchmark ran
+
+
+def machine(start: tuple[float, float, float] = _START) -> dict[str, Any]:
+    """The machine, its load averages, and whether other processes made it busy since ``start``."""
     import platform
 
-    load, cpus = load_average(), os.cpu_count() or 1
-    busy = load[0] > 0.25 * cpus
-    return {"cpus": cpus, "platform": platform.platform(), "python": platform.python_version(), "load_avg": load,
-            "note": ("BUSY machine (1-min load above 0.25 per CPU): wall times include the neighbours' share; "
-                     "not quiet-machine numbers") if busy else "1-min load at most 0.25 per CPU"}
+    others = neighbour_cpu(start)
+    pct = f"{100 * others['share']:.1f}% of the machine's CPU ({others['others_cpu_s']} s in {others['wall_s']} s)"
+    note = (f"BUSY machine: other processes used {pct} while this benchmark ran; wall times include their share, "
+            "not quiet-machine numbers") if others["share"] > BUSY_SHARE else (
+            f"quiet machine: other processes used {pct} while this benchmark ran")
+    return {"cpus": os.cpu_count() or 1, "platform": platform.platform(), "python": platform.python_version(),
+            "load_avg": load_average(), "neighbours": others, "note": note}

@@ -42,6 +42,39 @@ def test_server_cpu_seconds_count_a_live_worker_child():
         server.wait()
 
 
+SPIN = "import time; end = time.process_time() + {s}\nwhile time.process_time() < end: pass"
+
+
+def test_a_process_outside_the_benchmark_makes_the_machine_busy():
+    """An unrelated process (orphaned, so not our child) spinning ~1.5 CPU s while the benchmark sleeps is the
+    neighbours' CPU, and the note says BUSY."""
+    import time
+
+    start = measure._snapshot()
+    subprocess.run(["sh", "-c", f"{sys.executable} -c '{SPIN.format(s=1.5)}' >/dev/null 2>&1 &"], check=True)
+    time.sleep(2.5)
+    others = measure.neighbour_cpu(start)
+    assert others["others_cpu_s"] >= 1.0
+    assert others["share"] >= 1.0 / (2.5 * (measure.os.cpu_count() or 1))
+    assert measure.machine(start)["note"].startswith("BUSY machine: other processes used")
+
+
+def test_the_benchmarks_own_children_are_not_neighbours():
+    """A 2-thread benchmark alone made a 1-min load of ~1.1 on 2 CPUs and was flagged BUSY (2026-12-05): its own
+    CPU, finished children and live ones included, must not count as the neighbours'."""
+    start = measure._snapshot()
+    live = subprocess.Popen([sys.executable, "-c", SPIN.format(s=30)])
+    try:
+        subprocess.run([sys.executable, "-c", SPIN.format(s=1.2)], check=True)  # a finished child
+        others = measure.neighbour_cpu(start)
+        own = measure.own_cpu_seconds() - start[2]
+    finally:
+        live.kill()
+        live.wait()
+    assert own >= 2.0  # the finished child's 1.2 s + the live one's ~1.2 s
+    assert others["others_cpu_s"] < 0.8, others
+
+
 def test_rounds_run_every_setting_each_round_in_rotating_order():
     calls = []
     runs = measure.interleaved_rounds(["a", "b", "c"], 3, lambda s, r: calls.append((r, s)) or {"x": r})

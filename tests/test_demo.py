@@ -288,3 +288,12 @@ def test_demo_evaluates_with_the_short_answer_instruction_stage_iii_learnt(small
     assert forms, "Stage III reports no short-answer rows"
     # the fixture's VQA-RAD train answers are bare ('yes', 'liver'): they get the instruction as they are
     assert '"short answer (was already)"' in json.dumps(forms[0])
+
+
+@pytest.mark.slow
+def test_demo_stage_iii_merges_the_questions_on_one_image(small_demo):
+    """The README: the questions on one image are merged into conversations of up to 4 questions."""
+    readme = (small_demo / "train" / "stage3" / "README.md").read_text().splitlines()
+    merged = json.loads(next(x for x in readme if x.startswith("- data: "))[len("- data: "):])["questions_per_image"]
+    sizes = {int(k.split()[0]): n for k, n in merged.items()}
+    assert max(sizes) <= 4 and any(size > 1 for size in sizes), merged

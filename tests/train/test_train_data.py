@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import pytest
 
@@ -131,3 +132,40 @@ def test_short_answer_form_asks_exactly_what_the_evaluator_asks_and_answers_with
     assert [s.messages for s in kept[:2]] == [s.messages for s in samples[:2]]
     assert kept[2].messages[0]["content"].endswith("single word or phrase.")
     assert counts == {"sentence reply kept": 2, "short answer (was already)": 1}
+
+
+def _qa(sid: str, image: str, group: str = "other_med_instruction", turns: int = 1):
+    from pathlib import Path
+
+    from gmai.train.data import Sample
+
+    messages = [m for i in range(turns) for m in ({"role": "user", "content": f"{sid} q{i}?"},
+                                                   {"role": "assistant", "content": f"{sid} a{i}"})]
+    return Sample(sid, "MM-Instruct", messages, Path(image), group, {"answer": f"{sid} a0"})
+
+
+def test_questions_per_image_merges_an_images_questions_and_keeps_every_one():
+    """LLaVA-1.5's merging: one conversation per image (up to N questions), every question kept exactly as
+    often as the mixture took it, copies in different conversations; other samples untouched."""
+    from gmai.train.data import questions_per_image
+
+    a = [_qa(f"a{i}", "/img/a.png") for i in range(5)]
+    b = [_qa("b0", "/img/b.png"), _qa("b1", "/img/b.png", group="core_med_instruction")]  # other group: apart
+    caption, two_turns = _qa("cap", "/img/a.png", group="core_med_caption"), _qa("mt", "/img/a.png", turns=2)
+    caption.messages = caption.messages[1:]  # assistant only
+    samples = a * 2 + b + [caption, two_turns]  # the mixture took group a's questions twice
+    merged, counts = questions_per_image(samples, max_turns=3, seed=0)
+
+    asked = Counter(m["content"] for s in merged for m in s.messages if m["role"] == "user")
+    assert asked == Counter(m["content"] for s in samples for m in s.messages if m["role"] == "user")
+    on_a = [s for s in merged if s.image.name == "a.png" and s.group == "other_med_instruction" and s.id != "mt"]
+    assert sorted(len(s.messages) // 2 for s in on_a) == [1, 3, 3, 3]  # 10 questions, at most 3 per conversation
+    for s in on_a:  # a copy never lands beside itself; each reply follows its own question
+        questions = [m["content"] for m in s.messages[::2]]
+        assert len(set(questions)) == len(questions)
+        assert all(a_["content"] == q["content"].replace(" q0?", " a0")
+                   for q, a_ in zip(s.messages[::2], s.messages[1::2]))
+    assert caption in merged and two_turns in merged  # not single-turn Q&A: passed through as they were
+    assert sum(1 for s in merged if s.image.name == "b.png") == 2  # same image, different groups: not merged
+    assert counts == {"1 question(s)": 3, "3 question(s)": 3}
+    assert questions_per_image(samples, max_turns=1, seed=0)[0] == samples  # off

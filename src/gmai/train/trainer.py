@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gmai.train.config import StageConfig, TrainConfig
-from gmai.train.data import (Sample, corpus_texts, load_samples, quality_filter, sample_mixture,
-                             short_answer_form)
+from gmai.train.data import (Sample, corpus_texts, load_samples, quality_filter, questions_per_image,
+                             sample_mixture, short_answer_form)
 from gmai.train.logs import MetricsLog, plot_curves
 from gmai.train.packing import IGNORE, Encoded, Encoder, collate, plan_steps, prepare
 from gmai.train.sharding import Fsdp, fsdp_from_launch
@@ -136,6 +136,9 @@ def stage_samples(stage: StageConfig, cfg: TrainConfig, samples: list[Sample]) -
     if stage.short_answer_share > 0:
         chosen, forms = short_answer_form(chosen, stage.short_answer_share, cfg.run.seed)
         report["short_answers"] = dict(forms)
+    if stage.questions_per_image > 1:
+        chosen, merged = questions_per_image(chosen, stage.questions_per_image, cfg.run.seed)
+        report["questions_per_image"] = dict(sorted(merged.items()))
     return chosen, report
 
 
