@@ -100,7 +100,7 @@ class StageConfig:
     # whose reply is already the bare answer gets the evaluator's short-answer instruction, and this share of
     # the others (sentence replies) is rewritten to that instruction + the bare gold answer.
     short_answer_share: float = 0.0
-    # gmai.train.data.questions_per_image: 0/1 = off; N = single-turn Q&A on the same image(s) become
+    # gmai.train.data.questions_per_image: 0/1 = off; N = single-turn samples on the same image(s) become
     # conversations of up to N questions (LLaVA-1.5's merging of VQA questions per image).
     questions_per_image: int = 0
     save_every: int = 0  # resumable checkpoint every N optimizer steps (0 = only at the end)

@@ -253,13 +253,14 @@ def short_answer_form(samples: list[Sample], share: float, seed: int) -> tuple[l
 
 
 def questions_per_image(samples: list[Sample], max_turns: int, seed: int) -> tuple[list[Sample], Counter]:
-    """Merge single-turn Q&A samples on the same image(s) and in the same source group into multi-turn
-    conversations of up to ``max_turns`` questions, as LLaVA-1.5 does with its VQA data: the image's tokens are
-    then encoded and attended once for several questions. VQA-RAD asks ~11 questions per image, each a few
-    tokens against the image's 64, so Stage III's tokens fall by about half.
+    """Merge single-turn samples (one user turn, one reply: a question and its answer, or an instruction and
+    its caption) on the same image(s) and in the same source group into multi-turn conversations of up to
+    ``max_turns`` turns, as LLaVA-1.5 does with its VQA data: the image's tokens are then encoded and attended
+    once for several answers. VQA-RAD asks ~11 questions per image, each ~30 tokens against the image's 64;
+    at 4 per conversation the demo's Stage III needs ~0.7x the tokens.
 
-    Copies of a question (a mixture ratio above 1) go to different conversations. The order of questions is a
-    seeded shuffle. Other samples (captions, dialogue, multi-turn, text-only) pass through unchanged.
+    Copies of a sample (a mixture ratio above 1) go to different conversations. The order within an image is a
+    seeded shuffle, and so is the order of the result. Multi-turn, reply-only and text-only samples pass through.
     """
     if max_turns <= 1:
         return samples, Counter()
@@ -275,7 +276,10 @@ def questions_per_image(samples: list[Sample], max_turns: int, seed: int) -> tup
         conversations: list[list[Sample]] = []
         for s in members:
             home = next((c for c in conversations if len(c) < max_turns and all(x.id != s.id for x in c)), None)
-            conversations.append([s]) if home is None else home.append(s)
+            if home is None:
+                conversations.append([s])
+            else:
+                home.append(s)
         for c in conversations:
             counts[f"{len(c)} question(s)"] += 1
             messages = [m for x in c for m in x.messages]
