@@ -297,3 +297,26 @@ def test_demo_stage_iii_merges_the_questions_on_one_image(small_demo):
     merged = json.loads(next(x for x in readme if x.startswith("- data: "))[len("- data: "):])["questions_per_image"]
     sizes = {int(k.split()[0]): n for k, n in merged.items()}
     assert max(sizes) <= 4 and any(size > 1 for size in sizes), merged
+
+
+def test_report_points_a_missed_benchmark_to_where_the_longer_run_beats_majority(tmp_path):
+    """The fallback of issue #16: what the demo's budget does not reach, the committed longer run shows."""
+    from gmai.report import LONGER_RUN, longer_run_note
+
+    table = [["gmai", "gmai@1", "41.0", "26.3", "+14.7", "+48/-25", "0.0095", "beats majority"],
+             ["vqa-rad", "gmai@1", "29.3", "31.9", "-2.7", "+35/-47", "0.22", "does NOT beat majority"]]
+    run = {"overrides": ["stages.3.epochs=4"], "crosses": {"gmai": "step-000354", "vqa-rad": "step-000826"},
+           "rows": [{"checkpoint": "step-000826", "step": 826, "tokens": 1990209},
+                    {"checkpoint": "stage3", "step": 940, "tokens": 2264806}]}
+    (tmp_path / "longer.json").write_text(json.dumps(run))
+    note = longer_run_note(table, tmp_path / "longer.json")
+    assert note.startswith("Not beaten under every rule in this run: vqa-rad.")
+    assert "vqa-rad from step 826 (1,990,209 Stage III tokens)" in note and "gmai from" not in note
+    run["crosses"]["vqa-rad"] = "never (in this run)"
+    (tmp_path / "longer.json").write_text(json.dumps(run))
+    assert "vqa-rad never" in longer_run_note(table, tmp_path / "longer.json")
+    assert "No longer run here" in longer_run_note(table, tmp_path / "missing.json")
+    assert longer_run_note(table[:1], tmp_path / "longer.json") == ""  # everything beaten: nothing to add
+    # the committed run is the one the note names, and it does cross on both benchmarks
+    committed = json.loads(LONGER_RUN.read_text())
+    assert all(c.startswith("step-") or c == "stage3" for c in committed["crosses"].values()), committed["crosses"]
