@@ -328,7 +328,8 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
                 del dataset[tag]
             continue
         # known: pydicom can name it, or Table E.1-1 lists it (the table is newer than pydicom's dictionary)
-        known = dictionary_has_tag(tag) or repeater_has_tag(tag) or entry_for(tag) is not None
+        entry = entry_for(tag)
+        known = dictionary_has_tag(tag) or repeater_has_tag(tag) or entry is not None
         if _always_removed(elem.tag, elem.VR) or not (known or elem.tag.element == 0):
             del dataset[tag]
             continue
@@ -341,7 +342,6 @@ def _scrub(dataset: Any, options: DeidOptions) -> None:
             continue
         if int(tag) in _CODE_TAGS and "CodeValue" in dataset:  # already checked by _check_code
             continue
-        entry = entry_for(tag)
         action = action_under(entry, options) if entry is not None else None
         if action == "K":
             _keep(elem, options)
