@@ -143,14 +143,18 @@ class _Slot:
         executor, self.executor = self.executor, None
         if executor is None:
             return
-        for process in list((getattr(executor, "_processes", None) or {}).values()):
+        for process in _processes(executor):
             if process.is_alive():
                 process.kill()
         executor.shutdown(wait=False, cancel_futures=True)
 
     def pids(self) -> list[int]:
-        processes = (getattr(self.executor, "_processes", None) or {}) if self.executor else {}
-        return [p.pid for p in processes.values() if p.pid and p.is_alive()]
+        return [p.pid for p in _processes(self.executor) if p.pid and p.is_alive()]
+
+
+def _processes(executor: ProcessPoolExecutor | None) -> list:
+    """The executor's worker processes (ProcessPoolExecutor keeps them in a private dict; none before it starts)."""
+    return list((getattr(executor, "_processes", None) or {}).values()) if executor is not None else []
 
 
 class WorkerPool:
@@ -217,7 +221,7 @@ class WorkerPool:
         except (asyncio.TimeoutError, BrokenProcessPool):
             self._restart(slot)
             raise overloaded(f"{self.name} workers are starting; retry shortly") from None
-        processes = list((getattr(executor, "_processes", None) or {}).values())
+        processes = _processes(executor)
         future = executor.submit(_run_task, fn, args, budget)
         self.tasks += 1
         slot.tasks += 1
