@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gmai import BENCHMARK_RESULTS
 from gmai.train.trainer import DONE_FILE
 from gmai.eval.report import (comparison_table, example_gallery, fmt_pct, markdown_table, plot_rule_scores,
                               save_gallery_images, scores_with_baselines, write_html_report)
@@ -171,7 +172,7 @@ def majority_paired_tests(run_dir: Path) -> list[list[Any]]:
     return table
 
 
-LONGER_RUN = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "accuracy_vs_tokens_4epochs.json"
+LONGER_RUN = BENCHMARK_RESULTS / "accuracy_vs_tokens_4epochs.json"
 
 
 def longer_run_note(table: list[list[Any]], longer_run: Path = LONGER_RUN) -> str:

@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gmai import BENCHMARK_RESULTS
 from gmai.eval.stats import mcnemar_exact, trend, wilson_interval
 from gmai.rl.evaluate import evaluate_checkpoint
 from gmai.rl.grpo import R1GRPOConfig, accuracy_keys, read_metrics, train_grpo
@@ -38,7 +39,7 @@ DEMO_REWARDS = {"format": 0.25, "format_partial": 0.25, "accuracy": 1.0}
 SUMMARY_FILE, QUESTIONS_SUMMARY, GRPO_SUMMARY = "r1-demo.json", "questions-summary.json", "grpo-summary.json"
 # The committed 3-seed sweep of the default setting (``benchmarks/r1_sweep.py --runs default --seeds 0,1,2``), in a
 # source checkout; an installed package has no benchmarks/ folder and says so.
-SWEEP_FILE = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "r1_sweep.json"
+SWEEP_FILE = BENCHMARK_RESULTS / "r1_sweep.json"
 
 
 def choose_heldout_modality(data_dir: str | Path, min_images: int = 40) -> str | None:
